@@ -1,6 +1,5 @@
 """``DropPath``, ``to_2tuple`` and ``trunc_normal_`` with timm's behaviour."""
 
-import torch
 from torch import nn
 
 

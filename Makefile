@@ -1,0 +1,50 @@
+# The two commands of the README. Each creates .venv when missing and installs what it needs.
+#   make demo   napari with the plugin open on a sample (headless: under Xvfb, writes a screenshot)
+#   make test   ruff, pytest (under Xvfb via pytest-xvfb), npe2 validate --imports
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# These machines carry a CPU wheel of torch 2.13.0; pinning it keeps pip from pulling a
+# multi-GB CUDA build. Elsewhere: `make TORCH=torch test` (or pip installs your usual torch).
+TORCH ?= torch==2.13.0
+SCREENSHOT ?= out/demo.png
+
+.PHONY: demo test lint system-deps clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Re-install when the project's dependencies change.
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed-qt
+
+$(VENV)/.installed-qt: pyproject.toml | $(PY)
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e ".[qt]"
+	touch $@
+
+system-deps:
+	bash .ci/system-deps.sh
+
+demo: $(VENV)/.installed-qt
+	@if [ -n "$$DISPLAY" ] || [ -n "$$WAYLAND_DISPLAY" ]; then \
+		$(PY) -m napari_sam._qt.demo; \
+	else \
+		bash .ci/system-deps.sh && \
+		xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) -m napari_sam._qt.demo --screenshot $(SCREENSHOT); \
+	fi
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check src tests benchmarks examples
+
+test: $(VENV)/.installed-dev lint
+	$(VENV)/bin/pytest
+	$(VENV)/bin/npe2 validate napari-sam --imports
+
+clean:
+	rm -rf $(VENV) out dist build .pytest_cache .ruff_cache
