@@ -1,0 +1,175 @@
+"""Microscopy-scale numbers: store size, memory while browsing, first prompt, huge 2D image.
+
+    .venv/bin/python benchmarks/bench_stack.py [--slices 200] [--side 1024] [--big 10000]
+
+Each scenario runs in its own process so its peak resident set (ru_maxrss) is its own.
+Honesty notes, printed with the table: the browsing scenario uses the block-mean stand-in
+embedder with SAM's feature shape (256 x 64 x 64), so it measures the store and the cache,
+not a model; the first-prompt and 10k scenarios use the real vit_t (MobileSAM) architecture
+with randomly initialised weights (no download here): same compute and memory as trained ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _lazy_stack(n: int, side: int):
+    """(n, side, side) uint16 dask array, each slice generated on demand (never held whole)."""
+    import dask.array as da
+
+    def block(block_info=None):
+        s = block_info[None]["chunk-location"][0]
+        return np.random.default_rng(s).integers(0, 4000, (1, side, side), dtype=np.uint16)
+
+    return da.map_blocks(block, chunks=((1,) * n, (side,), (side,)), dtype=np.uint16)
+
+
+def _vit_t_embedder():
+    import torch
+
+    from napari_sam.model.sam import build_sam
+    from napari_sam.predictor import Predictor
+    from napari_sam.stack import PredictorEmbedder
+
+    torch.manual_seed(0)
+    model = build_sam("vit_t").eval()
+    weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    return PredictorEmbedder(Predictor(model, weights_id="random-vit_t"), (0.0, 4000.0)), weights_mb
+
+
+def browse(slices: int, side: int, workdir: Path) -> dict:
+    from napari_sam.lazy import SliceSource
+    from napari_sam.scaleout import embed_all
+    from napari_sam.stack import StackEmbeddings
+    from napari_sam.testing import BlockMeanEmbedder
+
+    source = SliceSource(_lazy_stack(slices, side))
+    fake = BlockMeanEmbedder(channels=256, grid=64, image_size=1024)
+    path = workdir / "browse.zarr"
+    t0 = time.perf_counter()
+    list(embed_all(StackEmbeddings.open(source, fake, path), num_workers=2))
+    fill_s = time.perf_counter() - t0
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    stack = StackEmbeddings.open(source, BlockMeanEmbedder(channels=256, grid=64,
+                                                           image_size=1024), path)  # fmt: skip
+    base, peak, t0 = _rss_mb(), 0.0, time.perf_counter()
+    for s in range(slices):
+        stack.get(s)
+        stack.prefetch(s, radius=1)
+        peak = max(peak, _rss_mb())
+    per_slice_ms = (time.perf_counter() - t0) / slices * 1e3
+    return {"store_mb_per_slice": size / slices / 2**20, "fill_s": fill_s,
+            "browse_ms_per_slice": per_slice_ms, "rss_before_mb": base,
+            "rss_browse_peak_mb": peak, "recomputed": stack.computed}  # fmt: skip
+
+
+def first_prompt(slices: int, side: int, workdir: Path) -> dict:
+    from napari_sam.lazy import SliceSource
+    from napari_sam.stack import StackEmbeddings
+
+    embedder, weights_mb = _vit_t_embedder()
+    source = SliceSource(_lazy_stack(slices, side))
+    stack = StackEmbeddings.open(source, embedder, workdir / "first.zarr")
+    t0 = time.perf_counter()
+    stack.get(slices // 2)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stack.get(slices // 2)
+    again = time.perf_counter() - t0
+    return {"model_mb": weights_mb, "first_prompt_s": first, "embeddings_computed":
+            stack.computed, "same_slice_again_ms": again * 1e3, "peak_mb": _peak_mb()}  # fmt: skip
+
+
+def big_2d(side: int, workdir: Path) -> dict:
+    import zarr
+
+    from napari_sam.lazy import SliceSource
+    from napari_sam.stack import StackEmbeddings
+
+    embedder, weights_mb = _vit_t_embedder()
+    arr = zarr.create_array(str(workdir / "big.zarr"), shape=(side, side), chunks=(1024, 1024),
+                            dtype="uint16")  # fmt: skip
+    rng = np.random.default_rng(0)
+    for r in range(0, side, 1024):  # written in strips: the whole image is never in memory
+        arr[r : r + 1024] = rng.integers(0, 4000, (min(1024, side - r), side), dtype=np.uint16)
+    before = _peak_mb()
+    source = SliceSource(zarr.open_array(str(workdir / "big.zarr"), mode="r"))
+    stack = StackEmbeddings.open(source, embedder, workdir / "big-emb.zarr")
+    t0 = time.perf_counter()
+    prompts = [np.array([[side * 0.5, side * 0.5]]), np.array([[side * 0.25, side * 0.8]])]
+    for pts in prompts:
+        tile, embedding = stack.get_at(0, pts)
+        embedder.predictor.predict(embedding, _point_prompt(stack.grid[tile].to_local(pts)))
+    return {"tiles": stack.grid.n_tiles, "tile": stack.grid.tile, "halo": stack.grid.halo,
+            "embeddings_computed": stack.computed, "two_prompts_s": time.perf_counter() - t0,
+            "peak_mb_before": before, "peak_mb": _peak_mb(), "model_mb": weights_mb}  # fmt: skip
+
+
+def _point_prompt(points_rc):
+    from napari_sam import prompts
+
+    return prompts.Prompt.from_points(points_rc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slices", type=int, default=200)
+    parser.add_argument("--side", type=int, default=1024)
+    parser.add_argument("--big", type=int, default=10_000)
+    parser.add_argument("--scenario", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.scenario:
+        workdir = Path(args.workdir)
+        runs = {"browse": lambda: browse(args.slices, args.side, workdir),
+                "first": lambda: first_prompt(args.slices, args.side, workdir),
+                "big": lambda: big_2d(args.big, workdir)}  # fmt: skip
+        print(json.dumps(runs[args.scenario](), default=str))
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="napari-sam-bench-"))
+    results = {}
+    try:
+        for scenario in ("browse", "first", "big"):
+            cmd = [sys.executable, __file__, "--scenario", scenario, "--workdir", str(workdir),
+                   "--slices", str(args.slices), "--side", str(args.side), "--big", str(args.big)]  # fmt: skip
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                results[scenario] = {"error": out.stderr.strip().splitlines()[-1]}
+            else:
+                results[scenario] = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(__doc__.split("\n\n")[-1].strip(), "\n")
+    print(f"{'scenario':<8} {'measure':<24} {'value':>14}   target")
+    targets = {"store_mb_per_slice": "~2 MiB", "rss_browse_peak_mb": "< model + 1024",
+               "embeddings_computed": "1 (not the stack)", "peak_mb": "< 4096 (big)"}  # fmt: skip
+    for scenario, row in results.items():
+        for key, value in row.items():
+            text = f"{value:.2f}" if isinstance(value, float) else str(value)
+            print(f"{scenario:<8} {key:<24} {text:>14}   {targets.get(key, '')}")
+
+
+if __name__ == "__main__":
+    main()

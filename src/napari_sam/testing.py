@@ -1,0 +1,81 @@
+"""Cheap, deterministic stand-ins for tests and benchmarks. Not a model.
+
+:class:`BlockMeanEmbedder` satisfies :class:`napari_sam.stack.Embedder`: its "features" are
+block means of the image, so they depend on every pixel, cost microseconds, and equal inputs
+give equal outputs in any process. It counts its calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from napari_sam.stack import EmbedderIdentity
+
+
+@dataclass(frozen=True)
+class FakeEmbedding:
+    """``features`` (C, h, w) float32 tensor; sizes (rows, cols)."""
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+@dataclass(eq=False)
+class BlockMeanEmbedder:
+    """Features (C, g, g) float32: channel c is the g x g block mean of the image (resized
+    by nearest neighbour so its long side is ``image_size``) times ``c + 1``, scaled to ~1.
+
+    ``calls`` counts :meth:`embed` calls (per process); ``fail_after`` raises after that many
+    calls (to simulate an interruption); ``weights`` goes into the identity.
+    """
+
+    channels: int = 8
+    grid: int = 16
+    image_size: int = 256
+    weights: str = "blockmean-v1"
+    fail_after: int | None = None
+    calls: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
+    @property
+    def identity(self) -> EmbedderIdentity:
+        return EmbedderIdentity("blockmean", self.weights, f"nearest-{self.image_size}",
+                                (self.channels, self.grid, self.grid), self.image_size)  # fmt: skip
+
+    def embed(self, image: np.ndarray) -> FakeEmbedding:
+        with self._lock:
+            n, self.calls = self.calls, self.calls + 1
+        if self.fail_after is not None and n >= self.fail_after:
+            raise RuntimeError(f"simulated failure after {self.fail_after} embeddings")
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim == 3:
+            image = image.mean(axis=-1)
+        rows, cols = image.shape
+        scale = self.image_size / max(rows, cols)
+        h, w = int(rows * scale + 0.5), int(cols * scale + 0.5)
+        ri = np.minimum((np.arange(h) / scale).astype(int), rows - 1)
+        ci = np.minimum((np.arange(w) / scale).astype(int), cols - 1)
+        padded = np.zeros((self.image_size, self.image_size), np.float32)
+        padded[:h, :w] = image[np.ix_(ri, ci)]
+        b = self.image_size // self.grid
+        blocks = padded.reshape(self.grid, b, self.grid, b).mean(axis=(1, 3))
+        blocks /= max(float(np.abs(blocks).max()), 1.0)
+        feats = blocks[None] * np.arange(1, self.channels + 1, dtype=np.float32)[:, None, None]
+        return FakeEmbedding(torch.from_numpy(feats.copy()), (rows, cols), (h, w))
+
+    def pack(self, embedding: FakeEmbedding):
+        return embedding.features.numpy(), embedding.original_size, embedding.input_size
+
+    def restore(self, features, original_size, input_size) -> FakeEmbedding:
+        return FakeEmbedding(features, tuple(original_size), tuple(input_size))
