@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("info",)
+SUBCOMMANDS = ("info", "embed", "train", "segment")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,10 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``napari-sam`` console script; returns the exit status."""
+    from napari_sam.model.download import WeightsError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, WeightsError) as exc:
         # Bad input is the user's to fix: one clear line, no traceback.
         print(f"napari-sam {args.command}: error: {exc}", file=sys.stderr)
         return 2

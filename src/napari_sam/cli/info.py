@@ -1,4 +1,4 @@
-"""``napari-sam info``: versions, the device that would be used, the models known."""
+"""``napari-sam info``: versions, the device that would be used, the models and weights known."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_sam import __version__
     from napari_sam.device import cpu_has_fast_bf16, resolve_device, resolve_precision
     from napari_sam.model.config import REGISTRY
+    from napari_sam.model.download import WEIGHTS, cache_dir, default_weights, is_cached
 
     device = resolve_device("auto")
     print(f"napari_sam  {__version__}")
@@ -35,4 +36,12 @@ def run(args: argparse.Namespace) -> int:
     print("architectures:")
     for name, config in REGISTRY.items():
         print(f"  {name:<10} {config.description}")
+    print(f"weights (cache: {cache_dir() / 'weights'}; default: {default_weights()}):")
+    for name, info in WEIGHTS.items():
+        if info.bundled:
+            where = "in package" if is_cached(info) else "not shipped"
+        else:
+            where = "cached" if is_cached(info) else "download" + (
+                f" {info.size}" if info.size else "")
+        print(f"  {name:<20} {info.architecture:<9} {where:<16} {info.description}")
     return 0

@@ -1,0 +1,319 @@
+"""Named SAM weights: the registry, the cache directory, and download with a hash check.
+
+A :class:`WeightsInfo` names one published file (URL + xxh128 of its bytes). The first
+:func:`fetch_weights` streams it into a temporary file beside its final place in the cache,
+hashing while writing; only a file whose xxh128 matches the table is renamed into place
+(``os.replace``, atomic on one filesystem). A half-written, interrupted or wrong file never
+gets the final name, so it is never trusted, and the next call simply downloads again.
+
+Re-checking a cached file: hashing a 2.5 GB file on every start costs seconds, so after a
+verification a small marker ``<file>.verified`` records ``xxh128 size mtime_ns``. A cached
+file is trusted without re-hashing only when the marker names the hash the table expects
+*and* the file's size and modification time are the ones recorded; anything else (no
+marker: a file the user copied in by hand; a marker from an older table; a file rewritten
+since) triggers a full re-hash, and a file that fails it is deleted and downloaded again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import xxhash
+
+#: ``progress(done_bytes, total_bytes)``; ``total_bytes`` is 0 when the server does not say.
+ProgressCallback = Callable[[int, int], None]
+
+CACHE_ENV = "NAPARI_SAM_CACHE"
+CHUNK_BYTES = 1 << 20
+TIMEOUT_S = 60.0
+_STALE_PART_S = 24 * 3600.0
+_BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+class WeightsError(RuntimeError):
+    """Base class: named weights could not be provided or a weights file is unusable."""
+
+
+class DownloadError(WeightsError):
+    """The transfer failed: server unreachable, HTTP error, or the connection ended early."""
+
+
+class ChecksumError(WeightsError):
+    """The bytes received (or found in the cache) do not have the expected xxh128."""
+
+
+class WeightsUnavailableError(WeightsError):
+    """The weights have no download URL and their file is not present (e.g. not shipped)."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """One named weights file.
+
+    ``url`` is ``None`` for weights shipped inside the package (``bundled=True``, the file
+    lives in ``napari_sam/weights/``); ``xxh128`` is the hex digest of the whole file, or
+    ``None`` where there is no published file to check against (the bundled weights, whose
+    integrity the package install guarantees).
+    """
+
+    name: str
+    architecture: str
+    url: str | None
+    xxh128: str | None
+    filename: str
+    description: str = ""
+    size: str = ""
+    bundled: bool = False
+
+
+WEIGHTS: dict[str, WeightsInfo] = {}
+
+#: The name :func:`default_weights` prefers: our own small model shipped in the package.
+BUNDLED = "bundled"
+#: Used while the bundled file is absent (a build without it): small and microscopy-tuned.
+FALLBACK_DEFAULT = "vit_t_lm"
+
+
+def _add(info: WeightsInfo) -> None:
+    if info.name in WEIGHTS:
+        raise ValueError(f"weights named {info.name!r} are already registered")
+    WEIGHTS[info.name] = info
+
+
+_FAIR = "https://dl.fbaipublicfiles.com/segment_anything"
+_BIOIMAGE = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io"
+for _info in (
+    WeightsInfo(
+        BUNDLED, "vit_nano", None, None, "vit_nano.pt",
+        "napari-sam nano SAM for nuclei, shipped in the package", bundled=True,
+    ),
+    WeightsInfo("vit_b", "vit_b", f"{_FAIR}/sam_vit_b_01ec64.pth",
+                "6923c33df3637b6a922d7682bfc9a86b", "sam_vit_b_01ec64.pth",
+                "SAM ViT-B (Meta)", "375 MB"),
+    WeightsInfo("vit_l", "vit_l", f"{_FAIR}/sam_vit_l_0b3195.pth",
+                "a82beb3c660661e3dd38d999cc860e9a", "sam_vit_l_0b3195.pth",
+                "SAM ViT-L (Meta)", "1.25 GB"),
+    WeightsInfo("vit_h", "vit_h", f"{_FAIR}/sam_vit_h_4b8939.pth",
+                "97698fac30bd929c2e6d8d8cc15933c2", "sam_vit_h_4b8939.pth",
+                "SAM ViT-H (Meta)", "2.56 GB"),
+    WeightsInfo("vit_t", "vit_t",
+                "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+                "8eadbc88aeb9d8c7e0b4b60c3db48bd0", "mobile_sam.pt", "MobileSAM", "40 MB"),
+    WeightsInfo("vit_b_lm", "vit_b", f"{_BIOIMAGE}/diplomatic-bug/1.2/files/vit_b.pt",
+                "fe9252a29f3f4ea53c15a06de471e186", "vit_b.pt",
+                "micro-sam ViT-B, light microscopy", "375 MB"),
+    WeightsInfo("vit_l_lm", "vit_l", f"{_BIOIMAGE}/idealistic-rat/1.2/files/vit_l.pt",
+                "017f20677997d628426dec80a8018f9d", "vit_l.pt",
+                "micro-sam ViT-L, light microscopy"),
+    WeightsInfo("vit_t_lm", "vit_t", f"{_BIOIMAGE}/faithful-chicken/1.1/files/vit_t.pt",
+                "72ec5074774761a6e5c05a08942f981e", "vit_t.pt",
+                "micro-sam ViT-T, light microscopy"),
+    WeightsInfo("vit_b_em_organelles", "vit_b", f"{_BIOIMAGE}/noisy-ox/1.2/files/vit_b.pt",
+                "f3bf2ed83d691456bae2c3f9a05fb438", "vit_b.pt",
+                "micro-sam ViT-B, electron microscopy organelles"),
+    WeightsInfo("vit_l_em_organelles", "vit_l",
+                f"{_BIOIMAGE}/humorous-crab/1.2/files/vit_l.pt",
+                "810b084b6e51acdbf760a993d8619f2d", "vit_l.pt",
+                "micro-sam ViT-L, electron microscopy organelles"),
+    WeightsInfo("vit_t_em_organelles", "vit_t", f"{_BIOIMAGE}/greedy-whale/1/files/vit_t.pt",
+                "253474720c497cce605e57c9b1d18fd9", "vit_t.pt",
+                "micro-sam ViT-T, electron microscopy organelles"),
+):
+    _add(_info)
+
+
+def get_weights_info(name: str) -> WeightsInfo:
+    """The registered weights called ``name``; a clear ``KeyError`` lists the known names."""
+    try:
+        return WEIGHTS[name]
+    except KeyError:
+        raise KeyError(f"unknown weights {name!r}; known: {', '.join(WEIGHTS)}") from None
+
+
+def default_weights() -> str:
+    """The default weights name: the bundled model when shipped, else :data:`FALLBACK_DEFAULT`."""
+    return BUNDLED if local_path(WEIGHTS[BUNDLED]).is_file() else FALLBACK_DEFAULT
+
+
+def cache_dir() -> Path:
+    """napari-sam's cache root: ``$NAPARI_SAM_CACHE`` if set, else the user cache directory."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-sam", appauthor=False))
+
+
+def local_path(info: WeightsInfo, root: Path | None = None) -> Path:
+    """Where ``info``'s file lives: in the package if bundled, else ``<cache>/weights/<name>/``.
+
+    One folder per name, because several published files share a filename (``vit_b.pt``).
+    """
+    if info.bundled:
+        return _BUNDLED_DIR / info.filename
+    return (cache_dir() if root is None else root) / "weights" / info.name / info.filename
+
+
+def is_cached(info: WeightsInfo, root: Path | None = None) -> bool:
+    """Whether ``info`` is usable without a download (cheap: marker check, no hashing)."""
+    path = local_path(info, root)
+    if info.bundled or info.xxh128 is None:
+        return path.is_file()
+    return _marker_ok(path, info.xxh128)
+
+
+def file_xxh128(path: str | os.PathLike, chunk: int = CHUNK_BYTES) -> str:
+    """xxh128 hex digest of a file's bytes, read in chunks (~GB/s; 2.5 GB in a few seconds)."""
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tqdm_progress(description: str = "download") -> ProgressCallback:
+    """A ``progress`` callback drawing a tqdm bar on stderr (command line use)."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=description, unit="B", unit_scale=True, unit_divisor=1024)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total or None
+        bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
+
+    return update
+
+
+def fetch_weights(
+    weights: str | WeightsInfo,
+    progress: ProgressCallback | None = None,
+    *,
+    root: Path | None = None,
+) -> Path:
+    """Path of a verified local copy of ``weights``, downloading it on first use.
+
+    ``weights`` is a registered name or a :class:`WeightsInfo` (tests pass one pointing at a
+    local server); ``root`` overrides :func:`cache_dir`. Raises :class:`DownloadError`,
+    :class:`ChecksumError` or :class:`WeightsUnavailableError`.
+    """
+    info = get_weights_info(weights) if isinstance(weights, str) else weights
+    path = local_path(info, root)
+    if info.url is None:
+        if path.is_file():
+            return path
+        raise WeightsUnavailableError(
+            f"weights {info.name!r} are not available: {path} is missing and there is no "
+            f"URL to download them from; choose one of: "
+            f"{', '.join(n for n, i in WEIGHTS.items() if i.url)}"
+        )
+    if path.is_file() and _cached_file_ok(path, info):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(path)
+    _download(info, path, progress)
+    return path
+
+
+def _cached_file_ok(path: Path, info: WeightsInfo) -> bool:
+    """True if ``path`` may be trusted; a file that fails a full re-hash is deleted."""
+    if info.xxh128 is None or _marker_ok(path, info.xxh128):
+        return True
+    if file_xxh128(path) == info.xxh128:
+        _write_marker(path, info.xxh128)
+        return True
+    path.unlink(missing_ok=True)
+    return False
+
+
+def _marker_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _marker_ok(path: Path, expected: str) -> bool:
+    try:
+        recorded = _marker_path(path).read_text().split()
+        stat = path.stat()
+    except OSError:
+        return False
+    return recorded == [expected, str(stat.st_size), str(stat.st_mtime_ns)]
+
+
+def _write_marker(path: Path, digest: str) -> None:
+    stat = path.stat()
+    marker = _marker_path(path)
+    with _temporary_file(marker.parent, marker.name) as (tmp, f):
+        f.write(f"{digest} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+        f.close()
+        os.replace(tmp, marker)
+
+
+@contextlib.contextmanager
+def _temporary_file(folder: Path, name: str) -> Iterator[tuple[Path, BinaryIO]]:
+    """A new ``.part`` file in ``folder``; removed on exit unless renamed away meanwhile."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+    tmp_path = Path(tmp)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield tmp_path, f
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _remove_stale_parts(path: Path) -> None:
+    """Delete ``.part`` files left by a killed process (older than a day, so not in use)."""
+    now = time.time()
+    for part in path.parent.glob(f".{path.name}.*.part"):
+        with contextlib.suppress(OSError):
+            if now - part.stat().st_mtime > _STALE_PART_S:
+                part.unlink()
+
+
+def _download(info: WeightsInfo, path: Path, progress: ProgressCallback | None) -> None:
+    """Stream ``info.url`` into a temporary file, check its xxh128, rename it to ``path``."""
+    assert info.url is not None
+    url = info.url
+    digest = xxhash.xxh3_128()
+    request = urllib.request.Request(url, headers={"User-Agent": "napari-sam"})
+    with _temporary_file(path.parent, path.name) as (tmp, f):
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                total = int(response.headers.get("Content-Length") or 0)
+                done = 0
+                if progress is not None:
+                    progress(done, total)
+                while block := response.read(CHUNK_BYTES):
+                    f.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, total)
+        except urllib.error.HTTPError as exc:
+            raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise DownloadError(f"downloading {url} failed: {exc!r}") from exc
+        if total and done != total:
+            raise DownloadError(
+                f"downloading {url} failed: the connection ended after {done} of {total} bytes"
+            )
+        actual = digest.hexdigest()
+        if info.xxh128 is not None and actual != info.xxh128:
+            raise ChecksumError(
+                f"{url}: xxh128 of the downloaded file is {actual}, expected {info.xxh128}; "
+                f"the file was discarded (a changed or corrupted upload?)"
+            )
+        f.close()
+        os.replace(tmp, path)
+    _write_marker(path, actual)
