@@ -23,3 +23,73 @@ def _real_torchvision_loads() -> bool:
 
 if not _real_torchvision_loads():
     sys.path.insert(0, str(_ORACLES))
+
+
+# ---------------------------------------------------------------- tiny models (predictor)
+
+import pytest  # noqa: E402
+
+
+def tiny_sam_config(image_size: int = 256):
+    """A small random-weight ViT SAM: embed 32, depth 2, 256 input (16 x 16 embedding grid,
+    64 x 64 low-res masks). Standard prompt encoder and mask decoder."""
+    from napari_sam.model.config import SamConfig, ViTEncoderConfig
+
+    return SamConfig(
+        "tiny_test",
+        ViTEncoderConfig(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,),
+                         window_size=4),
+        image_size=image_size,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_sam():
+    """Our ``Sam`` with random weights (seed 0) for :func:`tiny_sam_config`. Shared: do not
+    modify it."""
+    import torch
+
+    from napari_sam.model.sam import build_sam
+
+    torch.manual_seed(0)
+    return build_sam(tiny_sam_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def official_tiny_sam(tiny_sam):
+    """The official ``segment_anything.modeling.Sam`` with the same architecture and weights
+    as ``tiny_sam`` (for reference checks with ``segment_anything.SamPredictor``)."""
+    from functools import partial
+
+    import torch
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    cfg = tiny_sam.config
+    enc = cfg.encoder
+    grid = cfg.embedding_size
+    official = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=enc.depth, embed_dim=enc.embed_dim, img_size=cfg.image_size,
+            mlp_ratio=enc.mlp_ratio, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=enc.num_heads, patch_size=cfg.patch_size, qkv_bias=True,
+            use_rel_pos=True, global_attn_indexes=enc.global_attn_indexes,
+            window_size=enc.window_size, out_chans=256,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=256, image_embedding_size=(grid, grid),
+            input_image_size=(cfg.image_size, cfg.image_size), mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+        ),
+    )
+    official.load_state_dict(tiny_sam.state_dict(), strict=True)
+    return official.eval()

@@ -1,0 +1,238 @@
+"""Embed once, decode many: the interactive core of napari-sam.
+
+``Predictor.embed(image)`` runs the image encoder once and returns an
+:class:`ImageEmbedding`; ``Predictor.predict(embedding, prompts)`` decodes as often as the
+user clicks. Every decode produces SAM's three candidate masks per object and keeps the one
+with the best predicted IoU; only that one is upsampled to the image's resolution. Prompts
+of one kind (same number of points, box or not, dense mask or not) decode as one batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from napari_sam.image import Channel, to_model_image
+from napari_sam.prompts import Prompt
+from napari_sam.transforms import (
+    Geometry,
+    ObjectMask,
+    boxes_to_model,
+    mask_to_logits,
+    points_to_model,
+    preprocess,
+    upsample_mask,
+)
+
+TRANSFORM_VERSION = "resize-longest-antialias/pad-br/v1"
+
+
+@dataclass(frozen=True, eq=False)
+class ImageEmbedding:
+    """The image encoder's output for one 2D image, and what is needed to use it again.
+
+    features: (C, h, w) float32 tensor (C = 256, h = w = 64 for the official models);
+    geometry: image and model-input sizes (see :class:`~napari_sam.transforms.Geometry`);
+    signature: identifies model, weights and preprocessing; a predictor refuses an embedding
+    whose signature is not its own. Plain tensors, ints and a string: serialisable as is.
+    """
+
+    features: torch.Tensor
+    geometry: Geometry
+    signature: str
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """The image's (rows, cols)."""
+        return self.geometry.original_size
+
+
+@dataclass(frozen=True, eq=False)
+class MaskPrediction:
+    """Masks for B objects, in the order their prompts were given.
+
+    masks: the best of each object's three candidates at the image's resolution;
+    scores: (B,) float32 predicted IoU of those; all_scores: (B, 3) float32 predicted IoU of
+    every candidate; best: (B,) int64 index of the chosen candidate; logits: (B, L, L) float32
+    low-res logits of the chosen masks (feed back via ``Prompt.with_mask_logits``);
+    all_logits: (B, 3, L, L) float32 of every candidate.
+    """
+
+    masks: tuple[ObjectMask, ...]
+    scores: np.ndarray
+    all_scores: np.ndarray
+    best: np.ndarray
+    logits: torch.Tensor
+    all_logits: torch.Tensor
+    geometry: Geometry
+    mask_threshold: float
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def candidate(self, obj: int, k: int) -> ObjectMask:
+        """Candidate ``k`` (0-2) of object ``obj`` at the image's resolution."""
+        return upsample_mask(self.all_logits[obj, k], self.geometry, self.mask_threshold)
+
+
+class Predictor:
+    """SAM's prompt-to-mask path for one model; holds no image, so one predictor serves
+    any number of images, slices and tiles (their :class:`ImageEmbedding` s carry the state).
+
+    model: a :class:`napari_sam.model.sam.Sam` (``config``, ``encode``, ``prompt_encoder``,
+    ``mask_decoder``); weights_id: identifies the weights in embedding signatures (a hash).
+    max_batch: objects decoded together at most (bounds memory: each holds a copy of the
+    image embedding inside the decoder).
+    """
+
+    def __init__(self, model, *, weights_id: str = "", max_batch: int = 32) -> None:
+        self.model = model.eval()
+        self.config = model.config
+        self.max_batch = max_batch
+        cfg = self.config
+        text = "|".join(
+            map(
+                str,
+                (
+                    cfg.name,
+                    weights_id,
+                    cfg.image_size,
+                    cfg.pixel_mean,
+                    cfg.pixel_std,
+                    TRANSFORM_VERSION,
+                ),
+            )
+        )
+        self.signature = f"{cfg.name}:{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+
+    @classmethod
+    def load(
+        cls, model: str | None = None, *, device: str = "auto", precision: str = "auto"
+    ) -> Predictor:
+        """A predictor for weights ``model`` (a name or a file path; default: the bundled
+        model when shipped, else the default published one), on ``device`` (auto, cuda, mps,
+        cpu) with the image encoder in ``precision`` (auto, fp32, bf16, fp16)."""
+        from napari_sam.device import resolve_device, resolve_precision
+        from napari_sam.model.checkpoints import load_model
+        from napari_sam.model.download import default_weights
+
+        torch_device = resolve_device(device)
+        loaded = load_model(model or default_weights(), torch_device)
+        loaded.model.set_compute_dtype(resolve_precision(precision, torch_device))
+        return cls(loaded.model, weights_id=loaded.weights_hash)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def embed(
+        self,
+        image: np.ndarray,
+        *,
+        rgb: bool | None = None,
+        channel_axis: int = 0,
+        channel: Channel = None,
+        contrast_limits=None,
+    ) -> ImageEmbedding:
+        """Encode one 2D image (see :func:`napari_sam.image.to_model_image` for accepted
+        data and the keyword arguments). Already prepared (H, W, 3) float input on 0-255
+        needs ``contrast_limits=(0, 255)``."""
+        model_image = to_model_image(
+            image,
+            rgb=rgb,
+            channel_axis=channel_axis,
+            channel=channel,
+            contrast_limits=contrast_limits,
+        )
+        batch, geometry = preprocess(model_image, self.config)
+        features = self.model.encode(batch.to(self.device))[0]
+        return ImageEmbedding(features.to(torch.float32), geometry, self.signature)
+
+    @torch.inference_mode()
+    def predict(
+        self, embedding: ImageEmbedding, prompts: Prompt | Sequence[Prompt]
+    ) -> MaskPrediction:
+        """Decode the masks of one or more objects on an embedded image.
+
+        Raises ``ValueError`` for prompts that do not fit the image, or an embedding made
+        with another model or preprocessing.
+        """
+        if embedding.signature != self.signature:
+            raise ValueError(
+                f"the embedding was made by {embedding.signature}, this predictor is "
+                f"{self.signature}: embed the image again"
+            )
+        prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts)
+        if not prompts:
+            raise ValueError("no prompts to segment from")
+        geometry = embedding.geometry
+        for prompt in prompts:
+            prompt.validate(geometry.original_size)
+        n = len(prompts)
+        L = geometry.low_res_size
+        all_logits = torch.empty((n, 3, L, L), dtype=torch.float32)
+        all_scores = torch.empty((n, 3), dtype=torch.float32)
+        groups: dict[tuple, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(prompt.kind, []).append(i)
+        image_pe = self.model.prompt_encoder.get_dense_pe()
+        features = embedding.features[None].to(self.device)
+        for members in groups.values():
+            for start in range(0, len(members), self.max_batch):
+                chunk = members[start : start + self.max_batch]
+                low, iou = self._decode(features, image_pe, [prompts[i] for i in chunk], geometry)
+                all_logits[chunk] = low.to("cpu", torch.float32)
+                all_scores[chunk] = iou.to("cpu", torch.float32)
+        best = all_scores.argmax(1)
+        logits = all_logits[torch.arange(n), best]
+        threshold = self.config.mask_threshold
+        masks = tuple(upsample_mask(logits[i], geometry, threshold) for i in range(n))
+        return MaskPrediction(
+            masks=masks,
+            scores=all_scores[torch.arange(n), best].numpy(),
+            all_scores=all_scores.numpy(),
+            best=best.numpy(),
+            logits=logits,
+            all_logits=all_logits,
+            geometry=geometry,
+            mask_threshold=threshold,
+        )
+
+    def _decode(
+        self,
+        features: torch.Tensor,
+        image_pe: torch.Tensor,
+        prompts: list[Prompt],
+        geometry: Geometry,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts of one kind -> low-res logits (B, 3, L, L) and IoU predictions (B, 3)."""
+        device = self.device
+        points = boxes = masks = None
+        if len(prompts[0].points):
+            coords = points_to_model(np.stack([p.points for p in prompts]), geometry)
+            labels = torch.from_numpy(np.stack([p.labels for p in prompts]))
+            points = (coords.to(device), labels.to(device, torch.int32))
+        if prompts[0].box is not None:
+            boxes = boxes_to_model(np.stack([p.box for p in prompts]), geometry).to(device)
+        if prompts[0].mask is not None or prompts[0].mask_logits is not None:
+            dense = [
+                mask_to_logits(p.mask, geometry)
+                if p.mask is not None
+                else torch.from_numpy(p.mask_logits)[None]
+                for p in prompts
+            ]
+            masks = torch.stack(dense).to(device)
+        sparse, dense_emb = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        low, iou = self.model.mask_decoder(
+            image_embeddings=features,
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense_emb,
+            multimask_output=True,
+        )
+        return low, iou

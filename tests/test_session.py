@@ -1,0 +1,78 @@
+"""The public scripting API on arrays and on napari layers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from napari.components import ViewerModel
+
+import napari_sam
+from napari_sam import Predictor, Prompt, Session
+
+
+@pytest.fixture
+def session(tiny_sam):
+    return Session(Predictor(tiny_sam))
+
+
+@pytest.fixture
+def image():
+    rr, cc = np.mgrid[:96, :128]
+    return (200 * np.exp(-((rr - 40) ** 2 + (cc - 50) ** 2) / 300)).astype(np.uint16)
+
+
+def test_import_loads_no_napari_qt_or_torch():
+    code = "import sys, napari_sam; print(sorted(m for m in ('napari', 'qtpy', 'PyQt6', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert "Session" in dir(napari_sam)
+
+
+def test_segment_arrays_returns_labels_with_ids(session, image, tiny_sam):
+    prompts = [Prompt.from_points([[40, 50]]), Prompt.from_box([60, 80, 90, 120])]
+    labels = session.segment(image, prompts, ids=[5, 9])
+    assert labels.shape == (96, 128) and set(np.unique(labels)) <= {0, 5, 9}
+    predictor = Predictor(tiny_sam)
+    result = predictor.predict(predictor.embed(image), prompts)
+    expected = np.zeros_like(labels)
+    expected[result.masks[0].to_array()] = 5
+    expected[result.masks[1].to_array() & (expected == 0)] = 9
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_segment_keeps_existing_objects_and_embeds_once(session, image):
+    existing = np.zeros((96, 128), np.int32)
+    existing[:10, :10] = 3
+    calls = []
+    original = session.predictor.embed
+    session.predictor.embed = lambda *a, **k: calls.append(1) or original(*a, **k)
+    session.segment(image, Prompt.from_points([[5, 5]]), labels=existing)
+    session.segment(image, Prompt.from_points([[40, 50]]), labels=existing)
+    assert (existing[:10, :10] == 3).all() and len(calls) == 1
+    assert set(np.unique(existing)) >= {3, 4}
+
+
+def test_segment_layers_writes_displayed_slice_undoably(session):
+    viewer = ViewerModel()
+    stack = np.random.default_rng(0).integers(0, 255, (4, 64, 64), dtype=np.uint8)
+    image = viewer.add_image(stack)
+    labels = viewer.add_labels(np.zeros((4, 64, 64), np.int32))
+    labels.data[2, :4, :4] = 7
+    points = viewer.add_points(np.array([[2, 30, 30], [1, 10, 10]]))
+    viewer.dims.set_point(0, 2)
+    session.viewer = viewer
+    before = labels.data.copy()
+    done = session.segment_layers(image, labels, points=points)
+    assert done.index == (2,) and done.ids == (8,)
+    assert (labels.data[[0, 1, 3]] == 0).all() and (labels.data[2] == 8).any()
+    assert (labels.data[2, :4, :4] == 7).all()
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, before)
+
+    refined = session.segment_layers(image, labels, refine_label=7)
+    assert refined.ids == (7,)
+    with pytest.raises(ValueError, match="label 99 is not in the labels"):
+        session.segment_layers(image, labels, refine_label=99)
