@@ -1,7 +1,9 @@
-"""``python -m napari_sam._qt.demo``: napari with the plugin docked on the 2D nuclei sample.
+"""``python -m napari_sam._qt.demo``: napari with the plugin docked on the 2D nuclei sample,
+the image embedded and one nucleus segmented from a positive point (shown in the preview).
 
 With ``--screenshot PATH`` (what ``make demo`` uses where there is no display) it renders the
-window once, writes the screenshot, prints its path and exits.
+window once the object is segmented, writes the screenshot, prints its path and exits.
+``--commit`` also commits the object into the output layer and prompts a second one.
 """
 
 from __future__ import annotations
@@ -13,18 +15,26 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--screenshot", type=Path, help="write a screenshot here and exit")
+    parser.add_argument("--commit", action="store_true", help="commit one object first")
     args = parser.parse_args(argv)
 
     import napari
+    from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(title="napari-sam demo")
     viewer.open_sample("napari-sam", "nuclei_2d")
-    viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")
+    if args.screenshot is not None:
+        viewer.window.resize(1500, 950)
+    _wait(lambda: widget.controller.points is not None)
+    points = [(313, 324), (284, 427)]  # two nuclei of the sample
+    if args.commit:
+        _segment(widget, points[1])
+        widget.commit()
+    _segment(widget, points[0])
     if args.screenshot is None:
         napari.run()
         return 0
-    from qtpy.QtWidgets import QApplication
-
     for _ in range(5):
         QApplication.processEvents()
     args.screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -32,6 +42,27 @@ def main(argv: list[str] | None = None) -> int:
     viewer.close()
     print(args.screenshot.resolve())
     return 0
+
+
+def _wait(condition, timeout_s: float = 600.0) -> None:
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    start = time.perf_counter()
+    while not condition() and time.perf_counter() - start < timeout_s:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def _segment(widget, point_rc) -> None:
+    """Add a positive point as a click does, and wait for the preview (embeds first)."""
+    import numpy as np
+
+    updated = []
+    widget.preview_updated.connect(lambda: updated.append(1))
+    widget.controller.points.add(np.asarray(point_rc, dtype=float))
+    _wait(lambda: updated)
 
 
 if __name__ == "__main__":

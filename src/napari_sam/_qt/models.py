@@ -1,0 +1,114 @@
+"""The model picker's entries and the lazily loaded predictor they choose (no Qt here).
+
+A :class:`ModelChoice` says how to get a :class:`~napari_sam.predictor.Predictor`: a weights
+name of the registry, a file path, or (for scripts and tests) any callable. A
+:class:`ModelHolder` loads the chosen one on first use, thread-safely, and keeps it until
+the choice (model, device or precision) changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from napari_sam.predictor import Predictor
+
+Loader = Callable[[str, str], Predictor]  # (device, precision) -> Predictor
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model picker.
+
+    label: what the picker shows; source: a weights name or a file path, or None when
+    ``loader`` builds the predictor itself; key: identifies the weights in caches.
+    """
+
+    label: str
+    source: str | None = None
+    loader: Loader | None = field(default=None, compare=False)
+    key: str = ""
+
+    def load(self, device: str, precision: str) -> Predictor:
+        if self.loader is not None:
+            return self.loader(device, precision)
+        return Predictor.load(self.source, device=device, precision=precision)
+
+
+def _state(info) -> str:
+    from napari_sam.model.download import is_cached
+
+    if info.bundled:
+        return "shipped" if is_cached(info) else "not available in this build"
+    if is_cached(info):
+        return "downloaded"
+    return f"download {info.size}".strip() if info.size else "download"
+
+
+def registry_choices() -> list[ModelChoice]:
+    """The bundled model first (when shipped), then every named checkpoint with its
+    download state in the label."""
+    from napari_sam.model.download import BUNDLED, WEIGHTS, default_weights
+
+    default = default_weights()
+    out = []
+    for name, info in sorted(WEIGHTS.items(), key=lambda kv: (kv[0] != default, kv[0] != BUNDLED)):
+        out.append(ModelChoice(f"{name} ({_state(info)})", source=name, key=name))
+    return out
+
+
+def describe(choice: ModelChoice) -> str:
+    """A longer description of a registry entry (for a tooltip)."""
+    from napari_sam.model.download import WEIGHTS
+
+    info = WEIGHTS.get(choice.source or "")
+    if info is None:
+        return choice.source or choice.label
+    return f"{info.description or info.name} [{info.architecture}] {info.size}".strip()
+
+
+def file_choice(path: str | Path) -> ModelChoice:
+    path = Path(path)
+    return ModelChoice(f"{path.name} (file)", source=str(path), key=str(path.resolve()))
+
+
+class ModelHolder:
+    """The predictor for the current (choice, device, precision); loads on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wanted: tuple[ModelChoice, str, str] | None = None
+        self._loaded: tuple[tuple[ModelChoice, str, str], Predictor] | None = None
+
+    def choose(self, choice: ModelChoice, device: str = "auto", precision: str = "auto") -> bool:
+        """Select what :meth:`predictor` returns; True if that changed the selection."""
+        wanted = (choice, device, precision)
+        with self._lock:
+            changed = wanted != self._wanted
+            self._wanted = wanted
+        return changed
+
+    @property
+    def wanted(self) -> tuple[ModelChoice, str, str] | None:
+        return self._wanted
+
+    def cached(self) -> Predictor | None:
+        """The predictor if the current choice is already loaded, else None (no loading)."""
+        with self._lock:
+            if self._loaded is not None and self._loaded[0] == self._wanted:
+                return self._loaded[1]
+        return None
+
+    def predictor(self) -> Predictor:
+        """Load (once) and return the chosen predictor. Call from a worker thread."""
+        with self._lock:
+            wanted = self._wanted
+            if wanted is None:
+                raise RuntimeError("choose a model first")
+            if self._loaded is not None and self._loaded[0] == wanted:
+                return self._loaded[1]
+            predictor = wanted[0].load(wanted[1], wanted[2])
+            self._loaded = (wanted, predictor)
+            return predictor

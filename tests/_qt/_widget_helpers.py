@@ -1,0 +1,66 @@
+"""Helpers of the widget tests: dock, embed, click points, inspect regions."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+EMBED_TIMEOUT_MS = 300_000  # first use loads the model; the machines are shared and slow
+
+
+def dock(viewer, qtbot):
+    """The widget docked from the plugin menu, with its prompt layers made."""
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")
+    if widget.controller.image is None and widget.image_combo.layer() is not None:
+        qtbot.waitUntil(lambda: widget.controller.points is not None, timeout=5000)
+    # CPU and fp32: results do not depend on this machine's bf16 support
+    widget.device_combo.setCurrentText("cpu")
+    widget.precision_combo.setCurrentText("fp32")
+    return widget
+
+
+def embed(widget, qtbot):
+    """Click Embed and wait for the embedding to finish."""
+    with qtbot.waitSignal(widget.embedding_finished, timeout=EMBED_TIMEOUT_MS):
+        qtbot.mouseClick(widget.embed_button, _left())
+    return widget
+
+
+def add_point(widget, qtbot, coord, negative=False):
+    """Add a point as a click in add mode does (positive unless ``negative``: the toggle
+    button is clicked first) and wait for the preview to follow it."""
+    if widget.negative_button.isChecked() != negative:
+        qtbot.mouseClick(widget.negative_button, _left())
+    with qtbot.waitSignal(widget.preview_updated, timeout=EMBED_TIMEOUT_MS):
+        widget.controller.points.add(np.asarray(coord, dtype=float))
+
+
+def _left():
+    from qtpy.QtCore import Qt
+
+    return Qt.MouseButton.LeftButton
+
+
+def component_at(mask: np.ndarray, point) -> np.ndarray:
+    """The connected region of ``mask`` (bool) containing ``point``."""
+    lab, _ = ndimage.label(mask)
+    value = lab[tuple(round(x) for x in point)]
+    return lab == value if value else np.zeros_like(mask)
+
+
+def isolated_nuclei(labels: np.ndarray, n: int = 3) -> list[tuple[tuple[int, int], int]]:
+    """``n`` large nuclei touching no other, as ((row, col) of an inner pixel, label id)."""
+    found = []
+    for lab in np.unique(labels):
+        if lab == 0:
+            continue
+        obj = labels == lab
+        ring = ndimage.binary_dilation(obj, iterations=3) & ~obj
+        if np.any(labels[ring] != 0):
+            continue
+        dist = ndimage.distance_transform_edt(obj)
+        r, c = np.unravel_index(np.argmax(dist), dist.shape)
+        if 40 < r < labels.shape[0] - 40 and 40 < c < labels.shape[1] - 40:
+            found.append(((int(r), int(c)), int(lab), int(obj.sum())))
+    found.sort(key=lambda t: -t[2])
+    return [(p, lab) for p, lab, _ in found[:n]]

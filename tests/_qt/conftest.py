@@ -1,0 +1,30 @@
+"""Fixtures for the widget tests: a real viewer with the widget docked from the manifest."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def notifications():
+    """Messages of the napari notifications shown during the test, as (severity, text)."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+
+    def record(event):
+        note = event if hasattr(event, "severity") else getattr(event, "value", event)
+        seen.append((str(note.severity), str(note.message)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture(scope="session")
+def nuclei_truth():
+    """Ground-truth labels of the 2D sample (the same generator call as the sample)."""
+    from napari_sam.sample_data import _SAMPLE_STYLE
+    from napari_sam.training.synthetic import synthetic_nuclei
+
+    return synthetic_nuclei((512, 512), seed=2024, style=_SAMPLE_STYLE).labels

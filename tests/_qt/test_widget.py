@@ -1,0 +1,220 @@
+"""The Segment Anything widget in a real viewer under Xvfb, driven through its controls.
+
+Uses the bundled model (the default entry of the model picker) on the plugin's samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from _widget_helpers import (
+    EMBED_TIMEOUT_MS,
+    add_point,
+    component_at,
+    dock,
+    embed,
+    isolated_nuclei,
+)
+from napari.layers import Labels, Points, Shapes
+from qtpy.QtCore import Qt
+
+LEFT = Qt.MouseButton.LeftButton
+
+
+def _sample_2d(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-sam", "nuclei_2d")
+    return viewer, dock(viewer, qtbot)
+
+
+def test_widget_makes_prompt_layers_and_lists_models(make_napari_viewer, qtbot):
+    viewer, widget = _sample_2d(make_napari_viewer, qtbot)
+    c = widget.controller
+    assert isinstance(c.points, Points) and isinstance(c.shapes, Shapes)
+    assert isinstance(c.preview, Labels) and isinstance(c.output, Labels)
+    assert c.preview.data.shape == c.output.data.shape == (512, 512)
+    assert widget.output_combo.layer() is c.output
+    assert viewer.layers.selection.active is c.points and c.points.mode == "add"
+    labels = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
+    assert labels[0].startswith("bundled") and labels[-1] == "from file..."
+    assert any(t.startswith("vit_b ") and "(download" in t for t in labels)
+    assert not widget.propagate_button.isEnabled()  # a 2D image has no stack
+    assert widget.propagate_button.toolTip()
+
+
+def test_point_commit_second_object_and_undo(make_napari_viewer, qtbot, nuclei_truth):
+    _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
+    c = widget.controller
+    embed(widget, qtbot)
+    assert "image embedded" in widget.status.text()
+    (p1, _), (p2, _) = isolated_nuclei(nuclei_truth, 2)
+
+    add_point(widget, qtbot, p1)
+    preview = np.asarray(c.preview.data) > 0
+    region = component_at(preview, p1)
+    assert region[p1] and 20 < region.sum() < 0.1 * preview.size
+    first = preview.copy()
+
+    # a negative point on the object's edge changes the preview; it is drawn differently
+    edge = (p1[0] + 6, p1[1] + 6)
+    add_point(widget, qtbot, edge, negative=True)
+    assert not np.array_equal(np.asarray(c.preview.data) > 0, first)
+    assert list(c.points.features["positive"]) == [True, False]
+    assert c.points.symbol[0] != c.points.symbol[1]
+    qtbot.mouseClick(widget.negative_button, LEFT)  # back to positive points
+
+    add_point(widget, qtbot, p1)  # the preview follows the prompts: commit this state
+    shown = np.asarray(c.preview.data) > 0
+    qtbot.mouseClick(widget.commit_button, LEFT)
+    out = np.asarray(c.output.data)
+    assert set(np.unique(out)) == {0, 1}
+    assert np.array_equal(out == 1, shown)
+    assert not np.asarray(c.preview.data).any() and len(c.points.data) == 0
+    one = out == 1
+
+    add_point(widget, qtbot, p2)
+    qtbot.mouseClick(widget.commit_button, LEFT)
+    out = np.asarray(c.output.data)
+    assert set(np.unique(out)) == {0, 1, 2}
+    assert np.array_equal(out == 1, one)
+    assert out[p2] == 2
+
+    c.output.undo()  # Ctrl+Z on the output layer
+    out = np.asarray(c.output.data)
+    assert set(np.unique(out)) == {0, 1} and np.array_equal(out == 1, one)
+
+
+def test_chosen_label_id_and_clear(make_napari_viewer, qtbot, nuclei_truth):
+    _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
+    c = widget.controller
+    embed(widget, qtbot)
+    ((p1, _),) = isolated_nuclei(nuclei_truth, 1)
+    add_point(widget, qtbot, p1)
+    qtbot.mouseClick(widget.clear_button, LEFT)
+    assert len(c.points.data) == 0 and not np.asarray(c.preview.data).any()
+    add_point(widget, qtbot, p1)
+    widget.label_spin.setValue(7)
+    qtbot.mouseClick(widget.commit_button, LEFT)
+    assert set(np.unique(c.output.data)) == {0, 7}
+
+
+def test_boxes_become_objects_in_one_commit(make_napari_viewer, qtbot, nuclei_truth):
+    _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
+    c = widget.controller
+    embed(widget, qtbot)
+    nuclei = isolated_nuclei(nuclei_truth, 3)
+
+    def box(lab):
+        rr, cc = np.nonzero(nuclei_truth == lab)
+        return np.array([[rr.min() - 3, cc.min() - 3], [rr.max() + 3, cc.max() + 3]], float)
+
+    with qtbot.waitSignal(widget.preview_updated, timeout=EMBED_TIMEOUT_MS):
+        c.shapes.add_rectangles(box(nuclei[0][1]))
+    preview = np.asarray(c.preview.data)
+    (r0, c0), (r1, c1) = box(nuclei[0][1]).astype(int)
+    inside = preview[r0 : r1 + 1, c0 : c1 + 1] > 0
+    assert inside.any() and inside.sum() > 0.5 * (preview > 0).sum()
+
+    with qtbot.waitSignal(widget.preview_updated, timeout=EMBED_TIMEOUT_MS):
+        c.shapes.add_rectangles([box(lab) for _, lab in nuclei[1:]])
+    assert set(np.unique(c.preview.data)) <= {0, 1, 2, 3}
+    qtbot.mouseClick(widget.commit_button, LEFT)
+    out = np.asarray(c.output.data)
+    assert len(np.unique(out)) - 1 == len(set(np.unique(c.output.data)) - {0}) >= 2
+    assert len(c.shapes.data) == 0
+    c.output.undo()  # many objects, one undo step
+    assert not np.asarray(c.output.data).any()
+
+
+def test_refine_an_object_of_the_output(make_napari_viewer, qtbot, nuclei_truth):
+    _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
+    c = widget.controller
+    embed(widget, qtbot)
+    ((p1, _),) = isolated_nuclei(nuclei_truth, 1)
+    add_point(widget, qtbot, p1)
+    qtbot.mouseClick(widget.commit_button, LEFT)
+    before = np.asarray(c.output.data).copy()
+    c.output.selected_label = 1
+    with qtbot.waitSignal(widget.preview_updated, timeout=EMBED_TIMEOUT_MS):
+        qtbot.mouseClick(widget.pick_button, LEFT)  # refine label 1: its mask is the prompt
+    assert widget.refine_spin.value() == 1
+    assert np.asarray(c.preview.data).any()
+    add_point(widget, qtbot, (p1[0] + 5, p1[1]), negative=True)
+    qtbot.mouseClick(widget.commit_button, LEFT)
+    out = np.asarray(c.output.data)
+    assert set(np.unique(out)) == {0, 1}  # label 1 replaced, no new object
+    assert (out == 1).any() and not np.array_equal(out, before)
+    assert widget.refine_spin.value() == 0  # refining ends with the commit
+
+
+def test_stack_prompts_on_slice_k_write_only_slice_k(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-sam", "nuclei_3d")
+    widget = dock(viewer, qtbot)
+    c = widget.controller
+    assert c.points.ndim == 3 and c.output.data.shape == (32, 256, 256)
+    k = 11
+    viewer.dims.set_current_step(0, k)
+    image = np.asarray(viewer.layers[0].data[k])
+    r, col = np.unravel_index(np.argmax(image), image.shape)  # inside the brightest nucleus
+    # the slice is embedded on first use (with progress), then decoded
+    add_point(widget, qtbot, (k, r, col))
+    assert "1 / 32 slices embedded (11)" in widget.status.text()
+    preview = np.asarray(c.preview.data)
+    assert preview[k].any() and not np.delete(preview, k, axis=0).any()
+    qtbot.mouseClick(widget.commit_button, LEFT)
+    out = np.asarray(c.output.data)
+    assert out[k].any() and not np.delete(out, k, axis=0).any()
+
+    # prompts follow the displayed slice: a point on slice k does not prompt slice k + 1
+    add_point(widget, qtbot, (k, r, col))
+    viewer.dims.set_current_step(0, k + 1)
+    assert not np.asarray(c.preview.data).any()
+
+
+def test_cancel_embedding_then_embed_again(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-sam", "nuclei_3d")
+    widget = dock(viewer, qtbot)
+    qtbot.mouseClick(widget.embed_button, LEFT)
+    assert not widget.progress.isHidden() and widget.cancel_button.isEnabled()
+    key = widget._cache_key()
+    qtbot.waitUntil(lambda: len(widget.cache.indices(key)) >= 1, timeout=EMBED_TIMEOUT_MS)
+    with qtbot.waitSignal(widget.embedding_finished, timeout=EMBED_TIMEOUT_MS):
+        qtbot.mouseClick(widget.cancel_button, LEFT)
+    done = len(widget.cache.indices(key))
+    assert 1 <= done < 32
+    assert "cancelled" in widget.status.text()
+    assert widget.progress.isHidden() and widget.embed_button.isEnabled()
+    embed(widget, qtbot)
+    assert len(widget.cache.indices(key)) == 32
+    assert "32 / 32 slices embedded" in widget.status.text()
+
+
+def test_no_image_and_wrong_layer_type_notify(make_napari_viewer, qtbot, notifications):
+    viewer = make_napari_viewer()
+    widget = dock(viewer, qtbot)
+    qtbot.mouseClick(widget.embed_button, LEFT)
+    assert any(s == "error" and "Image layer" in m for s, m in notifications)
+    assert widget.embedding_running is False
+    notifications.clear()
+    viewer.add_labels(np.zeros((64, 64), np.int32), name="masks")
+    qtbot.mouseClick(widget.embed_button, LEFT)
+    assert any(s == "error" and "'masks' (Labels)" in m for s, m in notifications)
+    assert [lay.name for lay in viewer.layers] == ["masks"]  # nothing added or changed
+    assert not np.asarray(viewer.layers["masks"].data).any()
+
+
+def test_output_of_the_wrong_shape_notifies_and_changes_nothing(
+    make_napari_viewer, qtbot, notifications, nuclei_truth
+):
+    viewer, widget = _sample_2d(make_napari_viewer, qtbot)
+    c = widget.controller
+    embed(widget, qtbot)
+    ((p1, _),) = isolated_nuclei(nuclei_truth, 1)
+    add_point(widget, qtbot, p1)
+    small = viewer.add_labels(np.zeros((64, 64), np.int32), name="small")
+    widget.output_combo.set_layer(small)
+    qtbot.mouseClick(widget.commit_button, LEFT)
+    assert any(s == "error" and "shape" in m for s, m in notifications)
+    assert not small.data.any() and np.asarray(c.preview.data).any()
+    assert len(c.points.data) == 1
