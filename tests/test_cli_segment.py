@@ -103,3 +103,85 @@ def test_cli_loads_no_qt(tmp_path):
             "import napari_sam.cli.segment; print('qtpy' in sys.modules or 'PyQt6' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------- --embeddings, propagation, tiles (issue 6)
+
+
+def _in_process_stack(data, weights, tile=None, halo=None):
+    from napari_sam.lazy import SliceSource, sample_limits
+    from napari_sam.model.checkpoints import load_model
+    from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+
+    loaded = load_model(weights)
+    predictor = Predictor(loaded.model, weights_id=loaded.weights_hash)
+    source = SliceSource(data)
+    embedder = PredictorEmbedder(predictor, sample_limits(source))
+    return predictor, StackEmbeddings.open(source, embedder, None, tile=tile, halo=halo)
+
+
+def test_embed_then_segment_with_the_store_equals_in_process(tmp_path, weights, stack):
+    from napari_sam.tiled import segment_plane
+    from napari_sam.volume import PropagationConfig, propagate, run
+
+    path, data = stack
+    store = tmp_path / "emb.zarr"
+    tiling = ["--tile", "40", "50", "--halo", "8", "8"]
+    assert main(["embed", str(path), "--out", str(store), "--model", str(weights),
+                 "--device", "cpu", *tiling]) == 0  # fmt: skip
+    everything = {"min_score": 0.0, "min_overlap": 0.0}
+    prompts = _prompts(tmp_path, [
+        {"id": 2, "slice": [1], "points": [[30, 40]], "propagate": everything},
+        {"id": 4, "slice": [2], "box": [50, 55, 75, 95]},
+    ])  # fmt: skip
+    out = tmp_path / "labels.tif"
+    assert main(["segment", str(path), "--prompts", str(prompts), "-o", str(out),
+                 "--embeddings", str(store), "--model", str(weights), "--device", "cpu"]) == 0  # fmt: skip
+    labels = tifffile.imread(out)
+
+    predictor, embeddings = _in_process_stack(data, weights, (40, 50), (8, 8))
+    expected = np.zeros(data.shape, np.uint16)
+    result = run(propagate(embeddings, predictor, {1: Prompt.from_points([[30, 40]])},
+                           slices=range(3), config=PropagationConfig(**everything)))  # fmt: skip
+    expected[result.to_array(3)] = 2
+    box = segment_plane(embeddings, predictor, 2, Prompt.from_box([50, 55, 75, 95]))
+    expected[2][box.mask.to_array() & (expected[2] == 0)] = 4
+    np.testing.assert_array_equal(labels, expected)
+    assert embeddings.grid.n_tiles == 4
+
+
+def test_a_store_made_for_something_else_is_refused(tmp_path, weights, stack, capsys):
+    from napari_sam.lazy import SliceSource
+    from napari_sam.model.checkpoints import load_model
+    from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+
+    path, data = stack
+    store = tmp_path / "other.zarr"
+    loaded = load_model(weights)
+    predictor = Predictor(loaded.model, weights_id=loaded.weights_hash)
+    StackEmbeddings.open(SliceSource(data), PredictorEmbedder(predictor, (0.0, 100.0)), store)
+    prompts = _prompts(tmp_path, [{"id": 1, "slice": [0], "points": [[5, 5]]}])
+    out = tmp_path / "labels.tif"
+    args = ["segment", str(path), "--prompts", str(prompts), "-o", str(out), "--embeddings",
+            str(store), "--model", str(weights)]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "made for something else" in err and "contrast" in err and "--contrast" in err
+    assert not out.exists()
+    assert main([*args, "--contrast", "0", "100"]) == 0  # the limits it was made with
+    assert main([*args[:-3], str(tmp_path / "missing.zarr"), *args[-2:]]) == 2
+    assert "no embedding store" in capsys.readouterr().err
+
+
+def test_propagation_stops_at_a_negative_entry(tmp_path, weights, stack):
+    path, _ = stack
+    everything = {"min_score": 0.0, "min_overlap": 0.0}
+    prompts = _prompts(tmp_path, [
+        {"id": 6, "slice": [0], "points": [[30, 40]], "propagate": everything},
+        {"id": 6, "slice": [2], "points": [[30, 40]], "labels": [0]},
+    ])  # fmt: skip
+    out = tmp_path / "labels.tif"
+    assert main(["segment", str(path), "--prompts", str(prompts), "-o", str(out),
+                 "--model", str(weights), "--tile", "40", "50", "--halo", "8", "8"]) == 0  # fmt: skip
+    labels = tifffile.imread(out)
+    assert not labels[2].any() and set(np.unique(labels)) <= {0, 6}

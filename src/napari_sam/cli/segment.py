@@ -3,18 +3,27 @@
 PROMPTS.json::
 
     {"objects": [{"id": 1, "slice": [z], "points": [[row, col], ...], "labels": [1, 0, ...],
-                  "box": [row0, col0, row1, col1]}]}
+                  "box": [row0, col0, row1, col1], "propagate": true}]}
 
 ``slice`` (leading indices of nD data) is optional for 2D images; ``labels`` default to all
 positive; give points, a box, or both. The output has the image's spatial shape and each
-object's id. Objects on one slice are decoded together after a single embedding.
+object's id. ``"propagate": true`` (or a dict of :class:`~napari_sam.volume.PropagationConfig`
+fields, plus ``"axis"``: the leading axis to follow, default 0) segments the object through
+the stack from every entry with its id: entries of negative points only mark slices it does
+not reach. Every slice is embedded once (per tile): in process, or read from ``--embeddings
+STORE.zarr`` made by ``napari-sam embed`` (a store made for other data, model, contrast or
+tiling is refused). Large planes are tiled (``--tile H W --halo H W``, default from the model
+input) and an object crossing tile borders is still segmented whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="later objects overwrite earlier ones"
     )
+    parser.add_argument("--embeddings", type=Path, default=None,
+                        help="read embeddings from this store (napari-sam embed --out)")  # fmt: skip
+    parser.add_argument("--contrast", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="with --embeddings: the limits given to napari-sam embed")  # fmt: skip
+    parser.add_argument("--tile", nargs=2, type=int, metavar=("H", "W"),
+                        help="tile core size (default: from the image and model input size)")  # fmt: skip
+    parser.add_argument("--halo", nargs=2, type=int, metavar=("H", "W"),
+                        help="halo per tile side (default: 1/8 of the model input when tiled)")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -85,42 +102,158 @@ def _prompt(obj: dict):
         raise ValueError(f"object {obj['id']}: {exc}") from None
 
 
-def run(args: argparse.Namespace) -> int:
-    import tifffile
+@dataclass(frozen=True, eq=False)
+class _Object:
+    """One object of the prompts file: its entries (leading index -> plane prompt, in file
+    order), its order of first appearance, and how to propagate it (None: not at all)."""
 
-    from napari_sam.labels import write_mask
-    from napari_sam.predictor import Predictor
+    id: int
+    order: int
+    annotations: dict[tuple[int, ...], Any]
+    propagate: Any = None
+    axis: int = 0
+
+
+def group_objects(objects: list[dict], leading: tuple[int, ...]) -> list[_Object]:
+    """Entries grouped by id; an id marked ``propagate`` collects all of its entries."""
+    from napari_sam.volume import PropagationConfig
+
+    grouped: dict[int, _Object] = {}
+    for order, obj in enumerate(objects):
+        index = tuple(int(i) for i in obj.get("slice", ()))
+        if len(index) != len(leading) or not all(0 <= i < n for i, n in zip(index, leading)):
+            raise ValueError(
+                f"object {obj['id']}: the image has leading axes {leading}; give "
+                f"{len(leading)} slice indices inside them, not {list(index)}"
+            )
+        entry = grouped.setdefault(obj["id"], _Object(obj["id"], order, {}))
+        if index in entry.annotations:
+            raise ValueError(f"object {obj['id']}: two entries on slice {list(index)}")
+        entry.annotations[index] = _prompt(obj)
+        spec = obj.get("propagate")
+        if spec:
+            if not leading:
+                raise ValueError(f"object {obj['id']}: propagation needs a stack, not a 2D image")
+            options = dict(spec) if isinstance(spec, dict) else {}
+            axis = int(options.pop("axis", 0))
+            try:
+                config = PropagationConfig(**options)
+            except TypeError as exc:
+                raise ValueError(f"object {obj['id']}: bad 'propagate' options: {exc}") from None
+            grouped[obj["id"]] = _Object(obj["id"], entry.order, entry.annotations, config, axis)
+    return list(grouped.values())
+
+
+def _grid(args: argparse.Namespace, plane: tuple[int, int], image_size: int):
+    from napari_sam.tiling import TileGrid, default_grid
+
+    if args.tile:
+        return TileGrid(plane, tuple(args.tile), tuple(args.halo or (0, 0)))
+    grid = default_grid(plane, image_size)
+    return TileGrid(plane, grid.tile, tuple(args.halo)) if args.halo and grid.tile else grid
+
+
+def _in_process(args: argparse.Namespace, predictor):
+    """Embeddings computed here per (slice, tile), full precision: ``(embeddings, leading
+    shape)``. Untiled planes use their own contrast, tiles of a plane share the plane's."""
+    from napari_sam.image import percentile_limits
+    from napari_sam.tiled import WindowEmbeddings
 
     image = read_image(args.image)
-    objects = read_prompts(args.prompts)
     channel = None
     if args.channel is not None:
         channel = args.channel if args.channel == "composite" else int(args.channel)
-    rgb = image.ndim >= 3 and image.shape[-1] in (3, 4)
-    if channel is not None:  # channel-first (C, ..., H, W): the channel axis is kept per slice
-        spatial = image.shape[1:]
-    else:
-        spatial = image.shape[:-1] if rgb else image.shape
-    prompts = {}
-    for obj in objects:
-        index = tuple(int(i) for i in obj.get("slice", ()))
-        if len(index) != len(spatial) - 2:
-            raise ValueError(
-                f"object {obj['id']}: the image's spatial shape is {spatial}; give "
-                f"{len(spatial) - 2} slice indices, not {list(index)}"
-            )
-        prompts.setdefault(index, []).append((obj["id"], _prompt(obj)))
-    dtype = np.uint16 if max(o["id"] for o in objects) < 2**16 else np.uint32
-    labels = np.zeros(spatial, dtype=dtype)
-    predictor = Predictor.load(args.model, device=args.device, precision=args.precision)
-    for index, items in prompts.items():
+    rgb = image.ndim >= 3 and image.shape[-1] in (3, 4) and channel is None
+    spatial = image.shape[1:] if channel is not None else image.shape[:-1] if rgb else image.shape
+    leading, plane_shape = tuple(spatial[:-2]), tuple(spatial[-2:])
+    grid = _grid(args, plane_shape, predictor.config.image_size)
+
+    def embed(flat: int, window: tuple[int, int, int, int]):
+        index = tuple(int(i) for i in np.unravel_index(flat, leading)) if leading else ()
         plane = image[(slice(None), *index)] if channel is not None else image[index]
-        embedding = predictor.embed(plane, rgb=rgb and channel is None, channel=channel)
-        result = predictor.predict(embedding, [p for _, p in items])
-        for (obj_id, _), mask in zip(items, result.masks):
-            write_mask(labels, mask, obj_id, index=index, overwrite=args.overwrite,
-                       replace=False)  # fmt: skip
+        r0, c0, r1, c1 = window
+        limits = None
+        if grid.n_tiles > 1 and channel is None and plane.dtype != np.uint8:
+            limits = percentile_limits(plane)
+        part = plane[..., r0:r1, c0:c1] if channel is not None else plane[r0:r1, c0:c1]
+        return predictor.embed(part, rgb=rgb, channel=channel, contrast_limits=limits)
+
+    return WindowEmbeddings(grid, embed, cache_size=max(8, 4 * grid.n_tiles)), leading
+
+
+def _stored(args: argparse.Namespace, predictor):
+    """Embeddings read from (and, where missing, added to) ``args.embeddings``."""
+    from napari_sam.embeddings import EmbeddingStore
+    from napari_sam.lazy import SliceSource, open_image, sample_limits
+    from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+
+    if args.channel is not None:
+        raise ValueError("--channel cannot be used with --embeddings (a store embeds planes)")
+    stored = EmbeddingStore.open(args.embeddings).signature  # FileNotFoundError if absent
+    data, multiscale = open_image(args.image)
+    rgb = len(data.shape if not multiscale else data[0].shape) >= 3 and (
+        (data[0] if multiscale else data).shape[-1] in (3, 4))  # fmt: skip
+    source = SliceSource.from_layer_data(data, multiscale=multiscale, rgb=rgb, level=stored.level)
+    limits = tuple(args.contrast) if args.contrast else sample_limits(source)
+    tile = tuple(args.tile) if args.tile else stored.tile
+    halo = tuple(args.halo) if args.halo else stored.halo
+    stack = StackEmbeddings.open(source, PredictorEmbedder(predictor, limits, rgb or None),
+                                 args.embeddings, tile=tile, halo=halo)  # fmt: skip
+    return stack, source.leading_shape
+
+
+def _masks(obj: _Object, embeddings, predictor, leading: tuple[int, ...]):
+    """(leading index, plane ObjectMask) of every slice ``obj`` is segmented on."""
+    from napari_sam.tiled import segment_plane
+    from napari_sam.volume import axis_slices, propagate, run
+
+    if obj.propagate is None:
+        for index, prompt in obj.annotations.items():
+            flat = int(np.ravel_multi_index(index, leading)) if leading else 0
+            yield index, segment_plane(embeddings, predictor, flat, prompt).mask
+        return
+    if not 0 <= obj.axis < len(leading):
+        raise ValueError(f"object {obj.id}: no leading axis {obj.axis} in {leading}")
+    first = next(iter(obj.annotations))
+    if any(i[: obj.axis] + i[obj.axis + 1 :] != first[: obj.axis] + first[obj.axis + 1 :]
+           for i in obj.annotations):  # fmt: skip
+        raise ValueError(f"object {obj.id}: its entries must differ only along axis {obj.axis}")
+    slices = axis_slices(leading, obj.axis, first)
+    annotations = {index[obj.axis]: prompt for index, prompt in obj.annotations.items()}
+    try:
+        result = run(propagate(embeddings, predictor, annotations, slices=slices,
+                               config=obj.propagate))  # fmt: skip
+    except ValueError as exc:
+        raise ValueError(f"object {obj.id}: {exc}") from None
+    for position, mask in zip(result.positions, result.masks):
+        yield tuple(int(i) for i in np.unravel_index(slices[position], leading)), mask
+
+
+def run(args: argparse.Namespace) -> int:
+    import tifffile
+
+    from napari_sam.embeddings import SignatureMismatchError
+    from napari_sam.labels import write_mask
+    from napari_sam.predictor import Predictor
+
+    objects = read_prompts(args.prompts)
+    predictor = Predictor.load(args.model, device=args.device, precision=args.precision)
+    try:
+        embeddings, leading = (_stored if args.embeddings else _in_process)(args, predictor)
+    except SignatureMismatchError as exc:
+        print(f"napari-sam segment: error: {exc}. Segment with the --model, --contrast, "
+              "--tile and --halo the store was made with.", file=sys.stderr)  # fmt: skip
+        return 2
+    work = group_objects(objects, leading)
+    found = []  # computed slice by slice (embedding reuse), written in file order
+    for obj in sorted(work, key=lambda o: (o.propagate is not None, min(o.annotations))):
+        found += [(obj.order, index, obj.id, m) for index, m in _masks(obj, embeddings,
+                                                                       predictor, leading)]  # fmt: skip
+    dtype = np.uint16 if max(o["id"] for o in objects) < 2**16 else np.uint32
+    labels = np.zeros((*leading, *embeddings.grid.shape), dtype=dtype)
+    for _, index, obj_id, mask in sorted(found, key=lambda item: item[0]):
+        write_mask(labels, mask, obj_id, index=index, overwrite=args.overwrite, replace=False)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(args.output, labels, compression="zlib", photometric="minisblack")
-    print(f"wrote {len(objects)} objects to {args.output} ({labels.shape}, {labels.dtype})")
+    print(f"wrote {len(work)} objects to {args.output} ({labels.shape}, {labels.dtype})")
     return 0

@@ -1,0 +1,169 @@
+"""Prompt one object on one slice of a (possibly tiled) stack: the one 2D prompting path.
+
+:func:`segment_plane` takes a :class:`~napari_sam.prompts.Prompt` in plane ``(row, col)``
+pixels, routes it to the tile whose window holds it (:meth:`TileGrid.route`), decodes it
+there with the predictor, continues the mask into the neighbouring tiles the object runs into
+(:func:`~napari_sam.tiling.grow_across_tiles`), and returns the object on the whole plane.
+An untiled slice is the grid of one tile whose window is the plane, so the plain case is this
+same code with no growth. CLI, propagation (:mod:`napari_sam.volume`) and widgets use it.
+
+Embeddings come from a :class:`TiledEmbeddings`: a :class:`~napari_sam.stack.StackEmbeddings`
+(store-backed, shared with the widget's cache) or :class:`WindowEmbeddings` (computed in
+process at full precision, no store).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from napari_sam.prompts import PointLabel, Prompt
+from napari_sam.tiling import Box, Tile, TileGrid, grow_across_tiles
+from napari_sam.transforms import ObjectMask
+
+
+class TiledEmbeddings(Protocol):
+    """Embeddings per (slice, tile): ``grid`` (the plane's :class:`TileGrid`) and
+    ``get(slice_index, tile) -> ImageEmbedding`` of ``grid[tile].window`` of that slice.
+    :class:`~napari_sam.stack.StackEmbeddings` with a ``PredictorEmbedder`` is one."""
+
+    grid: TileGrid
+
+    def get(self, slice_index: int, tile: int = 0) -> Any: ...
+
+
+class WindowEmbeddings:
+    """:class:`TiledEmbeddings` computed on demand by ``embed(slice_index, window)`` (window:
+    ``(row0, col0, row1, col1)`` of the plane) -> ``ImageEmbedding``; the last
+    ``cache_size`` are kept in memory. No store, no float16 rounding."""
+
+    def __init__(
+        self, grid: TileGrid, embed: Callable[[int, Box], Any], cache_size: int = 4
+    ) -> None:
+        self.grid, self._embed, self.cache_size = grid, embed, cache_size
+        self._cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self.computed = 0
+
+    def get(self, slice_index: int, tile: int = 0) -> Any:
+        key = (slice_index, tile)
+        if key not in self._cache:
+            self._cache[key] = self._embed(slice_index, self.grid[tile].window)
+            self.computed += 1
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(key)
+        return self._cache[key]
+
+
+@dataclass(frozen=True, eq=False)
+class PlaneMask:
+    """One object segmented on one slice.
+
+    mask: the object on the whole plane (``mask.shape`` = the plane's (H, W)); score: the
+    predicted IoU (float) in the tile first prompted; tile: that tile's index; logits:
+    (L, L) float32 low-res logits of the chosen mask in that tile's window frame (feed back
+    with ``Prompt.with_mask_logits`` and ``tile=``); tiles: every tile that contributed;
+    truncated: the object still went on when ``max_tiles`` stopped the growth.
+    """
+
+    mask: ObjectMask
+    score: float
+    tile: int
+    logits: np.ndarray
+    tiles: tuple[int, ...] = ()
+    truncated: bool = False
+
+
+def anchor_points(prompt: Prompt) -> np.ndarray:
+    """Plane ``(row, col)`` points (N, 2) that say where a prompt is: its points, its box
+    corners and its mask's bounding-box corners (what tile routing looks at)."""
+    parts = [prompt.points]
+    if prompt.box is not None:
+        parts.append(prompt.box.reshape(2, 2))
+    if prompt.mask is not None:
+        rows, cols = np.nonzero(prompt.mask)
+        parts.append(np.array([[rows.min(), cols.min()], [rows.max(), cols.max()]], float))
+    return np.concatenate(parts).reshape(-1, 2)
+
+
+def localise(prompt: Prompt, tile: Tile) -> Prompt:
+    """A plane prompt in ``tile``'s window frame: points inside the window (others dropped),
+    the box shifted and clipped to the window, a plane-sized mask cropped to the window
+    (dropped where empty there), mask logits kept as they are (they are per window)."""
+    r0, c0, r1, c1 = tile.window
+    local = tile.to_local(prompt.points)
+    inside = (local >= -0.5).all(1) & (local[:, 0] < r1 - r0 - 0.5) & (local[:, 1] < c1 - c0 - 0.5)
+    box = None
+    if prompt.box is not None:
+        corners = tile.to_local(prompt.box.reshape(2, 2))
+        corners = np.clip(corners, 0, [r1 - r0 - 1, c1 - c0 - 1]).reshape(-1)
+        box = corners if corners[2] > corners[0] and corners[3] > corners[1] else None
+    mask = None
+    if prompt.mask is not None:
+        mask = prompt.mask[r0:r1, c0:c1]
+        mask = mask if mask.any() else None
+    return Prompt(points=local[inside], labels=prompt.labels[inside], box=box, mask=mask,
+                  mask_logits=prompt.mask_logits)  # fmt: skip
+
+
+def segment_plane(
+    embeddings: TiledEmbeddings,
+    predictor,
+    slice_index: int,
+    prompt: Prompt,
+    *,
+    tile: int | None = None,
+    max_tiles: int = 16,
+) -> PlaneMask:
+    """Segment the object ``prompt`` describes on slice ``slice_index``, whole.
+
+    prompt: plane ``(row, col)`` pixels; a dense ``mask`` is plane-sized (H, W) bool;
+    ``mask_logits`` are in the window frame of tile ``tile`` (e.g. ``PlaneMask.logits`` with
+    ``PlaneMask.tile``), which must then be given. tile: prompt this tile (default: routed).
+    predictor: a :class:`~napari_sam.predictor.Predictor` whose signature made the embeddings.
+    Raises ``ValueError`` for a prompt that does not fit the plane.
+    """
+    grid = embeddings.grid
+    prompt.validate(grid.shape)
+    if tile is None:
+        if prompt.mask_logits is not None and grid.n_tiles > 1:
+            raise ValueError("mask logits belong to one tile's window: say which (tile=)")
+        tile = grid.route(anchor_points(prompt)) if grid.n_tiles > 1 else 0
+    start = grid[tile]
+    try:
+        local = localise(prompt, start)
+    except ValueError:
+        raise ValueError(f"the prompt lies outside tile {tile}'s window {start.window}") from None
+    prediction = predictor.predict(embeddings.get(slice_index, tile), local)
+    first = prediction.masks[0]
+    score, logits = float(prediction.scores[0]), prediction.logits[0].numpy()
+    if grid.n_tiles == 1:
+        return PlaneMask(first, score, tile, logits, (tile,))
+
+    negatives = prompt.points[prompt.labels == PointLabel.NEGATIVE]
+
+    def predict_in_tile(neighbour: Tile, points: np.ndarray) -> np.ndarray:
+        seeds = Prompt.from_points(np.concatenate([points, negatives]),
+                                   [1] * len(points) + [0] * len(negatives))  # fmt: skip
+        result = predictor.predict(embeddings.get(slice_index, neighbour.index),
+                                   localise(seeds, neighbour))  # fmt: skip
+        return result.masks[0].to_array()
+
+    stitched = grow_across_tiles(grid, tile, first.to_array(), predict_in_tile,
+                                 max_tiles=max_tiles)  # fmt: skip
+    mask = crop_mask(stitched.mask, stitched.origin, grid.shape)
+    return PlaneMask(mask, score, tile, logits, stitched.tiles, stitched.truncated)
+
+
+def crop_mask(mask: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> ObjectMask:
+    """A bool (h, w) ``mask`` placed at ``origin`` (row, col) of a ``shape`` plane, as an
+    :class:`ObjectMask` cropped to its pixels."""
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if not len(rows):
+        return ObjectMask(np.zeros((0, 0), dtype=bool), (0, 0), shape)
+    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return ObjectMask(crop.copy(), (origin[0] + rows[0], origin[1] + cols[0]), shape)

@@ -1,0 +1,279 @@
+"""Propagation of one object through a stack axis (z or t: the same code).
+
+The stack axis is a sequence of slices (flat slice indices of a
+:class:`~napari_sam.stack.StackEmbeddings`, see :func:`axis_slices`); a *position* is an index
+into it. From prompts on one or more positions, :func:`propagate` segments the object on
+those slices, then slice by slice away from them, prompting each slice with the previous
+slice's mask: its box (grown by a margin) plus a dense prompt (by default the previous
+low-res logits, SAM's video-like practice). A front stops when the predicted IoU or the
+overlap with the previous slice's mask drops below a threshold, when the mask is empty, or before a
+slice where the user put only negative points. Between two annotated slices the gap is
+filled from both ends, alternately, until the fronts meet. Each slice goes through
+:func:`napari_sam.tiled.segment_plane`, so tiled slices propagate the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from napari_sam.prompts import PointLabel, Prompt
+from napari_sam.tiled import PlaneMask, TiledEmbeddings, segment_plane
+from napari_sam.transforms import ObjectMask
+
+Progress = Generator[tuple[int, int], None, "Propagation"]
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """How far and how carefully to propagate.
+
+    min_score: stop when the predicted IoU of a slice's mask is below this; min_overlap:
+    stop when its overlap with the previous slice's mask (:func:`mask_overlap`) is below
+    this; max_slices: at most this
+    many slices past the outermost annotated ones, per direction (None: to the stack's end);
+    directions: beyond the annotated slices, go ``"both"`` ways, only ``"forward"``
+    (increasing position) or only ``"backward"`` (gaps between annotated slices are always
+    filled); dense: the dense prompt carried from the previous slice: ``"logits"`` (its
+    low-res logits), ``"mask"`` (its binary mask) or ``"none"`` (box only); box_margin: the
+    previous mask's box grows by this fraction of its size per side (at least 1 px).
+    """
+
+    min_score: float = 0.5
+    min_overlap: float = 0.3
+    max_slices: int | None = None
+    directions: Literal["both", "forward", "backward"] = "both"
+    dense: Literal["logits", "mask", "none"] = "logits"
+    box_margin: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.directions not in ("both", "forward", "backward"):
+            raise ValueError(f"directions must be both, forward or backward: {self.directions}")
+        if self.dense not in ("logits", "mask", "none"):
+            raise ValueError(f"dense must be logits, mask or none, got {self.dense!r}")
+        if self.max_slices is not None and self.max_slices < 0:
+            raise ValueError(f"max_slices must be >= 0, got {self.max_slices}")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where a front stopped: it did not write ``position``, because of ``reason``."""
+
+    position: int
+    reason: str
+
+
+@dataclass(frozen=True, eq=False)
+class Propagation:
+    """The object through the stack, sorted by position.
+
+    positions: (n,) positions along the axis with a mask; masks: their plane masks;
+    scores: (n,) float32 predicted IoU; sources: (n,) the annotated position each slice was
+    propagated from (itself for annotated slices); stops: where and why each front stopped.
+    """
+
+    positions: tuple[int, ...]
+    masks: tuple[ObjectMask, ...]
+    scores: np.ndarray
+    sources: tuple[int, ...]
+    stops: tuple[Stop, ...]
+
+    def to_array(self, n_positions: int) -> np.ndarray:
+        """(n_positions, H, W) bool: the object on every position (empty where absent)."""
+        shape = self.masks[0].shape if self.masks else (0, 0)
+        out = np.zeros((n_positions, *shape), dtype=bool)
+        for position, mask in zip(self.positions, self.masks):
+            out[position] = mask.to_array()
+        return out
+
+
+def axis_slices(leading_shape: Sequence[int], axis: int, at: Sequence[int]) -> list[int]:
+    """Flat slice indices (C order over ``leading_shape``) along leading axis ``axis``,
+    through the leading index ``at`` (its value on ``axis`` is ignored). E.g. a (T, Z) stack,
+    propagating through z at t = 3: ``axis_slices((T, Z), 1, (3, 0))``."""
+    key = [int(i) for i in at]
+    if len(key) != len(leading_shape) or not 0 <= axis < len(leading_shape):
+        raise ValueError(f"axis {axis} and index {list(at)} do not fit leading axes "
+                         f"{tuple(leading_shape)}")  # fmt: skip
+    out = []
+    for i in range(leading_shape[axis]):
+        key[axis] = i
+        out.append(int(np.ravel_multi_index(tuple(key), tuple(leading_shape))))
+    return out
+
+
+def is_stop(prompt: Prompt) -> bool:
+    """A prompt of negative points only: the object is not on this slice."""
+    return (prompt.box is None and prompt.mask is None and prompt.mask_logits is None
+            and len(prompt.labels) > 0 and (prompt.labels == PointLabel.NEGATIVE).all())  # fmt: skip
+
+
+def mask_overlap(a: ObjectMask, b: ObjectMask) -> float:
+    """Overlap coefficient of two masks on one plane: intersection over the smaller area (0
+    if either is empty). 1 when an object shrinks inside its previous outline (its end in z),
+    small when the mask jumps to a neighbour."""
+    r0, c0 = min(a.bbox[0], b.bbox[0]), min(a.bbox[1], b.bbox[1])
+    r1, c1 = max(a.bbox[2], b.bbox[2]), max(a.bbox[3], b.bbox[3])
+    if a.area == 0 or b.area == 0:
+        return 0.0
+    canvas = np.zeros((2, r1 - r0, c1 - c0), dtype=bool)
+    for k, m in enumerate((a, b)):
+        (mr0, mc0, mr1, mc1) = m.bbox
+        canvas[k, mr0 - r0 : mr1 - r0, mc0 - c0 : mc1 - c0] = m.crop
+    return float((canvas[0] & canvas[1]).sum() / min(a.area, b.area))
+
+
+def carried_prompt(previous: PlaneMask, config: PropagationConfig) -> Prompt:
+    """The prompt for the next slice from the previous slice's result (plane frame): the
+    mask's box grown by ``config.box_margin``, plus the configured dense prompt."""
+    r0, c0, r1, c1 = previous.mask.bbox
+    rows, cols = previous.mask.shape
+    dr, dc = max(1.0, config.box_margin * (r1 - r0)), max(1.0, config.box_margin * (c1 - c0))
+    box = np.array([max(r0 - dr, 0), max(c0 - dc, 0), min(r1 - 1 + dr, rows - 1),
+                    min(c1 - 1 + dc, cols - 1)])  # fmt: skip
+    if config.dense == "logits":
+        return Prompt(box=box, mask_logits=previous.logits)
+    if config.dense == "mask":
+        return Prompt(box=box, mask=previous.mask.to_array())
+    return Prompt(box=box)
+
+
+@dataclass
+class _Front:
+    """One direction of travel: from ``source``, next ``position``, up to ``limit`` (incl.)."""
+
+    source: int
+    position: int
+    step: int
+    limit: int
+    previous: PlaneMask | None = None
+    alive: bool = True
+
+
+def propagate(
+    embeddings: TiledEmbeddings,
+    predictor,
+    annotations: Mapping[int, Prompt],
+    *,
+    slices: Sequence[int],
+    config: PropagationConfig = PropagationConfig(),
+    max_tiles: int = 16,
+) -> Progress:
+    """Segment one object through the stack axis ``slices``; a generator.
+
+    embeddings: per (slice, tile), e.g. the widget's :class:`~napari_sam.stack.StackEmbeddings`;
+    predictor: the :class:`~napari_sam.predictor.Predictor` that made them; annotations:
+    position (index into ``slices``) -> the user's prompt there, plane ``(row, col)``; a
+    prompt of negative points only marks a slice the object does not reach. slices: the flat
+    slice index of each position (:func:`axis_slices`; ``range(n)`` for a plain z or t stack).
+    Yields ``(done, total)`` slices (total: slices within reach; may end early); returns a
+    :class:`Propagation` (``StopIteration.value``; see :func:`run`). Close it to cancel.
+    """
+    n = len(slices)
+    for position in annotations:
+        if not 0 <= position < n:
+            raise ValueError(f"annotated position {position} is outside the {n} slices")
+    stops = sorted(p for p, prompt in annotations.items() if is_stop(prompt))
+    annotated = sorted(p for p, prompt in annotations.items() if not is_stop(prompt))
+    if not annotated:
+        raise ValueError("propagation needs a positive prompt (a point, box or mask) on a slice")
+
+    def segment(position: int, prompt: Prompt, tile: int | None = None) -> PlaneMask:
+        return segment_plane(embeddings, predictor, slices[position], prompt, tile=tile,
+                             max_tiles=max_tiles)  # fmt: skip
+
+    results: dict[int, tuple[PlaneMask, int]] = {}
+    ended: list[Stop] = []
+    fronts = _plan(annotated, stops, n, config)
+    total = len(annotated) + len(_reach(fronts))
+    done = 0
+    for position in annotated:
+        results[position] = (segment(position, annotations[position]), position)
+        done += 1
+        yield done, total
+    for front in fronts:
+        front.previous = results[front.source][0]
+    # fronts come in pairs per gap (forward, backward) plus the outer ones: step them in turn
+    while any(f.alive for f in fronts):
+        for front in fronts:
+            if not front.alive:
+                continue
+            if front.position in results or _past(front):
+                front.alive = False
+                continue
+            prompt = carried_prompt(front.previous, config)
+            tile = front.previous.tile if config.dense == "logits" else None
+            result = segment(front.position, prompt, tile)
+            reason = _rejection(result, front.previous, config)
+            done += 1
+            yield min(done, total), total
+            if reason:
+                ended.append(Stop(front.position, reason))
+                front.alive = False
+                continue
+            results[front.position] = (result, front.source)
+            front.previous = result
+            front.position += front.step
+    yield total, total
+    order = sorted(results)
+    return Propagation(
+        positions=tuple(order),
+        masks=tuple(results[p][0].mask for p in order),
+        scores=np.array([results[p][0].score for p in order], dtype=np.float32),
+        sources=tuple(results[p][1] for p in order),
+        stops=tuple(ended),
+    )
+
+
+def run(generator: Generator[tuple[int, int], None, Propagation]) -> Propagation:
+    """Drive a :func:`propagate` generator to the end (no progress) and return its result."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as end:
+            return end.value
+
+
+def _plan(annotated: list[int], stops: list[int], n: int, config: PropagationConfig):
+    """The fronts: per gap between annotated slices, one from each end (each up to the
+    nearest stop slice, or the far end); then outward from the first and last."""
+    fronts = []
+    for a, b in itertools.pairwise(annotated):
+        inside = [s for s in stops if a < s < b]
+        hi = inside[0] - 1 if inside else b - 1
+        lo = inside[-1] + 1 if inside else a + 1
+        fronts += [_Front(a, a + 1, 1, hi), _Front(b, b - 1, -1, lo)]
+    reach = n if config.max_slices is None else config.max_slices
+    first, last = annotated[0], annotated[-1]
+    if config.directions in ("both", "backward"):
+        low = max([s for s in stops if s < first], default=-1) + 1
+        fronts.append(_Front(first, first - 1, -1, max(low, first - reach)))
+    if config.directions in ("both", "forward"):
+        high = min([s for s in stops if s > last], default=n) - 1
+        fronts.append(_Front(last, last + 1, 1, min(high, last + reach)))
+    return [f for f in fronts if not _past(f)]
+
+
+def _past(front: _Front) -> bool:
+    return (front.position - front.limit) * front.step > 0
+
+
+def _reach(fronts: list[_Front]) -> set[int]:
+    """Every position some front may write."""
+    return {p for f in fronts for p in range(f.position, f.limit + f.step, f.step)}
+
+
+def _rejection(result: PlaneMask, previous: PlaneMask, config: PropagationConfig) -> str:
+    """Why ``result`` does not continue the object ("" if it does)."""
+    if result.mask.area == 0:
+        return "empty mask"
+    if result.score < config.min_score:
+        return f"predicted IoU {result.score:.2f} < {config.min_score}"
+    overlap = mask_overlap(result.mask, previous.mask)
+    if overlap < config.min_overlap:
+        return f"overlap with the previous slice {overlap:.2f} < {config.min_overlap}"
+    return ""

@@ -1,0 +1,105 @@
+"""Prompting one slice, tiled or not: routing near and across tile borders, whole objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from label_oracle import LabelOracle, oracle_embeddings
+from napari_sam.lazy import SliceSource
+from napari_sam.predictor import Predictor
+from napari_sam.prompts import Prompt
+from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+from napari_sam.tiled import segment_plane
+from napari_sam.tiling import TileGrid
+
+GRID = TileGrid((128, 128), (64, 64), (16, 16))  # 2 x 2 tiles, windows of up to 80 px
+
+
+def _plane_with(*objects) -> np.ndarray:
+    """(1, 128, 128) labels; objects: (id, row0, col0, row1, col1) rectangles."""
+    labels = np.zeros((1, 128, 128), np.int32)
+    for obj, r0, c0, r1, c1 in objects:
+        labels[0, r0:r1, c0:c1] = obj
+    return labels
+
+
+def test_object_near_a_tile_border_is_whole_in_the_routed_window():
+    labels = _plane_with((1, 54, 56, 72, 70), (2, 0, 0, 10, 10))  # straddles the core corner
+    oracle = LabelOracle()
+    result = segment_plane(
+        oracle_embeddings(labels, GRID), oracle, 0, Prompt.from_points([[60, 60]])
+    )
+    np.testing.assert_array_equal(result.mask.to_array(), labels[0] == 1)
+    assert result.tiles == (result.tile,)  # no other tile needed
+    assert len(oracle.calls) == 1
+    assert result.mask.shape == (128, 128)
+
+
+def test_object_across_tile_borders_is_segmented_whole():
+    labels = _plane_with((3, 10, 20, 118, 100))  # far wider than a window
+    oracle = LabelOracle()
+    result = segment_plane(
+        oracle_embeddings(labels, GRID), oracle, 0, Prompt.from_points([[20, 30]])
+    )
+    np.testing.assert_array_equal(result.mask.to_array(), labels[0] == 3)
+    assert sorted(result.tiles) == [0, 1, 2, 3] and not result.truncated
+    assert result.tile == GRID.route(np.array([[20, 30]]))
+
+
+def test_box_across_a_core_border_goes_to_a_window_holding_it():
+    labels = _plane_with((4, 50, 40, 78, 60))
+    oracle = LabelOracle()
+    box = Prompt.from_box([50, 40, 77, 59])
+    result = segment_plane(oracle_embeddings(labels, GRID), oracle, 0, box)
+    r0, c0, r1, c1 = GRID[result.tile].window
+    assert r0 <= 50 and 78 <= r1 and c0 <= 40 and 60 <= c1
+    np.testing.assert_array_equal(result.mask.to_array(), labels[0] == 4)
+
+
+def test_negative_point_in_a_neighbour_tile_still_counts():
+    labels = _plane_with((5, 10, 10, 118, 40))
+    oracle = LabelOracle()
+    prompt = Prompt.from_points([[20, 20], [110, 20]], [1, 0])  # the negative one is far below
+    result = segment_plane(oracle_embeddings(labels, GRID), oracle, 0, prompt)
+    below = result.mask.to_array()[80:]
+    assert not below.any()  # the tile holding the negative point contributes nothing
+
+
+def test_bad_prompts_fail_clearly():
+    embeddings = oracle_embeddings(_plane_with((1, 0, 0, 5, 5)), GRID)
+    with pytest.raises(ValueError, match="outside"):
+        segment_plane(embeddings, LabelOracle(), 0, Prompt.from_points([[130, 5]]))
+    with pytest.raises(ValueError, match="tile="):
+        segment_plane(
+            embeddings, LabelOracle(), 0, Prompt(box=[0, 0, 4, 4], mask_logits=np.ones((16, 16)))
+        )
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_sam):
+    return Predictor(tiny_sam, weights_id="tiny")
+
+
+def test_untiled_plane_is_the_plain_prediction(predictor):
+    data = np.random.default_rng(0).integers(0, 4000, (2, 90, 120), dtype=np.uint16)
+    stack = StackEmbeddings.open(SliceSource(data), PredictorEmbedder(predictor, (0, 4000)))
+    prompt = Prompt(points=[[40, 50], [10, 10]], labels=[1, 0], box=[20, 30, 70, 90])
+    result = segment_plane(stack, predictor, 1, prompt)
+    plain = predictor.predict(stack.get(1), prompt)
+    np.testing.assert_array_equal(result.mask.to_array(), plain.masks[0].to_array())
+    assert result.score == pytest.approx(float(plain.scores[0]))
+
+
+def test_tiled_plane_with_a_real_model_gives_a_plane_mask(predictor):
+    data = np.random.default_rng(1).integers(0, 4000, (1, 128, 128), dtype=np.uint16)
+    stack = StackEmbeddings.open(SliceSource(data), PredictorEmbedder(predictor, (0, 4000)),
+                                 tile=(64, 64), halo=(16, 16))  # fmt: skip
+    result = segment_plane(stack, predictor, 0, Prompt.from_points([[70, 100]]))
+    assert result.mask.shape == (128, 128)
+    assert result.tile == stack.grid.route(np.array([[70, 100]]))
+    local = predictor.predict(stack.get(0, result.tile), Prompt.from_points(
+        stack.grid[result.tile].to_local(np.array([[70, 100]]))))  # fmt: skip
+    r0, c0, r1, c1 = stack.grid[result.tile].window
+    inside = result.mask.to_array()[r0:r1, c0:c1]
+    assert (inside | ~local.masks[0].to_array()).all()  # the routed tile's mask is all kept

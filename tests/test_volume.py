@@ -1,0 +1,146 @@
+"""Propagation through z or t: whole objects, stops, gaps filled from both ends, progress."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from label_oracle import LabelOracle, ball, oracle_embeddings
+from napari_sam.lazy import SliceSource
+from napari_sam.predictor import Predictor
+from napari_sam.prompts import Prompt
+from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+from napari_sam.tiling import TileGrid
+from napari_sam.volume import PropagationConfig, axis_slices, propagate, run
+
+SHAPE = (20, 64, 64)
+
+
+@pytest.fixture
+def volume():
+    """A ball (id 1, z 2-18) and a neighbour (id 2) that never touches it."""
+    labels = np.zeros(SHAPE, np.int32)
+    labels[ball(SHAPE, (10, 30, 30), 8)] = 1
+    labels[:, 50:60, 2:12] = 2
+    return labels
+
+
+def _run(volume, annotations, config=None, oracle=None, grid=None):
+    oracle = oracle or LabelOracle()
+    embeddings = oracle_embeddings(volume, grid)
+    return run(propagate(embeddings, oracle, annotations, slices=range(len(volume)),
+                         config=config or PropagationConfig()))  # fmt: skip
+
+
+def test_object_prompted_on_its_middle_slice_is_found_on_every_slice(volume):
+    result = _run(volume, {10: Prompt.from_points([[30, 30]])})
+    assert result.positions == tuple(range(2, 19))
+    np.testing.assert_array_equal(result.to_array(len(volume)), volume == 1)
+    assert set(result.sources) == {10}
+    assert {s.position for s in result.stops} == {1, 19}  # where the object ends
+
+
+def test_stops_at_a_slice_with_a_negative_point(volume):
+    annotations = {10: Prompt.from_points([[30, 30]]), 14: Prompt.from_points([[30, 30]], [0])}
+    result = _run(volume, annotations)
+    assert result.positions == tuple(range(2, 14))  # not on 14, nor beyond it
+
+
+def test_gap_between_two_annotated_slices_is_filled_from_both_ends(volume):
+    annotations = {4: Prompt.from_points([[30, 30]]), 16: Prompt.from_points([[30, 30]])}
+    result = _run(volume, annotations, PropagationConfig(directions="forward", max_slices=0))
+    assert result.positions == tuple(range(4, 17))
+    sources = dict(zip(result.positions, result.sources))
+    assert {sources[p] for p in range(5, 10)} == {4} and {sources[p] for p in range(11, 16)} == {16}
+    np.testing.assert_array_equal(result.to_array(len(volume))[4:17], volume[4:17] == 1)
+
+
+def test_a_slice_the_model_doubts_is_reached_from_the_other_end(volume):
+    oracle = LabelOracle(score=lambda s: 0.2 if s == 6 else 0.95)
+    annotations = {4: Prompt.from_points([[30, 30]]), 16: Prompt.from_points([[30, 30]])}
+    result = _run(volume, annotations, PropagationConfig(max_slices=0), oracle)
+    assert 6 not in result.positions  # rejected from both sides
+    assert set(result.positions) == set(range(4, 17)) - {6}
+    assert any("predicted IoU 0.20" in stop.reason for stop in result.stops)
+
+
+def test_stops_when_the_mask_jumps_to_another_object():
+    labels = np.zeros(SHAPE, np.int32)
+    labels[:10, 20:40, 20:40] = 1
+    labels[10:, 34:54, 34:54] = 3  # overlaps the old mask a little: a different nucleus
+    result = _run(labels, {5: Prompt.from_points([[30, 30]])})
+    assert result.positions == tuple(range(0, 10))
+    assert any("overlap with the previous slice" in s.reason for s in result.stops)
+
+
+def test_directions_and_max_slices(volume):
+    config = PropagationConfig(directions="forward", max_slices=3)
+    assert _run(volume, {10: Prompt.from_points([[30, 30]])}, config).positions == (10, 11, 12, 13)
+    config = PropagationConfig(directions="backward")
+    assert _run(volume, {10: Prompt.from_points([[30, 30]])}, config).positions == tuple(
+        range(2, 11)
+    )
+
+
+@pytest.mark.parametrize("dense", ["logits", "mask", "none"])
+def test_every_dense_prompt_follows_the_object(volume, dense):
+    result = _run(volume, {10: Prompt.from_points([[30, 30]])}, PropagationConfig(dense=dense))
+    np.testing.assert_array_equal(result.to_array(len(volume)), volume == 1)
+
+
+def test_tiled_slices_propagate_the_same_way():
+    labels = np.zeros((8, 128, 128), np.int32)
+    labels[:, 20:110, 30:100] = 7  # crosses every tile border
+    grid = TileGrid((128, 128), (64, 64), (16, 16))
+    result = _run(labels, {3: Prompt.from_points([[25, 35]])}, grid=grid)
+    np.testing.assert_array_equal(result.to_array(8), labels == 7)
+
+
+def test_time_axis_of_a_tz_stack_is_the_same_code():
+    t, z = 5, 3
+    labels = np.zeros((t * z, 32, 32), np.int32)  # slices in C order over (t, z)
+    for i in range(t):
+        labels[i * z + 1, 5 + 2 * i : 15 + 2 * i, 5:15] = 1  # moves down over time, at z = 1
+    slices = axis_slices((t, z), 0, (0, 1))
+    assert slices == [1, 4, 7, 10, 13]
+    result = run(propagate(oracle_embeddings(labels), LabelOracle(),
+                           {2: Prompt.from_points([[10, 10]])}, slices=slices))  # fmt: skip
+    assert result.positions == tuple(range(t))
+    for position, mask in zip(result.positions, result.masks):
+        np.testing.assert_array_equal(mask.to_array(), labels[slices[position]] == 1)
+
+
+def test_progress_counts_up_and_closing_cancels(volume):
+    oracle = LabelOracle()
+    steps = list(propagate(oracle_embeddings(volume), oracle, {10: Prompt.from_points([[30, 30]])},
+                           slices=range(20)))  # fmt: skip
+    totals = {total for _, total in steps}
+    assert len(totals) == 1 and steps[-1] == (totals.pop(), steps[-1][1])
+    assert [d for d, _ in steps] == sorted(d for d, _ in steps)
+    oracle = LabelOracle()
+    gen = propagate(oracle_embeddings(volume), oracle, {10: Prompt.from_points([[30, 30]])},
+                    slices=range(20))  # fmt: skip
+    next(gen), next(gen)
+    gen.close()
+    assert len(oracle.calls) == 2
+
+
+def test_bad_annotations_fail_clearly(volume):
+    with pytest.raises(ValueError, match="positive prompt"):
+        _run(volume, {3: Prompt.from_points([[30, 30]], [0])})
+    with pytest.raises(ValueError, match="outside the 20 slices"):
+        _run(volume, {25: Prompt.from_points([[30, 30]])})
+
+
+def test_real_model_propagates_through_a_store(tiny_sam):
+    predictor = Predictor(tiny_sam, weights_id="tiny")
+    data = np.random.default_rng(0).integers(0, 4000, (4, 64, 64), dtype=np.uint16)
+    stack = StackEmbeddings.open(SliceSource(data), PredictorEmbedder(predictor, (0, 4000)))
+    config = PropagationConfig(min_score=0.0, min_overlap=0.0)
+    gen = propagate(stack, predictor, {1: Prompt.from_points([[30, 30]])}, slices=range(4),
+                    config=config)  # fmt: skip
+    result = run(gen)
+    assert stack.computed <= 4  # each slice embedded once
+    first = predictor.predict(stack.get(1), Prompt.from_points([[30, 30]]))
+    np.testing.assert_array_equal(result.masks[result.positions.index(1)].to_array(),
+                                  first.masks[0].to_array())  # fmt: skip
