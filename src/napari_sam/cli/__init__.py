@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("info", "embed", "train", "segment")
+SUBCOMMANDS = ("info", "embed", "train", "segment", "auto")
 
 
 def build_parser() -> argparse.ArgumentParser:

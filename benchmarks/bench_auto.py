@@ -1,0 +1,112 @@
+"""Segment everything: ours against the official ``SamAutomaticMaskGenerator.generate``.
+
+Same weights (the bundled model, or ``--weights FILE``; the official Sam is built from the
+same config and loaded with the same state dict), same image (synthetic nuclei, uint8 RGB),
+same settings, one run each, in this process. Prints a table: wall time, masks, parity
+(fraction of each side's masks matched by the other at IoU >= 0.9), and F1 at IoU 0.5 of our
+painted labels against the synthetic truth (with the settings run and with the nuclei preset).
+
+    .venv/bin/python benchmarks/bench_auto.py [--size 1024] [--points-per-side 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("torchvision") is None:
+    sys.path.insert(0, str(REPO / "tests" / "oracles"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from napari_sam.automatic import PRESETS, generate_masks, masks_to_labels  # noqa: E402
+from napari_sam.model.checkpoints import load_model  # noqa: E402
+from napari_sam.predictor import Predictor  # noqa: E402
+from napari_sam.training.synthetic import synthetic_nuclei  # noqa: E402
+from test_automatic_parity import matched_fraction, official_sam  # noqa: E402
+
+
+def f1_at(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> float:
+    """F1 of instance labels ``pred`` against ``truth`` (same shape), matches at IoU > iou."""
+    n_pred, n_truth = len(np.unique(pred[pred > 0])), len(np.unique(truth[truth > 0]))
+    both = (pred > 0) & (truth > 0)
+    if n_pred + n_truth == 0:
+        return 1.0
+    if not both.any():
+        return 0.0
+    pairs, inter = np.unique(np.stack([pred[both], truth[both]]), axis=1, return_counts=True)
+    ious = inter / (np.bincount(pred.ravel())[pairs[0]] + np.bincount(truth.ravel())[pairs[1]]
+                    - inter)  # fmt: skip
+    tp = int((ious > iou).sum())  # IoU > 0.5 matches are one to one
+    return 2 * tp / (n_pred + n_truth)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default=str(REPO / "src/napari_sam/weights/vit_nano.pt"))
+    parser.add_argument("--size", type=int, default=1024, help="image side (pixels)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    parser.add_argument("--points-per-side", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-nuclei", action="store_true", help="skip the nuclei-preset F1 run")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    loaded = load_model(args.weights)
+    model = loaded.model
+    official = official_sam(model)
+    config = PRESETS[args.preset].with_values(points_per_side=args.points_per_side)
+    synth = synthetic_nuclei((args.size, args.size), seed=args.seed)
+    image = synth.image.astype(np.float32)
+    low, high = np.percentile(image, (1, 99.8))
+    gray = (255 * np.clip((image - low) / (high - low), 0, 1)).astype(np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    predictor = Predictor(model)
+
+    from segment_anything import SamAutomaticMaskGenerator
+
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        ours = generate_masks(predictor, rgb, config, rgb=True)
+        t1 = time.perf_counter()
+        reference = SamAutomaticMaskGenerator(official, **config.official_kwargs()).generate(rgb)
+        t2 = time.perf_counter()
+    a = np.stack([m.mask.to_array() for m in ours]) if ours else np.zeros((0, *gray.shape))
+    b = (np.stack([r["segmentation"] for r in reference]) if reference
+         else np.zeros((0, *gray.shape)))  # fmt: skip
+    ours_matched, ref_matched = matched_fraction(a, b) if len(a) and len(b) else (
+        float(len(a) == len(b)), float(len(a) == len(b)))  # fmt: skip
+    f1 = f1_at(masks_to_labels(ours, gray.shape, config.min_mask_region_area), synth.labels)
+    nuclei, nuclei_masks, f1_nuclei, t3 = PRESETS["nuclei"], [], float("nan"), 0.0
+    t4 = t3
+    if not args.no_nuclei:
+        t3 = time.perf_counter()
+        nuclei_masks = generate_masks(predictor, rgb, nuclei, rgb=True)
+        t4 = time.perf_counter()
+        labels = masks_to_labels(nuclei_masks, gray.shape, nuclei.min_mask_region_area)
+        f1_nuclei = f1_at(labels, synth.labels)
+
+    print(f"weights {loaded.name} ({loaded.architecture}), image {args.size}x{args.size} "
+          f"synthetic nuclei seed {args.seed} ({synth.labels.max()} nuclei), "
+          f"preset {args.preset}, points/side {config.points_per_side}, "
+          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(f"{'run':<34}{'seconds':>9}{'masks':>7}{'matched':>9}{'F1@0.5':>8}")
+    print(f"{'official SamAutomaticMaskGenerator':<34}{t2 - t1:>9.2f}{len(reference):>7}"
+          f"{ref_matched:>9.3f}{'':>8}")  # fmt: skip
+    print(f"{'napari-sam generate_masks':<34}{t1 - t0:>9.2f}{len(ours):>7}"
+          f"{ours_matched:>9.3f}{f1:>8.3f}")  # fmt: skip
+    print(f"{'napari-sam, nuclei preset':<34}{t4 - t3:>9.2f}{len(nuclei_masks):>7}"
+          f"{'':>9}{f1_nuclei:>8.3f}")  # fmt: skip
+    print(f"speed-up (official / ours, same settings): {(t2 - t1) / (t1 - t0):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The "Segment everything" panel: settings, Run / Cancel with progress, result as Labels.
+
+The form is built from :class:`~napari_sam.automatic.AutoMaskConfig`'s fields (one spin box
+each, range and help from the field metadata) and a preset picker; nothing here lists the
+parameters by hand. The work is :func:`~napari_sam.automatic.segment_everything_steps` on a
+napari ``thread_worker``; Cancel stops it between two steps and leaves the layers untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_sam.automatic.config import PRESETS, AutoMaskConfig
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_sam._qt.engine import Engine
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ").replace("thresh", "threshold").capitalize()
+
+
+class AutoPanel(QWidget):
+    """Automatic instance segmentation of the engine's image layer into a new Labels layer.
+
+    ``finished(layer or None)`` is emitted when a run ends (None when cancelled or failed).
+    """
+
+    finished = Signal(object)
+
+    def __init__(self, viewer: napari.Viewer, engine: Engine, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer, self.engine = viewer, engine
+        self.worker = None
+        layout = QVBoxLayout(self)
+        self.preset = QComboBox()
+        self.preset.addItems(list(PRESETS))
+        self.preset.currentTextChanged.connect(lambda name: self.set_config(PRESETS[name]))
+        form = QFormLayout()
+        form.addRow("Preset", self.preset)
+        self.inputs: dict[str, QSpinBox | QDoubleSpinBox] = {}
+        for f in fields(AutoMaskConfig):
+            low, high = f.metadata["range"]
+            box = QSpinBox() if type(f.default) is int else QDoubleSpinBox()
+            if isinstance(box, QDoubleSpinBox):
+                box.setDecimals(3)
+            box.setRange(low, high)
+            box.setSingleStep(f.metadata["step"])
+            box.setToolTip(f.metadata["help"])
+            form.addRow(_label(f.name), box)
+            self.inputs[f.name] = box
+        self.whole_stack = QCheckBox("All slices (3D objects)")
+        self.whole_stack.setToolTip("Segment every slice and link objects through the stack; "
+                                    "unchecked: only the displayed slice")  # fmt: skip
+        form.addRow(self.whole_stack)
+        layout.addLayout(form)
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Segment everything")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        self.set_config(PRESETS[self.preset.currentText()])
+
+    # ------------------------------------------------------------------ settings
+
+    def config(self) -> AutoMaskConfig:
+        """The settings shown in the form (values not edited keep their full precision:
+        the preset's 512 / 1500 stays exact although the box shows 0.341)."""
+        changes = {}
+        for name, box in self.inputs.items():
+            shown = box.value()
+            if shown != box.valueFromText(box.textFromValue(getattr(self._base, name))):
+                changes[name] = shown
+        return self._base.with_values(**changes)
+
+    def set_config(self, config: AutoMaskConfig) -> None:
+        """Show ``config`` in the form."""
+        self._base = config
+        for name, box in self.inputs.items():
+            box.setValue(getattr(config, name))
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> None:
+        """Start segmenting the chosen image (the displayed slice, or all slices)."""
+        from napari.qt.threading import thread_worker
+
+        from napari_sam.automatic import segment_everything_steps
+
+        layer = self.engine.image_layer()
+        if layer is None:
+            self.status.setText("Choose an image layer first.")
+            return
+        data = layer.data[0] if layer.multiscale else layer.data
+        lead = layer.ndim - 2  # napari's ndim leaves out the RGB axis
+        index: tuple[int, ...] = ()
+        if lead > 0 and not self.whole_stack.isChecked():
+            index = tuple(int(i) for i in self.viewer.dims.current_step[:lead])
+            data = data[index]
+        config, engine = self.config(), self.engine
+        limits = tuple(float(v) for v in layer.contrast_limits)
+        rgb = bool(layer.rgb)
+
+        @thread_worker
+        def work():
+            predictor = engine.predictor()
+            return (yield from segment_everything_steps(
+                predictor, data, config, rgb=rgb, contrast_limits=None if rgb else limits))  # fmt: skip
+
+        self.worker = work()
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(lambda labels: self._on_done(layer, labels, index))
+        self.worker.errored.connect(self._on_error)
+        self.worker.aborted.connect(self._on_aborted)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.status.setText("Loading the model...")
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running segmentation between two steps; nothing is added."""
+        if self.worker is not None:
+            self.status.setText("Cancelling...")
+            self.worker.quit()
+
+    def _on_progress(self, step: tuple[int, int]) -> None:
+        done, total = step
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        self.status.setText(f"Segmenting: step {done} of {total}")
+
+    def _idle(self) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+
+    def _on_done(self, layer, labels: np.ndarray, index: tuple[int, ...]) -> None:
+        spatial_shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+        spatial_shape = spatial_shape[:-1] if layer.rgb else spatial_shape
+        if index:
+            full = np.zeros(spatial_shape, dtype=np.int32)
+            full[index] = labels
+            labels = full
+        n = int(np.count_nonzero(np.unique(labels)))
+        added = self.viewer.add_labels(
+            labels, name=f"{layer.name} objects", scale=layer.scale[-labels.ndim :],
+            translate=layer.translate[-labels.ndim :],
+        )  # fmt: skip
+        self._idle()
+        self.status.setText(f"Found {n} objects.")
+        self.finished.emit(added)
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._idle()
+        self.status.setText(f"Failed: {exc}")
+        self.finished.emit(None)
+
+    def _on_aborted(self) -> None:
+        self._idle()
+        self.status.setText("Cancelled.")
+        self.finished.emit(None)

@@ -1,0 +1,97 @@
+"""The one configuration of "segment everything", shared by the Python API, CLI and widget.
+
+Field names, defaults and meaning are those of the official ``SamAutomaticMaskGenerator``
+(so ``SamAutomaticMaskGenerator(model, **config.official_kwargs())`` runs the reference on
+the same settings). Each field carries its help text and range in ``metadata``: the CLI
+builds its options and the widget its spin boxes from :func:`dataclasses.fields`, so no
+parameter list is typed twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+
+def _param(default, help: str, low: float, high: float, step: float = 1, official: bool = True):
+    return field(default=default, metadata={"help": help, "range": (low, high), "step": step,
+                                            "official": official})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AutoMaskConfig:
+    """Settings of automatic instance segmentation (see docs/automatic.md).
+
+    Units: pixels of the image (areas in pixels); thresholds in [0, 1] except the stability
+    offset (logit units). ``link_iou_thresh`` is ours: the IoU at which masks on adjacent
+    slices, or seen by two overlapping tiles, are taken to be one object.
+    """
+
+    points_per_side: int = _param(32, "grid points along each side of the image", 1, 256)
+    points_per_batch: int = _param(64, "grid points decoded together", 1, 4096)
+    pred_iou_thresh: float = _param(0.88, "keep masks whose predicted IoU is above this",
+                                    0.0, 1.0, 0.01)  # fmt: skip
+    stability_score_thresh: float = _param(
+        0.95, "keep masks whose stability score is at least this", 0.0, 1.0, 0.01
+    )
+    stability_score_offset: float = _param(
+        1.0, "logit shift used by the stability score", 0.0, 10.0, 0.1
+    )
+    box_nms_thresh: float = _param(0.7, "box IoU above which a worse duplicate is dropped",
+                                   0.0, 1.0, 0.01)  # fmt: skip
+    crop_n_layers: int = _param(0, "extra crop layers (layer i: 4^i crops) for small objects",
+                                0, 3)  # fmt: skip
+    crop_nms_thresh: float = _param(0.7, "box IoU for duplicates between crops", 0.0, 1.0, 0.01)
+    crop_overlap_ratio: float = _param(512 / 1500, "overlap of neighbouring crops (fraction "
+                                       "of the short side)", 0.0, 0.9, 0.01)  # fmt: skip
+    crop_n_points_downscale_factor: int = _param(
+        1, "grid points per side divided by this per crop layer", 1, 8
+    )
+    min_mask_region_area: int = _param(
+        0, "fill holes and drop islands smaller than this (pixels); 0: off", 0, 100000
+    )
+    link_iou_thresh: float = _param(
+        0.5,
+        "IoU linking masks across slices and tile borders into one object",
+        0.0,
+        1.0,
+        0.01,
+        official=False,
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if type(f.default) is int and not isinstance(value, int | bool):
+                if float(value) != int(value):
+                    raise ValueError(f"{f.name} must be an integer, got {value!r}")
+                object.__setattr__(self, f.name, int(value))
+                value = int(value)
+            low, high = f.metadata["range"]
+            if not low <= value <= high:
+                raise ValueError(f"{f.name} must be in [{low}, {high}], got {value!r}")
+
+    def official_kwargs(self) -> dict:
+        """Keyword arguments of ``segment_anything.SamAutomaticMaskGenerator``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["official"]}
+
+    def with_values(self, **changes) -> AutoMaskConfig:
+        """A copy with ``changes`` (None values ignored, so parsed CLI options pass as is)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+PRESETS: dict[str, AutoMaskConfig] = {
+    # the official generator's defaults
+    "default": AutoMaskConfig(),
+    # dense small objects (nuclei): a finer grid, looser quality filters, stricter duplicate
+    # removal (touching nuclei have overlapping boxes, so 0.5 would merge neighbours), and
+    # specks / holes cleaned
+    "nuclei": AutoMaskConfig(
+        points_per_side=64,
+        points_per_batch=128,
+        pred_iou_thresh=0.80,
+        stability_score_thresh=0.90,
+        box_nms_thresh=0.6,
+        min_mask_region_area=16,
+    ),
+}
+"""Named configurations; ``PRESETS["default"]`` equals ``AutoMaskConfig()``."""

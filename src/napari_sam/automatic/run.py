@@ -1,0 +1,139 @@
+"""Segment everything in an image of any size and dimensionality: the entry points.
+
+:func:`segment_everything_steps` is the generator the widget runs in a worker (it yields
+``(done, total)`` and returns the labels; closing it cancels between two steps);
+:func:`segment_everything` runs it to the end for scripts and the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
+
+import numpy as np
+
+from napari_sam.automatic.config import AutoMaskConfig
+from napari_sam.automatic.plane import (
+    AutoMask,
+    Progress,
+    generate_masks_steps,
+    masks_to_labels,
+    plan_steps,
+)
+from napari_sam.automatic.stitch import link_slices, merge_tiles
+
+T = TypeVar("T")
+
+
+def drain(
+    steps: Generator[Progress, None, T], progress: Callable[[int, int], Any] | None = None
+) -> T:
+    """Run a progress generator to its end; ``progress(done, total)`` sees every step."""
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total)
+
+
+def generate_masks(predictor, image: np.ndarray, config: AutoMaskConfig | None = None,
+                   **image_kwargs) -> list[AutoMask]:  # fmt: skip
+    """Every mask the grid finds on one 2D image, overlapping, unpainted: the counterpart of
+    the reference ``SamAutomaticMaskGenerator.generate``. ``image_kwargs``: as for
+    :func:`napari_sam.image.to_model_image` (rgb, channel, contrast_limits, ...)."""
+    from napari_sam.image import to_model_image
+
+    config = config or AutoMaskConfig()
+    model_image = to_model_image(image, **image_kwargs)
+    embedding = predictor.embed(model_image, rgb=True, contrast_limits=(0, 255))
+    return drain(generate_masks_steps(predictor, embedding, config, model_image))
+
+
+def segment_everything_steps(
+    predictor,
+    data: Any,
+    config: AutoMaskConfig | None = None,
+    *,
+    rgb: bool = False,
+    contrast_limits: tuple[float, float] | None = None,
+    embeddings=None,
+    tile: tuple[int, int] | None = None,
+    halo: tuple[int, int] | None = None,
+) -> Generator[Progress, None, np.ndarray]:
+    """Instance labels of ``data``, yielding ``(done, total)`` steps as it goes.
+
+    data: numpy / dask / zarr ``(*leading, H, W)``, or ``(*leading, H, W, C)`` when ``rgb``;
+    every leading index is a 2D slice. contrast_limits: the same for every slice and tile
+    (default: uint8 unchanged, else percentiles sampled from the whole stack).
+    embeddings: a :class:`~napari_sam.stack.StackEmbeddings` of ``data`` to reuse (e.g. the
+    widget's; its tiling is used), else an in-memory one is made with ``tile`` / ``halo``
+    (default: :func:`~napari_sam.tiling.default_grid`).
+
+    Returns int32 labels ``(*leading, H, W)``: 0 background, objects 1..n. Objects on
+    adjacent slices along the last leading axis that overlap with IoU >=
+    ``config.link_iou_thresh`` share an id (3D objects); tiles are merged across borders.
+    """
+    from napari_sam.image import to_model_image
+    from napari_sam.lazy import SliceSource, sample_limits
+    from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+
+    config = config or AutoMaskConfig()
+    if embeddings is None:
+        source = SliceSource(data, rgb=rgb)
+        if contrast_limits is None and np.dtype(source.dtype) != np.uint8:
+            contrast_limits = sample_limits(source)
+        embedder = PredictorEmbedder(predictor, contrast_limits=contrast_limits, rgb=rgb)
+        embeddings = StackEmbeddings.open(source, embedder, tile=tile, halo=halo,
+                                          data_fingerprint="in-memory")  # fmt: skip
+    source, grid = embeddings.source, embeddings.grid
+    contrast_limits = embeddings.embedder.contrast_limits
+    per_tile = [1 + plan_steps(t.window_shape, config) for t in grid.tiles]
+    total, done = source.n_slices * sum(per_tile), 0
+    planes = []
+    for s in range(source.n_slices):
+        windows = []
+        for t in grid.tiles:
+            embedding = embeddings.get(s, t.index)
+            done += 1
+            yield done, total
+            image = None
+            if config.crop_n_layers > 0:
+                image = to_model_image(source.read(s, t.window), rgb=source.rgb,
+                                       contrast_limits=contrast_limits)  # fmt: skip
+            steps = generate_masks_steps(predictor, embedding, config, image)
+            base = done
+            while True:
+                try:
+                    step, _ = next(steps)
+                except StopIteration as stop:
+                    masks = stop.value
+                    break
+                done = base + step
+                yield done, total
+            done = base + per_tile[t.index] - 1
+            windows.append(masks_to_labels(masks, t.window_shape, config.min_mask_region_area))
+        planes.append(windows[0] if grid.n_tiles == 1 else
+                      merge_tiles(grid, windows, config.link_iou_thresh))  # fmt: skip
+    return _link(planes, source.leading_shape, config.link_iou_thresh)
+
+
+def _link(planes: list[np.ndarray], leading: tuple[int, ...], iou: float) -> np.ndarray:
+    """Per-slice labels -> (*leading, H, W), linked along the last leading axis."""
+    if not leading:
+        return planes[0]
+    depth = leading[-1]
+    out = np.zeros((len(planes), *planes[0].shape), dtype=np.int32)
+    offset = 0
+    for start in range(0, len(planes), depth):
+        linked = link_slices(planes[start : start + depth], iou)
+        out[start : start + depth] = np.where(linked > 0, linked + offset, 0)
+        offset += int(linked.max())
+    return out.reshape(*leading, *planes[0].shape)
+
+
+def segment_everything(predictor, data: Any, config: AutoMaskConfig | None = None,
+                       progress: Callable[[int, int], Any] | None = None, **kwargs) -> np.ndarray:  # fmt: skip
+    """:func:`segment_everything_steps` run to the end (``progress(done, total)`` per step)."""
+    return drain(segment_everything_steps(predictor, data, config, **kwargs), progress)

@@ -1,0 +1,96 @@
+"""``napari-sam auto``: segment everything in an image into a label image, no viewer, no Qt.
+
+Every :class:`~napari_sam.automatic.AutoMaskConfig` field is an option (``--points-per-side``
+...), generated from the dataclass; ``--preset`` picks the starting values. 3D / nD data is
+segmented slice by slice and linked into 3D objects; large planes are tiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from napari_sam.automatic.config import PRESETS, AutoMaskConfig
+
+    parser = subparsers.add_parser(
+        "auto", help="segment every object of an image automatically into a label image"
+    )
+    parser.add_argument("image", type=Path, help="TIFF, PNG, zarr or npy image")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="LABELS.tif")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                        help="starting settings (options below override them)")  # fmt: skip
+    group = parser.add_argument_group("segmentation settings (default: the preset's)")
+    for f in fields(AutoMaskConfig):
+        group.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
+                           metavar=type(f.default).__name__.upper(),
+                           help=f"{f.metadata['help']} (official default: {f.default:g})")  # fmt: skip
+    parser.add_argument("--model", default=None, help="weights name or file (default: bundled)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--rgb", action="store_true", help="the last axis holds RGB(A) colour")
+    parser.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="intensity range shown to the model (default: percentiles)")  # fmt: skip
+    parser.add_argument("--tile", type=int, nargs=2, metavar=("ROWS", "COLS"),
+                        help="tile size for large planes (default: from the model size)")  # fmt: skip
+    parser.add_argument("--halo", type=int, nargs=2, metavar=("ROWS", "COLS"),
+                        help="context around each tile (default: model size / 8)")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`AutoMaskConfig` of the parsed options (preset, then overrides)."""
+    from napari_sam.automatic.config import PRESETS, AutoMaskConfig
+
+    changes = {f.name: getattr(args, f.name) for f in fields(AutoMaskConfig)}
+    return PRESETS[args.preset].with_values(**changes)
+
+
+def _read(path: Path):
+    from napari_sam.lazy import open_image
+
+    if path.suffix.lower() == ".png":
+        from napari_sam.cli.segment import read_image
+
+        return read_image(path)
+    data, multiscale = open_image(path)
+    return data[0] if multiscale else data
+
+
+def run(args: argparse.Namespace) -> int:
+    import tifffile
+
+    from napari_sam.automatic import segment_everything
+    from napari_sam.predictor import Predictor
+
+    config = config_from_args(args)
+    data = _read(args.image)
+    rgb = bool(args.rgb)
+    if rgb and data.shape[-1] not in (3, 4):
+        raise ValueError(f"--rgb needs a last axis of 3 or 4, the image is {data.shape}")
+    predictor = Predictor.load(args.model, device=args.device, precision=args.precision)
+
+    def report(done: int, total: int) -> None:
+        if not args.quiet:
+            print(f"\rsegmenting: {done}/{total} steps", end="", file=sys.stderr, flush=True)
+
+    labels = segment_everything(
+        predictor, data, config, report, rgb=rgb,
+        contrast_limits=tuple(args.contrast_limits) if args.contrast_limits else None,
+        tile=tuple(args.tile) if args.tile else None,
+        halo=tuple(args.halo) if args.halo else None,
+    )  # fmt: skip
+    if not args.quiet:
+        print(file=sys.stderr)
+    n = int(np.count_nonzero(np.unique(labels)))
+    out = labels.astype(np.uint16 if n < 2**16 else np.uint32)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(args.output, out, compression="zlib")
+    print(f"wrote {n} objects to {args.output} ({out.shape}, {out.dtype})")
+    return 0

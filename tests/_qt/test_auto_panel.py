@@ -1,0 +1,88 @@
+"""The "Segment everything" panel in a real viewer: settings, run, current slice, cancel."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_sam._qt.auto_panel import AutoPanel
+from napari_sam.automatic import PRESETS, AutoMaskConfig
+
+LOOSE = AutoMaskConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                       box_nms_thresh=0.95)  # fmt: skip
+
+
+class FakeEngine:
+    """The two methods a panel uses (see napari_sam._qt.engine.Engine)."""
+
+    def __init__(self, predictor, layer):
+        self._predictor, self._layer = predictor, layer
+
+    def predictor(self):
+        return self._predictor
+
+    def image_layer(self):
+        return self._layer
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tiny_sam):
+    from napari_sam.predictor import Predictor
+    from napari_sam.training.synthetic import synthetic_nuclei
+
+    def make(shape):
+        viewer = make_napari_viewer()
+        layer = viewer.add_image(synthetic_nuclei(shape, seed=0).image, name="nuclei")
+        panel = AutoPanel(viewer, FakeEngine(Predictor(tiny_sam), layer))
+        panel.set_config(LOOSE)
+        return viewer, layer, panel
+
+    return make
+
+
+def test_form_follows_presets_and_edits(setup):
+    _viewer, _layer, panel = setup((32, 32))
+    panel.preset.setCurrentText("nuclei")
+    assert panel.config() == PRESETS["nuclei"]
+    panel.inputs["points_per_side"].setValue(20)
+    panel.inputs["box_nms_thresh"].setValue(0.5)
+    assert panel.config() == PRESETS["nuclei"].with_values(points_per_side=20, box_nms_thresh=0.5)
+
+
+def test_run_adds_a_labels_layer(setup, qtbot):
+    viewer, layer, panel = setup((64, 64))
+    with qtbot.waitSignal(panel.finished, timeout=120_000) as done:
+        panel.run_button.click()
+    added = done.args[0]
+    assert added is not None and added in viewer.layers
+    assert added.data.shape == layer.data.shape and added.data.max() >= 1
+    assert panel.progress.value() == 0 and panel.run_button.isEnabled()
+    assert "Found" in panel.status.text()
+
+
+def test_run_on_the_displayed_slice_only(setup, qtbot):
+    viewer, _layer, panel = setup((3, 64, 64))
+    viewer.dims.set_current_step(0, 1)
+    with qtbot.waitSignal(panel.finished, timeout=120_000) as done:
+        panel.run_button.click()
+    labels = done.args[0].data
+    assert labels.shape == (3, 64, 64)
+    assert labels[1].max() >= 1 and labels[0].max() == 0 and labels[2].max() == 0
+
+
+def test_cancel_stops_and_adds_nothing(setup, qtbot):
+    viewer, _layer, panel = setup((64, 64))
+    panel.inputs["points_per_batch"].setValue(1)  # 16 steps: time to cancel
+    steps = []
+
+    def cancel_on_first_step(step):
+        steps.append(step)
+        panel.cancel_button.click()
+
+    with qtbot.waitSignal(panel.finished, timeout=120_000) as done:
+        panel.run_button.click()
+        panel.worker.yielded.connect(cancel_on_first_step)
+    assert done.args[0] is None
+    assert len(viewer.layers) == 1
+    assert steps and steps[-1][0] < steps[-1][1]
+    assert panel.status.text() == "Cancelled." and panel.run_button.isEnabled()
+    assert not panel.cancel_button.isEnabled()

@@ -1,0 +1,273 @@
+"""Segment everything: settings, mask helpers against the reference, labels, stacks, tiles,
+progress and cancel."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.automatic import (
+    PRESETS,
+    AutoMaskConfig,
+    link_slices,
+    masks_to_labels,
+    merge_tiles,
+    segment_everything,
+    segment_everything_steps,
+)
+from napari_sam.automatic.mask_ops import (
+    box_nms,
+    clean_small_regions,
+    crop_boxes,
+    paint_labels,
+    point_grid,
+)
+from napari_sam.tiling import TileGrid
+from napari_sam.transforms import ObjectMask
+
+# settings that let the random tiny model's few, large masks through
+LOOSE = AutoMaskConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                       box_nms_thresh=0.95)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_sam):
+    from napari_sam.predictor import Predictor
+
+    return Predictor(tiny_sam)
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_defaults_are_the_official_generators():
+    from segment_anything import SamAutomaticMaskGenerator
+
+    params = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
+    for name, value in AutoMaskConfig().official_kwargs().items():
+        assert params[name].default == pytest.approx(value), name
+    assert PRESETS["default"] == AutoMaskConfig()
+    nuclei = PRESETS["nuclei"]
+    assert nuclei.points_per_side > AutoMaskConfig().points_per_side
+    assert nuclei.min_mask_region_area > 0
+
+
+def test_out_of_range_settings_are_refused():
+    with pytest.raises(ValueError, match="pred_iou_thresh"):
+        AutoMaskConfig(pred_iou_thresh=1.5)
+    with pytest.raises(ValueError, match="points_per_side"):
+        AutoMaskConfig(points_per_side=0)
+
+
+def test_cli_options_come_from_the_config(tmp_path):
+    from napari_sam.cli import build_parser
+    from napari_sam.cli.auto import config_from_args
+
+    args = build_parser().parse_args(
+        ["auto", "in.tif", "-o", str(tmp_path / "out.tif"), "--preset", "nuclei",
+         "--points-per-side", "8", "--stability-score-offset", "0.5"]
+    )  # fmt: skip
+    config = config_from_args(args)
+    assert config == PRESETS["nuclei"].with_values(points_per_side=8, stability_score_offset=0.5)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def test_grid_and_crops_are_the_reference_ones():
+    from segment_anything.utils.amg import build_point_grid, generate_crop_boxes
+
+    np.testing.assert_allclose(point_grid(5), build_point_grid(5)[:, ::-1])
+    ref_boxes, ref_layers = generate_crop_boxes((300, 420), 2, 512 / 1500)
+    ours = crop_boxes((300, 420), 2, 512 / 1500)
+    assert [layer for _, layer in ours] == ref_layers
+    assert [[c0, r0, c1, r1] for (r0, c0, r1, c1), _ in ours] == ref_boxes
+
+
+def test_box_nms_keeps_what_the_reference_keeps():
+    from torchvision.ops.boxes import batched_nms
+
+    rng = np.random.default_rng(0)
+    corner = rng.integers(0, 80, (200, 2))
+    boxes = np.concatenate([corner, corner + rng.integers(1, 40, (200, 2))], 1).astype(float)
+    scores = rng.random(200)
+    ref = batched_nms(torch.tensor(boxes), torch.tensor(scores), torch.zeros(200), 0.5)
+    np.testing.assert_array_equal(box_nms(boxes, scores, 0.5), ref.numpy())
+
+
+def test_small_holes_filled_and_islands_dropped():
+    crop = np.zeros((20, 20), bool)
+    crop[2:15, 2:15] = True
+    crop[6:8, 6:8] = False  # a 4-pixel hole
+    crop[18, 18] = True  # a 1-pixel island
+    cleaned, changed = clean_small_regions(ObjectMask(crop, (0, 0), (20, 20)), 10)
+    assert changed
+    expected = np.zeros((20, 20), bool)
+    expected[2:15, 2:15] = True
+    np.testing.assert_array_equal(cleaned.crop, expected)
+    _, changed = clean_small_regions(cleaned, 10)
+    assert not changed
+
+
+def test_labels_do_not_overlap_and_the_best_mask_is_whole():
+    a = np.zeros((10, 10), bool)
+    a[2:8, 2:8] = True
+    b = np.zeros((10, 10), bool)
+    b[5:10, 5:10] = True
+    labels = paint_labels([ObjectMask(a, (0, 0), (10, 10)), ObjectMask(b, (0, 0), (10, 10))],
+                          (10, 10))  # fmt: skip
+    assert (labels[a] == 1).all()
+    assert set(np.unique(labels[b & ~a])) == {2}
+
+
+# ----------------------------------------------------------------------------- stacks and tiles
+
+
+def _nuclei_3d():
+    from napari_sam.training.synthetic import synthetic_nuclei
+
+    return synthetic_nuclei((6, 96, 96), seed=3).labels
+
+
+def test_an_object_spanning_slices_gets_one_id():
+    truth = _nuclei_3d()
+    rng = np.random.default_rng(0)
+    planes = []
+    for z in range(len(truth)):  # each slice numbered on its own, as per-slice runs are
+        ids = np.unique(truth[z])
+        perm = np.zeros(truth.max() + 1, np.int32)
+        perm[ids[ids > 0]] = rng.permutation(len(ids) - (ids[0] == 0)) + 1
+        planes.append(perm[truth[z]])
+    linked = link_slices(planes, 0.5)
+    spanning = 0
+    for obj in np.unique(truth[truth > 0]):
+        zs = np.flatnonzero((truth == obj).any(axis=(1, 2)))
+        sections = [truth[z] == obj for z in zs]
+        ious = [(a & b).sum() / (a | b).sum() for a, b in itertools.pairwise(sections)]
+        if len(zs) > 1 and min(ious) >= 0.6 and np.all(np.diff(zs) == 1):
+            spanning += 1
+            ids = np.unique(linked[truth == obj])
+            assert len(ids) == 1, f"object {obj} split into {ids}"
+    assert spanning >= 5
+    # distinct objects are not joined: each linked id lies (mostly) on one true object
+    for new_id in np.unique(linked[linked > 0]):
+        _owners, counts = np.unique(truth[linked == new_id], return_counts=True)
+        assert counts.max() >= 0.9 * counts.sum()
+
+
+def test_an_object_on_a_tile_border_gets_one_id():
+    from napari_sam.training.synthetic import synthetic_nuclei
+
+    truth = synthetic_nuclei((160, 200), seed=3).labels
+    grid = TileGrid(truth.shape, (80, 100), (24, 24))
+    windows = []
+    for tile in grid.tiles:  # each tile numbers its objects its own way
+        r0, c0, r1, c1 = tile.window
+        local = truth[r0:r1, c0:c1]
+        ids = np.unique(local[local > 0])
+        perm = np.zeros(truth.max() + 1, np.int32)
+        perm[ids] = np.arange(len(ids), 0, -1)
+        windows.append(perm[local])
+    merged = merge_tiles(grid, windows, 0.5)
+    crossing = 0
+    for obj in np.unique(truth[truth > 0]):
+        rows, cols = np.nonzero(truth == obj)
+        on_border = {grid.tile_at(r, c) for r, c in zip(rows, cols)}
+        ids = np.unique(merged[truth == obj])
+        if len(on_border) > 1:
+            crossing += 1
+            assert len(ids) == 1, f"object {obj} across tiles {on_border} got ids {ids}"
+    assert crossing >= 3
+    # every object is whole and alone: the merged labels are the truth, renumbered
+    pairs = np.unique(np.stack([truth.ravel(), merged.ravel()]), axis=1)
+    assert len(pairs[0]) == len(np.unique(truth)) == len(np.unique(merged))
+
+
+def test_identical_slices_give_one_3d_object_per_object(predictor):
+    from napari_sam.training.synthetic import synthetic_nuclei
+
+    plane = synthetic_nuclei((64, 64), seed=0).image
+    labels = segment_everything(predictor, np.stack([plane, plane, plane]), LOOSE)
+    assert labels.shape == (3, 64, 64) and labels.dtype == np.int32
+    assert labels.max() >= 1
+    np.testing.assert_array_equal(labels[0], labels[1])
+    np.testing.assert_array_equal(labels[1], labels[2])
+
+
+def test_tiled_image_is_segmented_whole(predictor):
+    from napari_sam.training.synthetic import synthetic_nuclei
+
+    image = synthetic_nuclei((100, 140), seed=1).image
+    steps = []
+    labels = segment_everything(predictor, image, LOOSE, lambda d, t: steps.append((d, t)),
+                                tile=(50, 70), halo=(16, 16))  # fmt: skip
+    assert labels.shape == (100, 140) and labels.max() >= 1
+    assert [d for d, _ in steps] == list(range(1, len(steps) + 1))
+    assert steps[-1][0] == steps[-1][1]  # progress reaches its total
+
+
+# ----------------------------------------------------------------------------- cancel
+
+
+def test_closing_the_steps_cancels_before_the_next_batch(predictor):
+    calls = []
+    hook = predictor.model.mask_decoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        config = LOOSE.with_values(points_per_batch=2)  # 8 batches per slice
+        steps = segment_everything_steps(predictor, np.zeros((2, 32, 32), np.uint8), config)
+        first = next(steps)  # the first embedding
+        next(steps)  # the first batch
+        steps.close()
+    finally:
+        hook.remove()
+    assert first == (1, 2 * (1 + 8))
+    assert len(calls) == 1
+
+
+def test_masks_to_labels_paints_best_first(predictor):
+    from napari_sam.automatic import generate_masks
+
+    masks = generate_masks(predictor, np.random.default_rng(0).integers(0, 255, (64, 64)),
+                           LOOSE.with_values(box_nms_thresh=1.0))  # fmt: skip
+    labels = masks_to_labels(masks, (64, 64))
+    best = max(masks, key=lambda m: m.predicted_iou)
+    assert (labels[best.mask.to_array()] == 1).all()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_writes_3d_labels(tmp_path, monkeypatch, predictor, capsys):
+    import tifffile
+
+    from napari_sam.cli import main
+    from napari_sam.predictor import Predictor
+    from napari_sam.training.synthetic import synthetic_nuclei
+
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, *a, **k: predictor))
+    plane = synthetic_nuclei((48, 48), seed=2).image
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([plane, plane]))
+    out = tmp_path / "labels.tif"
+    argv = ["auto", str(tmp_path / "stack.tif"), "-o", str(out), "--points-per-side", "4",
+            "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    labels = tifffile.imread(out)
+    assert labels.shape == (2, 48, 48) and labels.dtype == np.uint16
+    assert labels.max() >= 1
+    np.testing.assert_array_equal(labels[0], labels[1])  # same objects, same ids
+    assert "objects" in capsys.readouterr().out
+    assert main(["auto", str(tmp_path / "stack.tif"), "-o", str(out), "--box-nms-thresh", "2"]) == 2
+
+
+def test_cli_loads_no_qt():
+    import subprocess
+    import sys
+
+    code = ("import sys; from napari_sam.cli import build_parser; build_parser(); "
+            "import napari_sam.automatic; print('qtpy' in sys.modules, 'napari' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

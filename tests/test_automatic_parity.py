@@ -1,0 +1,114 @@
+"""Parity of segment-everything with the official ``SamAutomaticMaskGenerator``.
+
+Setup (small so CI stays fast): the tiny ViT SAM of ``tests/conftest.py`` (embed 32, depth 2,
+256 input) with random weights (seed 0), the last layer of each mask hypernetwork scaled by
+200 so that logits span about +-40 and the stability score (offset 1) spreads over 0.5-0.9
+(unscaled random logits stay within +-0.2 and every stability score is 0). The official model
+is built from the same config and loaded with the same state dict. Image: 256 x 256 synthetic
+nuclei (seed 0), so neither side resizes. Grid 12 x 12 (432 candidates); pred_iou_thresh 0.1,
+stability_score_thresh 0.8; box NMS off (1.0): random decoders give near-image-sized masks
+whose boxes all overlap, so any NMS leaves one mask (NMS is checked against the reference's
+NMS in tests/test_automatic.py). 42 masks survive on both sides.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.automatic import AutoMaskConfig, generate_masks
+
+CONFIG = AutoMaskConfig(
+    points_per_side=12, pred_iou_thresh=0.1, stability_score_thresh=0.8, box_nms_thresh=1.0
+)
+
+
+def official_sam(model):
+    """The official ``segment_anything`` Sam with ``model``'s ViT architecture and weights."""
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    cfg, enc = model.config, model.config.encoder
+    grid = cfg.embedding_size
+    official = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=enc.depth, embed_dim=enc.embed_dim, img_size=cfg.image_size,
+            mlp_ratio=enc.mlp_ratio, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=enc.num_heads, patch_size=cfg.patch_size, qkv_bias=True,
+            use_rel_pos=enc.use_rel_pos, global_attn_indexes=enc.global_attn_indexes,
+            window_size=enc.window_size, out_chans=enc.out_chans,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=256, image_embedding_size=(grid, grid),
+            input_image_size=(cfg.image_size, cfg.image_size), mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+        ),
+        pixel_mean=list(cfg.pixel_mean), pixel_std=list(cfg.pixel_std),
+    )  # fmt: skip
+    official.load_state_dict(model.state_dict(), strict=True)
+    return official.eval()
+
+
+def matched_fraction(a: np.ndarray, b: np.ndarray, iou: float = 0.9) -> tuple[float, float]:
+    """Fractions of masks a (N, H, W) matched by some mask of b (M, H, W) at IoU >= iou,
+    and of b matched by a."""
+    fa = a.reshape(len(a), -1).astype(np.float32)
+    fb = b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    ious = inter / (fa.sum(1)[:, None] + fb.sum(1)[None] - inter)
+    return float((ious.max(1) >= iou).mean()), float((ious.max(0) >= iou).mean())
+
+
+@pytest.fixture(scope="module")
+def sharp_models(tiny_sam):
+    model = copy.deepcopy(tiny_sam)
+    with torch.no_grad():
+        for mlp in model.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(200)
+            mlp.layers[-1].bias.mul_(200)
+    return model.eval(), official_sam(model)
+
+
+@pytest.fixture(scope="module")
+def nuclei_rgb():
+    from napari_sam.training.synthetic import synthetic_nuclei
+
+    image = synthetic_nuclei((256, 256), seed=0).image.astype(np.float32)
+    image = 255 * (image - image.min()) / (image.max() - image.min())
+    return np.repeat(image.astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_masks_match_the_official_generator(sharp_models, nuclei_rgb):
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from napari_sam.predictor import Predictor
+
+    ours_model, official = sharp_models
+    torch.manual_seed(0)
+    ours = generate_masks(Predictor(ours_model), nuclei_rgb, CONFIG, rgb=True)
+    reference = SamAutomaticMaskGenerator(official, **CONFIG.official_kwargs()).generate(nuclei_rgb)
+    assert len(reference) >= 20, "the setup must leave tens of masks to compare"
+    a = np.stack([m.mask.to_array() for m in ours])
+    b = np.stack([r["segmentation"] for r in reference])
+    ours_matched, reference_matched = matched_fraction(a, b)
+    assert ours_matched >= 0.95 and reference_matched >= 0.95
+    assert abs(len(ours) - len(reference)) <= 0.05 * len(reference)
+    # the same candidates pass: same prompt points (x, y) -> (row, col) and quality scores
+    ref_keys = sorted((round(r["point_coords"][0][1], 3), round(r["point_coords"][0][0], 3),
+                       round(r["predicted_iou"], 3)) for r in reference)  # fmt: skip
+    our_keys = sorted((round(m.point[0], 3), round(m.point[1], 3), round(m.predicted_iou, 3))
+                      for m in ours)  # fmt: skip
+    assert len(set(ref_keys) & set(our_keys)) >= 0.95 * len(ref_keys)
