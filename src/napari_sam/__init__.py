@@ -22,6 +22,9 @@ Scripting API::
 - ``Prompt``, ``PointLabel``: points ``(row, col)``, box ``(row0, col0, row1, col1)``, masks.
 - ``to_model_image``: microscopy data -> the model's (H, W, 3) 0-255 input.
 - ``write_mask``: an ``ObjectMask`` into a label array (other objects kept).
+- ``segment_everything(predictor, data, AutoMaskConfig | PRESETS["nuclei"])`` -> labels.
+- ``propagate(embeddings, predictor, {slice: Prompt}, slices=, config=PropagationConfig())``:
+  a generator of progress that returns the object through z or t.
 """
 
 from __future__ import annotations
@@ -42,9 +45,16 @@ _EXPORTS = {
     "ObjectMask": "napari_sam.transforms",
     "to_model_image": "napari_sam.image",
     "write_mask": "napari_sam.labels",
+    "AutoMaskConfig": "napari_sam.automatic",
+    "PRESETS": "napari_sam.automatic",
+    "segment_everything": "napari_sam.automatic",
+    "PropagationConfig": "napari_sam.volume",
+    "propagate": "napari_sam.volume",
 }
 
 __all__ = [
+    "PRESETS",
+    "AutoMaskConfig",
     "ImageEmbedding",
     "LayerSegmentation",
     "MaskPrediction",
@@ -52,19 +62,24 @@ __all__ = [
     "PointLabel",
     "Predictor",
     "Prompt",
+    "PropagationConfig",
     "Session",
     "__version__",
+    "propagate",
+    "segment_everything",
     "to_model_image",
     "write_mask",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from napari_sam.automatic import PRESETS, AutoMaskConfig, segment_everything
     from napari_sam.image import to_model_image
     from napari_sam.labels import write_mask
     from napari_sam.predictor import ImageEmbedding, MaskPrediction, Predictor
     from napari_sam.prompts import PointLabel, Prompt
     from napari_sam.session import LayerSegmentation, Session
     from napari_sam.transforms import ObjectMask
+    from napari_sam.volume import PropagationConfig, propagate
 
 
 def __getattr__(name: str):
