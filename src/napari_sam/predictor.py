@@ -10,6 +10,8 @@ of one kind (same number of points, box or not, dense mask or not) decode as one
 from __future__ import annotations
 
 import hashlib
+import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from napari_sam.image import Channel, to_model_image
+from napari_sam.model.fast_decode import ImageState, decode, prepare_image
 from napari_sam.prompts import Prompt
 from napari_sam.transforms import (
     Geometry,
@@ -29,6 +32,23 @@ from napari_sam.transforms import (
 )
 
 TRANSFORM_VERSION = "resize-longest-antialias/pad-br/v1"
+# Image states (per-embedding decoder tensors, ~14 MB each for vit_b) kept per predictor.
+IMAGE_STATE_CACHE = 4
+
+
+class AcceleratorFallbackWarning(UserWarning):
+    """The image encoder ran out of accelerator memory and the model moved to the CPU."""
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    gc.collect()
+    for backend in ("cuda", "mps", "xpu"):
+        module = getattr(torch, backend, None)
+        available = getattr(module, "is_available", lambda: False)
+        if available():
+            module.empty_cache()
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,8 +105,12 @@ class Predictor:
 
     model: a :class:`napari_sam.model.sam.Sam` (``config``, ``encode``, ``prompt_encoder``,
     ``mask_decoder``); weights_id: identifies the weights in embedding signatures (a hash).
-    max_batch: objects decoded together at most (bounds memory: each holds a copy of the
-    image embedding inside the decoder).
+    max_batch: objects decoded together at most (bounds memory: each holds a few copies of
+    the image embedding inside the decoder).
+
+    The decoder's image-side work that every mask-free prompt shares is kept for the last
+    ``IMAGE_STATE_CACHE`` embeddings decoded (held by identity, released with them); change
+    the model's weights in place and create a new predictor.
     """
 
     def __init__(self, model, *, weights_id: str = "", max_batch: int = 32) -> None:
@@ -108,6 +132,9 @@ class Predictor:
             )
         )
         self.signature = f"{cfg.name}:{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+        self._states: list[tuple[weakref.ref, ImageState]] = []  # most recent last
+        #: why the model moved to the CPU (accelerator out of memory), or None
+        self.fallback_note: str | None = None
 
     @classmethod
     def load(
@@ -150,8 +177,34 @@ class Predictor:
             contrast_limits=contrast_limits,
         )
         batch, geometry = preprocess(model_image, self.config)
-        features = self.model.encode(batch.to(self.device))[0]
+        features = self._encode(batch)[0]
         return ImageEmbedding(features.to(torch.float32), geometry, self.signature)
+
+    def _encode(self, batch: torch.Tensor) -> torch.Tensor:
+        """(1, 3, S, S) -> (1, C, h, w). When the accelerator runs out of memory: free its
+        cache, move the model to the CPU, warn (:class:`AcceleratorFallbackWarning`; the
+        reason stays in :attr:`fallback_note`) and encode again there."""
+        try:
+            return self.model.encode(batch)
+        except torch.OutOfMemoryError as exc:  # CUDA / XPU / MPS allocators
+            if self.device.type == "cpu":
+                raise
+            reason = str(exc).splitlines()[0] if str(exc) else "out of memory"
+            del exc  # its traceback holds the failed allocation's tensors
+        self._fall_back_to_cpu(reason)
+        return self.model.encode(batch)
+
+    def _fall_back_to_cpu(self, reason: str) -> None:
+        _free_accelerator_memory()
+        self.model.to("cpu")
+        if getattr(self.model, "compute_dtype", torch.float32) == torch.float16:
+            self.model.set_compute_dtype(torch.float32)  # fp16 kernels are missing on CPU
+        self._states = []  # decoder tensors of the old device
+        self.fallback_note = (
+            f"the accelerator ran out of memory ({reason}); the model now runs on the CPU "
+            "(slower). Choose a smaller model or free GPU memory, then choose the GPU again."
+        )
+        warnings.warn(self.fallback_note, AcceleratorFallbackWarning, stacklevel=3)
 
     @torch.inference_mode()
     def predict(
@@ -173,6 +226,7 @@ class Predictor:
         geometry = embedding.geometry
         for prompt in prompts:
             prompt.validate(geometry.original_size)
+        prompts = [prompt.within(geometry.original_size) for prompt in prompts]
         n = len(prompts)
         L = geometry.low_res_size
         all_logits = torch.empty((n, 3, L, L), dtype=torch.float32)
@@ -180,12 +234,10 @@ class Predictor:
         groups: dict[tuple, list[int]] = {}
         for i, prompt in enumerate(prompts):
             groups.setdefault(prompt.kind, []).append(i)
-        image_pe = self.model.prompt_encoder.get_dense_pe()
-        features = embedding.features[None].to(self.device)
         for members in groups.values():
             for start in range(0, len(members), self.max_batch):
                 chunk = members[start : start + self.max_batch]
-                low, iou = self._decode(features, image_pe, [prompts[i] for i in chunk], geometry)
+                low, iou = self._decode(embedding, [prompts[i] for i in chunk])
                 all_logits[chunk] = low.to("cpu", torch.float32)
                 all_scores[chunk] = iou.to("cpu", torch.float32)
         best = all_scores.argmax(1)
@@ -203,15 +255,31 @@ class Predictor:
             mask_threshold=threshold,
         )
 
+    def _image_state(self, embedding: ImageEmbedding, dense: torch.Tensor | None):
+        """The decoder's image-side tensors for ``embedding`` and a dense prompt embedding
+        (B, C, h, w); None: no mask prompt, the state shared by all such prompts (cached)."""
+        model = self.model
+        if dense is not None:
+            features = embedding.features[None].to(self.device)
+            image_pe = model.prompt_encoder.get_dense_pe()
+            return prepare_image(model.mask_decoder, features, image_pe, dense, shared=False)
+        for ref, state in self._states:
+            if ref() is embedding and state.keys.device == self.device:
+                return state
+        features = embedding.features[None].to(self.device)
+        no_mask = model.prompt_encoder.no_mask_embed.weight.view(1, -1, 1, 1)
+        image_pe = model.prompt_encoder.get_dense_pe()
+        state = prepare_image(model.mask_decoder, features, image_pe, no_mask, shared=True)
+        live = [(ref, st) for ref, st in self._states if ref() not in (None, embedding)]
+        self._states = [*live[-(IMAGE_STATE_CACHE - 1) :], (weakref.ref(embedding), state)]
+        return state
+
     def _decode(
-        self,
-        features: torch.Tensor,
-        image_pe: torch.Tensor,
-        prompts: list[Prompt],
-        geometry: Geometry,
+        self, embedding: ImageEmbedding, prompts: list[Prompt]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts of one kind -> low-res logits (B, 3, L, L) and IoU predictions (B, 3)."""
         device = self.device
+        geometry = embedding.geometry
         points = boxes = masks = None
         if len(prompts[0].points):
             coords = points_to_model(np.stack([p.points for p in prompts]), geometry)
@@ -228,11 +296,5 @@ class Predictor:
             ]
             masks = torch.stack(dense).to(device)
         sparse, dense_emb = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
-        low, iou = self.model.mask_decoder(
-            image_embeddings=features,
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense_emb,
-            multimask_output=True,
-        )
-        return low, iou
+        state = self._image_state(embedding, dense_emb if masks is not None else None)
+        return decode(self.model.mask_decoder, state, sparse, multimask_output=True)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from napari_sam.model.config import SamConfig
 
 _EPS = 1e-3  # probability clip when turning a binary mask into logits (|logit| ~ 6.9)
+_BAND_PIXELS = 1 << 16  # output pixels per band in upsample_mask (256 KB of float32)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class Geometry:
         if rows < 1 or cols < 1:
             raise ValueError(f"an image needs at least one pixel, got {rows} x {cols}")
         scale = config.image_size / max(rows, cols)
-        input_size = (int(rows * scale + 0.5), int(cols * scale + 0.5))
+        # at least one row / column: a 1 x 5000 image is not resized to nothing
+        input_size = (max(1, int(rows * scale + 0.5)), max(1, int(cols * scale + 0.5)))
         return cls((rows, cols), input_size, config.image_size, config.low_res_mask_size)
 
 
@@ -161,14 +163,18 @@ def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=64)
 def _upsample_taps(low_res: int, image_size: int, n_input: int, n_out: int):
     """SAM's two resamplings along one axis (``low_res -> image_size``, crop to ``n_input``,
-    ``-> n_out``) composed: 4 taps per output pixel. Returns indices (n_out, 4) int64 into
-    the low-res axis and float32 weights (n_out, 4), as torch tensors, plus a numpy copy of
-    the indices for the cheap "can this pixel be inside?" test."""
+    ``-> n_out``) composed: up to 4 taps per output pixel (tap columns whose weight is zero
+    everywhere, as when the second resampling is the identity, are dropped). Returns
+    indices (n_out, k) int64 into the low-res axis and float32 weights (n_out, k), as torch
+    tensors, plus a numpy copy of the indices for the cheap "can this pixel be inside?"
+    test."""
     idx1, w1 = _bilinear_taps(low_res, image_size)
     idx2, w2 = _bilinear_taps(n_input, n_out)
     idx = np.concatenate((idx1[idx2[:, 0]], idx1[idx2[:, 1]]), 1)
     wts = np.concatenate((w1[idx2[:, 0]] * w2[:, :1], w1[idx2[:, 1]] * w2[:, 1:]), 1)
     idx[wts == 0] = idx[:, :1].repeat(4, 1)[wts == 0]  # zero taps never widen the window
+    used = (wts != 0).any(0)
+    idx, wts = np.ascontiguousarray(idx[:, used]), np.ascontiguousarray(wts[:, used])
     return torch.from_numpy(idx), torch.from_numpy(wts.astype(np.float32)), idx
 
 
@@ -198,18 +204,25 @@ def upsample_mask(logits: torch.Tensor, geometry: Geometry, threshold: float) ->
     c0, c1 = _window(above.any(0), rx_np)
     if r0 == r1 or c0 == c1:
         return ObjectMask(np.zeros((0, 0), dtype=bool), (0, 0), (rows, cols))
-    # Columns first: (L, c1 - c0), then rows: (r1 - r0, c1 - c0).
+    # Columns first: (L', c1 - c0); then rows, a band at a time: the (band, c1 - c0)
+    # temporaries stay small (fresh multi-MB buffers cost more in page faults than the
+    # arithmetic).
     lo, hi = int(ry[r0:r1].min()), int(ry[r0:r1].max()) + 1
     src = logits[lo:hi]
     tx, ux = rx[c0:c1], wx[c0:c1]
-    cols_done = src[:, tx[:, 0]] * ux[:, 0]
-    for k in range(1, 4):
-        cols_done += src[:, tx[:, k]] * ux[:, k]
+    cols_done = src.index_select(1, tx[:, 0]).mul_(ux[:, 0])
+    for k in range(1, tx.shape[1]):
+        cols_done.addcmul_(src.index_select(1, tx[:, k]), ux[:, k])
     ty, uy = ry[r0:r1] - lo, wy[r0:r1, :, None]
-    out = cols_done[ty[:, 0]] * uy[:, 0]
-    for k in range(1, 4):
-        out += cols_done[ty[:, k]] * uy[:, k]
-    return ObjectMask((out > threshold).numpy(), (r0, c0), (rows, cols))
+    crop = torch.empty((r1 - r0, c1 - c0), dtype=torch.bool)
+    band = max(1, _BAND_PIXELS // (c1 - c0))
+    for a in range(0, r1 - r0, band):
+        b = min(a + band, r1 - r0)
+        acc = cols_done.index_select(0, ty[a:b, 0]).mul_(uy[a:b, 0])
+        for k in range(1, ty.shape[1]):
+            acc.addcmul_(cols_done.index_select(0, ty[a:b, k]), uy[a:b, k])
+        torch.gt(acc, threshold, out=crop[a:b])
+    return ObjectMask(crop.numpy(), (r0, c0), (rows, cols))
 
 
 def upsample_logits(logits: torch.Tensor, geometry: Geometry) -> torch.Tensor:
