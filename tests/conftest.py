@@ -93,3 +93,26 @@ def official_tiny_sam(tiny_sam):
     )
     official.load_state_dict(tiny_sam.state_dict(), strict=True)
     return official.eval()
+
+
+# ---------------------------------------------------------------- reliability report
+
+_REPORT: list[str] = []
+
+
+@pytest.fixture
+def report_line(request):
+    """``report_line(text)`` records a line printed at the end of the run, after the test
+    results, whatever ``-s`` says (fuzz example counts, soak memory figures)."""
+
+    def add(text: str) -> None:
+        _REPORT.append(f"{request.node.nodeid}: {text}")
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REPORT:
+        terminalreporter.section("napari-sam reliability figures")
+        for line in _REPORT:
+            terminalreporter.write_line(line)

@@ -39,12 +39,14 @@ def apply_contrast(data: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
     """``data`` (any shape) mapped linearly from ``limits`` to 0-255, clipped, float32.
     NaN becomes 0; equal limits give 0 below and 255 at or above them."""
     low, high = float(limits[0]), float(limits[1])
-    out = np.asarray(data, dtype=np.float32) - np.float32(low)
-    if high > low:
-        out *= np.float32(255.0 / (high - low))
-        np.clip(out, 0.0, 255.0, out=out)
-    else:
-        out = np.where(out >= 0, np.float32(255.0), np.float32(0.0))
+    # values beyond float32 or infinite limits overflow to inf / NaN: clipped and zeroed below
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.asarray(data, dtype=np.float32) - np.float32(low)
+        if high > low:
+            out *= np.float32(255.0 / (high - low))
+            np.clip(out, 0.0, 255.0, out=out)
+        else:
+            out = np.where(out >= 0, np.float32(255.0), np.float32(0.0))
     return np.nan_to_num(out, nan=0.0, copy=False)
 
 

@@ -46,6 +46,9 @@ class Prompt:
         labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         if len(points) != len(labels):
             raise ValueError(f"{len(points)} points but {len(labels)} point labels")
+        if not np.isfinite(points).all():
+            bad = points[~np.isfinite(points).all(1)][0].tolist()
+            raise ValueError(f"the point {bad} (row, col) is not a finite position")
         if not np.isin(labels, [int(v) for v in PointLabel]).all():
             raise ValueError(f"point labels must be 0 (negative) or 1 (positive), got {labels}")
         object.__setattr__(self, "points", points)
@@ -117,6 +120,16 @@ class Prompt:
                 )
         if self.mask is not None and self.mask.shape != (rows, cols):
             raise ValueError(f"the mask prompt is {self.mask.shape}, the image {(rows, cols)}")
+
+    def within(self, image_shape: tuple[int, int]) -> Prompt:
+        """This prompt with its box clipped to the image's pixels (validate first): a box
+        reaching far outside (1e308) says no more than one ending at the border."""
+        if self.box is None:
+            return self
+        rows, cols = image_shape
+        low, high = np.array([-0.5, -0.5] * 2), np.array([rows - 0.5, cols - 0.5] * 2)
+        box = np.clip(self.box, low, high)
+        return self if np.array_equal(box, self.box) else dataclasses.replace(self, box=box)
 
 
 # ------------------------------------------------------------------ from layer-like data

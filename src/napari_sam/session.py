@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-from napari_sam.labels import write_mask
+from napari_sam.labels import apply_edit, plan_write, write_mask
 from napari_sam.predictor import ImageEmbedding, MaskPrediction, Predictor
 from napari_sam.prompts import Prompt
 
@@ -91,8 +91,10 @@ class Session:
             labels = np.zeros(embedding.original_size, dtype=np.int32)
         ids = _ids_for(prompts, ids, labels)
         prediction = self.predictor.predict(embedding, prompts)
+        out = np.array(labels)  # every object is written, or (on an error) none
         for mask, label_id in zip(prediction.masks, ids):
-            write_mask(labels, mask, label_id, overwrite=overwrite)
+            write_mask(out, mask, label_id, overwrite=overwrite)
+        labels[...] = out
         return labels
 
     def segment_layers(
@@ -132,6 +134,9 @@ class Session:
         ids = _ids_for(prompts, None, plane, first)
         embedding = self.embed(nl.image_from_layer(image_layer, index), contrast_limits=(0, 255))
         prediction = self.predictor.predict(embedding, prompts)
+        trial = plane.copy()  # plan every write first: a bad id leaves the layer unchanged
+        for mask, obj_id in zip(prediction.masks, ids):
+            apply_edit(trial, plan_write(trial, mask, obj_id, overwrite=overwrite))
         for mask, obj_id in zip(prediction.masks, ids):
             nl.write_to_labels_layer(labels_layer, mask, obj_id, index, overwrite=overwrite)
         return LayerSegmentation(tuple(ids), index, prediction)

@@ -42,39 +42,6 @@ def spatial_shape(image: Image) -> tuple[int, ...]:
     return shape[:-1] if image.rgb else shape
 
 
-class EmbeddingCache:
-    """Embeddings of the slices of one image under one model: ``{slice index: embedding}``.
-
-    ``key`` identifies image layer, data, contrast limits and model; a different key empties
-    the cache (so stale features are never used).
-    """
-
-    def __init__(self) -> None:
-        self.key: tuple | None = None
-        self._items: dict[tuple[int, ...], object] = {}
-
-    def _use(self, key: tuple) -> None:
-        if key != self.key:
-            self.key = key
-            self._items = {}
-
-    def get(self, key: tuple, index: tuple[int, ...]):
-        self._use(key)
-        return self._items.get(index)
-
-    def put(self, key: tuple, index: tuple[int, ...], embedding) -> None:
-        self._use(key)
-        self._items[index] = embedding
-
-    def indices(self, key: tuple) -> list[tuple[int, ...]]:
-        self._use(key)
-        return sorted(self._items)
-
-    def clear(self) -> None:
-        self.key = None
-        self._items = {}
-
-
 class SegmentController:
     """The prompt layers, preview and output of interactive segmentation in one viewer."""
 
@@ -251,15 +218,19 @@ class SegmentController:
                 for k, m in enumerate(masks, start=1):
                     if not m.area:
                         continue
+                    # the part of the mask inside this region (an earlier, smaller one too)
                     mr0, mc0, mr1, mc1 = m.bbox
-                    window = new[mr0 - r0 : mr1 - r0, mc0 - c0 : mc1 - c0]
-                    window[m.crop] = k
+                    ir0, ic0, ir1, ic1 = max(mr0, r0), max(mc0, c0), min(mr1, r1), min(mc1, c1)
+                    if ir0 >= ir1 or ic0 >= ic1:
+                        continue
+                    crop = m.crop[ir0 - mr0 : ir1 - mr0, ic0 - mc0 : ic1 - mc0]
+                    new[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0][crop] = k
             old = np.asarray(preview.data[where][r0:r1, c0:c1])
             rr, cc = np.nonzero(old != new)  # two regions on one slice agree where they overlap
             rows_l.append(rr + r0)
             cols_l.append(cc + c0)
             vals_l.append(new[rr, cc])
-            lead_idx.append(np.array([where] * len(rr), dtype=np.int64).reshape(len(rr), -1))
+            lead_idx.append(np.array([where] * len(rr), dtype=np.int64).reshape(len(rr), len(where)))
         self._shown = regions[-1] if boxes and index is not None else None
         if not rows_l or not sum(map(len, rows_l)):
             return 0
@@ -311,6 +282,38 @@ class SegmentController:
             _set_pixels(output, (*lead, rr.astype(np.int64), cc.astype(np.int64)), plane[rr, cc])
         self.clear_prompts()
         return ids
+
+
+    def write_object(self, planes: Sequence[tuple[tuple[int, ...], ObjectMask]],
+                     label_id: int) -> int:  # fmt: skip
+        """Write one object found on several slices (``(index, mask)`` pairs, e.g. from
+        propagation) into the output layer as ONE undo step with ``label_id`` (its old pixels
+        on those slices are replaced; other objects are kept). Returns pixels changed.
+        Raises ``ValueError`` when the output layer is gone or does not fit."""
+        output = self.output
+        if output is None or output not in self.viewer.layers:
+            raise ValueError("choose an output labels layer first")
+        labels = np.asarray(output.data)
+        lead: list[np.ndarray] = []
+        rows, cols, vals = [], [], []
+        for index, mask in planes:
+            if labels.ndim != len(index) + 2 or labels.shape[len(index) :] != mask.shape:
+                raise ValueError(f"the output layer {output.name!r} is {labels.shape}; it "
+                                 "must have the image's shape")  # fmt: skip
+            edit = plan_write(labels, mask, label_id, index=index)
+            for where, value in ((edit.clear, 0), (edit.paint, label_id)):
+                n = len(where[-1])
+                lead.append(np.stack(where[:-2], axis=1) if index else np.zeros((n, 0), np.int64))
+                rows.append(where[-2])
+                cols.append(where[-1])
+                vals.append(np.full(n, value, labels.dtype))
+        if not rows or not sum(map(len, rows)):
+            return 0
+        ix = np.concatenate(lead)
+        indices = (*ix.T.astype(np.int64), np.concatenate(rows), np.concatenate(cols))
+        with output.block_history():
+            _set_pixels(output, indices, np.concatenate(vals))
+        return len(indices[-1])
 
 
 def _set_pixels(layer: Labels, indices: tuple[np.ndarray, ...], values: np.ndarray) -> None:

@@ -1,17 +1,20 @@
 """The Segment Anything dock widget: pickers, embedding, live preview, commit.
 
-Layout: the model section (image layer, model, device, precision, Embed / Cancel with a
-progress bar, a status line), then the prompt section (negative-point toggle, label id,
-output layer, refine, Clear / Commit, segment through the stack). Logic on layers lives in
-:class:`~napari_sam._qt.controller.SegmentController`; slow work runs on workers
+Layout: the model section (image layer, model, device, precision, where embeddings are
+kept, Embed / Cancel with a progress bar, a status line), then the prompt section
+(negative-point toggle, label id, output layer, refine, Clear / Commit, segment through the
+stack along a chosen axis, with its own progress bar and Cancel). Logic on layers lives in
+:class:`~napari_sam._qt.controller.SegmentController`; embeddings in
+:class:`~napari_sam._qt.stack_session.EmbeddingSession` (one store per image and model, shared
+by 2D, stacks, tiles, propagation and the Automatic tab); slow work runs on workers
 (:mod:`napari_sam._qt.workers`). Keys on the prompt layers: ``C`` commit, ``Shift-C``
 clear, ``N`` toggle negative points, ``Shift-S`` segment through the stack.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari.layers import Image, Labels
@@ -24,6 +27,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -32,7 +36,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_sam._qt.controller import EmbeddingCache, SegmentController, spatial_shape
+from napari_sam._qt.auto_panel import AutoPanel
+from napari_sam._qt.controller import SegmentController, spatial_shape
 from napari_sam._qt.layer_combo import LayerCombo
 from napari_sam._qt.models import (
     ModelChoice,
@@ -41,13 +46,17 @@ from napari_sam._qt.models import (
     file_choice,
     registry_choices,
 )
+from napari_sam._qt.stack_session import EmbeddingSession, OneSlice, StackRequest, StoreRefused
+from napari_sam._qt.through_stack import annotations_along, summary
 from napari_sam._qt.workers import (
     DecodeJob,
     DecodeResult,
     Embedded,
     LiveDecoder,
+    Notice,
     Progress,
     start_embedding,
+    start_propagation,
 )
 
 if TYPE_CHECKING:
@@ -58,10 +67,7 @@ if TYPE_CHECKING:
 FROM_FILE = "from file..."
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_PROPAGATION_MISSING = (
-    "Segmenting an object through the stack needs napari_sam.volume, which this version "
-    "does not have yet."
-)
+IN_MEMORY = "in memory only"
 
 
 def _disconnector(emitter, callback):
@@ -89,6 +95,22 @@ class WidgetEngine:
         """The image layer chosen in the widget (GUI thread)."""
         return self._widget.image_combo.layer()
 
+    def embeddings_opener(self, index: tuple[int, ...] | None = None):
+        """(GUI thread) A function ``predictor -> embeddings`` to call on a worker: the
+        widget's :class:`~napari_sam.stack.StackEmbeddings` of the chosen image (slice
+        ``index`` only when given, as a one-slice stack), so panels embed nothing twice.
+        None when no image is chosen."""
+        widget = self._widget
+        if widget.controller.image is None or widget.controller.image is not self.image_layer():
+            return None
+        request, session = widget._request(), widget.embeddings
+
+        def open_(predictor):
+            stack = session.stack_for(request, predictor)
+            return OneSlice(stack, index) if index is not None else stack
+
+        return open_
+
 
 class SamWidget(QWidget):
     """Dock widget of the plugin; holds the viewer it was opened in."""
@@ -97,6 +119,10 @@ class SamWidget(QWidget):
     preview_updated = Signal()
     #: emitted when an embedding worker has finished (completed, cancelled or failed)
     embedding_finished = Signal()
+    #: emitted with the label id after propagation wrote an object into the output
+    propagated = Signal(int)
+    #: emitted when a propagation worker has finished (completed, cancelled or failed)
+    propagation_finished = Signal()
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
@@ -109,7 +135,14 @@ class SamWidget(QWidget):
         self.controller = SegmentController(napari_viewer)
         self.models = ModelHolder()
         self.engine = WidgetEngine(self)
-        self.cache = EmbeddingCache()
+        self.embeddings = EmbeddingSession()
+        self._folder: Path | None = None  # keep a store per image there (None: in memory)
+        self._store: tuple[Image, Path] | None = None  # a store the user opened, per image
+        self._store_before: tuple[Image, Path] | None = None  # restored if it is refused
+        self._opening_store = False
+        self._propagation = None  # the running propagation worker
+        self._propagation_cancel = threading.Event()
+        self._axis_followed = True  # the axis picker follows the slider last moved
         self.decoder = LiveDecoder(self)
         self.decoder.decoded.connect(self._on_decoded)
         self.decoder.failed.connect(self._on_decode_failed)
@@ -127,6 +160,10 @@ class SamWidget(QWidget):
         napari_viewer.dims.events.current_step.connect(self._on_slice)
         self.destroyed.connect(
             _disconnector(napari_viewer.dims.events.current_step, self._on_slice)
+        )
+        napari_viewer.dims.events.last_used.connect(self._on_last_used)
+        self.destroyed.connect(
+            _disconnector(napari_viewer.dims.events.last_used, self._on_last_used)
         )
         self._image_timer.start()
 
@@ -175,6 +212,24 @@ class SamWidget(QWidget):
         row.addWidget(QLabel("precision"))
         row.addWidget(self.precision_combo)
         form.addRow("device", row)
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText(IN_MEMORY)
+        self.folder_edit.setToolTip("Cache folder: keep one embedding store per image and model "
+                                    "there, reused in later sessions (empty: in memory only)")  # fmt: skip
+        self.folder_edit.editingFinished.connect(
+            lambda: self.set_cache_folder(self.folder_edit.text().strip() or None)
+        )
+        self.folder_button = QPushButton("Folder...")
+        self.folder_button.clicked.connect(self._choose_folder)
+        self.open_store_button = QPushButton("Open embeddings...")
+        self.open_store_button.setToolTip("Open a store made by `napari-sam embed IMAGE --out "
+                                          "STORE.zarr` for the chosen image")  # fmt: skip
+        self.open_store_button.clicked.connect(self._choose_store)
+        row = QHBoxLayout()
+        row.addWidget(self.folder_edit, 1)
+        row.addWidget(self.folder_button)
+        form.addRow("cache", row)
+        form.addRow(self.open_store_button)
         self.embed_button = QPushButton("Embed")
         self.embed_button.setToolTip("Compute the image embedding (displayed slice first, then "
                                      "the rest of a stack); prompts embed on first use too")  # fmt: skip
@@ -241,25 +296,36 @@ class SamWidget(QWidget):
         row.addWidget(self.commit_button)
         form.addRow(row)
         self.propagate_button = QPushButton("Segment through stack (Shift+S)")
-        self._volume = importlib.util.find_spec("napari_sam.volume") is not None
         self.propagate_button.setEnabled(False)
-        self.propagate_button.setToolTip(
-            "Segment the current object through the stack" if self._volume else _PROPAGATION_MISSING
-        )
+        self.propagate_button.setToolTip("Follow the prompted object slice by slice along the "
+                                         "axis below (from the prompts on this slice and any "
+                                         "other slice of that axis) into the output layer")  # fmt: skip
         self.propagate_button.clicked.connect(self.propagate)
-        form.addRow(self.propagate_button)
+        self.axis_combo = QComboBox()
+        self.axis_combo.setToolTip("The stack axis to follow the object along (follows the "
+                                   "slider you move last)")  # fmt: skip
+        self.axis_combo.activated.connect(self._on_axis_picked)
+        row = QHBoxLayout()
+        row.addWidget(self.propagate_button, 1)
+        row.addWidget(QLabel("along"))
+        row.addWidget(self.axis_combo)
+        form.addRow(row)
+        self.propagate_progress = QProgressBar()
+        self.propagate_progress.setVisible(False)
+        self.propagate_cancel_button = QPushButton("Cancel")
+        self.propagate_cancel_button.setVisible(False)
+        self.propagate_cancel_button.clicked.connect(self.cancel_propagation)
+        row = QHBoxLayout()
+        row.addWidget(self.propagate_progress, 1)
+        row.addWidget(self.propagate_cancel_button)
+        form.addRow(row)
         layout.addWidget(prompt_box)
         layout.addStretch(1)
 
         self.tabs = QTabWidget()
         self.tabs.addTab(interactive, "Interactive")
-        if importlib.util.find_spec("napari_sam._qt.auto_panel") is not None:
-            try:
-                from napari_sam._qt.auto_panel import AutoPanel
-
-                self.tabs.addTab(AutoPanel(viewer, self.engine), "Automatic")
-            except Exception as exc:  # a broken optional panel must not break this widget
-                show_warning(f"The automatic segmentation panel could not be opened: {exc}")
+        self.auto_panel = AutoPanel(viewer, self.engine)
+        self.tabs.addTab(self.auto_panel, "Automatic")
         outer.addWidget(self.tabs)
         self._update_status()
 
@@ -317,9 +383,7 @@ class SamWidget(QWidget):
         if self.controller.points is not None and made:
             self._viewer.layers.selection.active = self.controller.points
             self.controller.points.mode = "add"
-        self.propagate_button.setEnabled(
-            self._volume and image is not None and len(spatial_shape(image)) > 2
-        )
+        self._fill_axes(image)
         self._update_status()
 
     def _on_output(self, layer) -> None:
@@ -362,13 +426,72 @@ class SamWidget(QWidget):
     # ------------------------------------------------------------------ embedding
 
     def _cache_key(self) -> tuple:
+        """Identifies the embeddings the displayed image needs: image, data, model, and
+        either the store the user opened for it or the contrast limits and cache folder."""
         image = self.controller.image
-        return (
-            id(image),
-            id(image.data),
-            tuple(float(x) for x in image.contrast_limits),
-            self.models.wanted,
-        )
+        base = (id(image), id(image.data), self.models.wanted)
+        if self._store is not None and self._store[0] is image:
+            return (*base, "store", str(self._store[1]))
+        limits = tuple(float(x) for x in image.contrast_limits)
+        return (*base, limits, str(self._folder) if self._folder else None)
+
+    def _request(self) -> StackRequest:
+        """What to open for the current image (GUI thread)."""
+        image = self.controller.image
+        store = self._store[1] if self._store is not None and self._store[0] is image else None
+        return StackRequest(
+            key=self._cache_key(), data=image.data[0] if image.multiscale else image.data,
+            rgb=bool(image.rgb), contrast_limits=tuple(float(x) for x in image.contrast_limits),
+            name=image.name, folder=self._folder, store=store,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ where embeddings live
+
+    def set_cache_folder(self, folder: str | Path | None) -> None:
+        """Keep embeddings in a zarr store per image and model under ``folder`` (reused in
+        later sessions), or in memory only (None)."""
+        folder = Path(folder).expanduser() if folder else None
+        if folder == self._folder:
+            return
+        self._folder = folder
+        self.folder_edit.setText(str(folder) if folder else "")
+        self._update_status()
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Cache folder for embeddings",
+                                                  str(self._folder or ""))  # fmt: skip
+        if folder:
+            self.set_cache_folder(folder)
+
+    def _choose_store(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open embeddings (a .zarr store made "
+                                                "by napari-sam embed)")  # fmt: skip
+        if path:
+            self.open_embeddings(path)
+
+    def open_embeddings(self, path: str | Path) -> None:
+        """Use the embedding store at ``path`` (made by ``napari-sam embed``) for the chosen
+        image. Checked on a worker: a store made for other data, model or tiling is refused
+        with an error notification and nothing changes."""
+        image = self._check_image()
+        if image is None:
+            return
+        if self._embed_worker is not None:
+            show_warning("An embedding is running: cancel it or wait, then open the store.")
+            return
+        self._store_before = self._store
+        self._store = (image, Path(path))
+        self._opening_store = True
+        self._embed([], decode_after=False)
+
+    def _opened_store(self) -> None:
+        image = self.controller.image
+        stack = self.embeddings.current(self._cache_key()) if image is not None else None
+        if stack is None:
+            return
+        done = len(self.embeddings.indices(self._cache_key()))
+        show_info(f"Opened the embeddings {stack.store.path}: {done} of "
+                  f"{stack.source.n_slices} slice(s) stored.")  # fmt: skip
 
     def _check_image(self) -> Image | None:
         image = self.controller.image
@@ -378,7 +501,7 @@ class SamWidget(QWidget):
             show_error(f"Segment Anything needs an Image layer: open or choose one{found}.")
             return None
         if not self.controller.layers_present():
-            self.controller.use_image(image)
+            self._on_image(image)  # remade prompt layers get their keys and live preview
         return image
 
     def embed_all(self) -> None:
@@ -396,25 +519,23 @@ class SamWidget(QWidget):
         import numpy as np
 
         key = self._cache_key()
-        done = set(self.cache.indices(key))
+        done = set(self.embeddings.indices(key))
         order = [index] + [tuple(int(i) for i in ix) for ix in np.ndindex(*lead) if ix != index]
-        self._embed([ix for ix in order if ix not in done], decode_after=False)
+        todo = [ix for ix in order if ix not in done]
+        if not todo:
+            show_info("Already embedded.")
+            return
+        self._embed(todo, decode_after=False)
 
     def _embed(self, indices, decode_after: bool) -> None:
         if decode_after:
             self._after_embed = True
         if self._embed_worker is not None:
             return
-        image = self.controller.image
-        if not indices:
-            show_info("Already embedded.")
-            return
-        data = image.data[0] if image.multiscale else image.data
         self._cancel = threading.Event()
         worker = start_embedding(
-            self.models.predictor, data, list(indices), self._cache_key(), self._cancel,
-            rgb=bool(image.rgb), contrast_limits=tuple(image.contrast_limits),
-        )  # fmt: skip
+            self.models.predictor, self.embeddings, self._request(), list(indices), self._cancel
+        )
         worker.yielded.connect(self._on_embed_step)
         worker.errored.connect(self._on_embed_error)
         worker.finished.connect(self._on_embed_finished)
@@ -441,15 +562,32 @@ class SamWidget(QWidget):
             self.progress.setValue(item.done)
             self.progress.setFormat(f"{item.text} (%v / %m)")
         elif isinstance(item, Embedded):
-            self.cache.put(item.key, item.index, item.embedding)
             self._update_status()
+        elif isinstance(item, Notice):
+            self._last_embed_note = "model moved to the CPU (accelerator out of memory)"
+            show_warning(item.text)
 
     def _on_embed_error(self, exc: Exception) -> None:
         self._after_embed = False
+        exc = getattr(exc, "original", exc)  # WorkFailed: the error raised in the worker
+        if isinstance(exc, StoreRefused) and self._opening_store:
+            self._opening_store = False
+            self._store = self._store_before  # as before: nothing changed
+            show_error(f"Embeddings not opened: {exc}")
+            return
+        if isinstance(exc, StoreRefused):  # the opened store does not fit the new model
+            self._store = None
+            self._update_status()
+            show_error(f"The opened embeddings no longer fit: {exc}. Embeddings are now "
+                       "computed as for any image.")  # fmt: skip
+            return
         self._last_embed_note = "embedding failed"
         show_error(f"Embedding failed: {exc}")
 
     def _on_embed_finished(self) -> None:
+        if self._opening_store:
+            self._opening_store = False
+            self._opened_store()
         self._embed_worker = None
         self.embed_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
@@ -485,14 +623,15 @@ class SamWidget(QWidget):
             c.show_preview((), None)
             return
         key = self._cache_key()
-        embedding = self.cache.get(key, index)
+        stack = self.embeddings.current(key)
         predictor = self.models.cached()
-        if embedding is None or predictor is None:
+        if stack is None or predictor is None or not self.embeddings.done(key, index):
             self._embed([index], decode_after=True)
             return
         self._requested = self._generation
+        flat = stack.source.slice_index(index) if index else 0
         self.decoder.submit(
-            DecodeJob(self._generation, predictor, embedding, tuple(prompts), index)
+            DecodeJob(self._generation, predictor, stack, tuple(prompts), index, flat)
         )
 
     def _on_decoded(self, result: DecodeResult) -> None:
@@ -500,7 +639,7 @@ class SamWidget(QWidget):
         if job.generation < self._valid_from or job.generation <= self._applied:
             return
         self._applied = job.generation
-        self.controller.show_preview(result.prediction.masks, job.index)
+        self.controller.show_preview(result.masks, job.index)
         self.preview_updated.emit()
 
     def _on_decode_failed(self, failure) -> None:
@@ -537,11 +676,144 @@ class SamWidget(QWidget):
         self.decoder.drop_pending()
         self.controller.clear_prompts()
 
-    def propagate(self) -> None:
-        if not self._volume:
-            show_warning(_PROPAGATION_MISSING)
+    # ------------------------------------------------------------------ through the stack
+
+    def _fill_axes(self, image) -> None:
+        """The axis picker lists the image's leading (non-plane) axes by the viewer's labels
+        (napari's numbered defaults read as ..., t, z) and selects the slider in use."""
+        self.axis_combo.clear()
+        lead = len(spatial_shape(image)) - 2 if image is not None else 0
+        offset = self._viewer.dims.ndim - (lead + 2)
+        labels = self._viewer.dims.axis_labels
+        default = [f"axis {i}" for i in range(max(lead - 2, 0))] + ["t", "z"][-lead:]
+        for axis in range(lead):
+            label = str(labels[axis + offset]) if 0 <= axis + offset < len(labels) else ""
+            numbered = label.lstrip("-").isdigit()  # napari's defaults: "0".. or "-3"..
+            name = label if label and not numbered else default[axis]
+            self.axis_combo.addItem(name, axis)
+        if lead:
+            self.axis_combo.setCurrentIndex(lead - 1)
+            self._on_last_used()
+        self.axis_combo.setEnabled(lead > 1)
+        self.propagate_button.setEnabled(lead > 0)
+
+    def _on_last_used(self, _event=None) -> None:
+        """Follow the slider the user moved (a leading axis of the image) unless an axis was
+        picked by hand."""
+        if not self._axis_followed or self.axis_combo.count() == 0:
             return
-        show_warning("Segmenting through the stack is not wired into this widget yet.")
+        offset = self._viewer.dims.ndim - (self.axis_combo.count() + 2)
+        axis = self._viewer.dims.last_used - offset
+        if 0 <= axis < self.axis_combo.count():
+            self.axis_combo.setCurrentIndex(axis)
+
+    def _on_axis_picked(self, _index: int) -> None:
+        self._axis_followed = False
+
+    def propagate(self) -> None:
+        """Follow the prompted object through the stack along the chosen axis, on a worker
+        (progress, Cancel); the object goes into the output layer on every slice it reached
+        as one undo step, with the chosen label id (or the next free one)."""
+        image = self._check_image()
+        if image is None:
+            return
+        if self._propagation is not None:
+            show_warning("Already segmenting through the stack: wait or cancel it.")
+            return
+        lead_shape = spatial_shape(image)[:-2]
+        if not lead_shape:
+            show_warning("Segmenting through a stack needs a stack (a 3D or 4D image).")
+            return
+        c = self.controller
+        try:
+            index = c.slice_index()
+            axis = int(self.axis_combo.currentData())
+            refine = self.refine_spin.value()
+            annotations, slices = annotations_along(
+                lambda ix: c.prompts(ix, refine if ix == index else 0), lead_shape, axis, index
+            )
+            if c.output is None or c.output not in self._viewer.layers:
+                raise ValueError("choose an output labels layer first")
+        except ValueError as exc:
+            show_error(f"Cannot segment through the stack: {exc}")
+            return
+        from napari_sam.volume import PropagationConfig, is_stop
+
+        if all(is_stop(p) for p in annotations.values()):
+            show_error("Cannot segment through the stack: only negative points; add a "
+                       "positive point or a box on the object.")  # fmt: skip
+            return
+        self._propagation_cancel = cancel = threading.Event()
+        worker = start_propagation(self.models.predictor, self.embeddings, self._request(),
+                                   annotations, slices, PropagationConfig(), cancel)  # fmt: skip
+        negatives = [p for p, prompt in annotations.items() if is_stop(prompt)]
+        job = (c.output, index, axis, self.axis_combo.currentText(), lead_shape[axis], negatives)
+        worker.yielded.connect(self._on_propagate_step)
+        worker.returned.connect(lambda result: self._on_propagated(result, *job))
+        worker.errored.connect(lambda exc: show_error(f"Segmenting through the stack "
+                                                      f"failed: {exc}"))  # fmt: skip
+        worker.finished.connect(self._on_propagation_finished)
+        self._propagation = worker
+        self.propagate_button.setEnabled(False)
+        self.propagate_progress.setRange(0, 0)
+        self.propagate_progress.setFormat("loading the model")
+        self.propagate_progress.setVisible(True)
+        self.propagate_cancel_button.setVisible(True)
+        worker.start()
+
+    def cancel_propagation(self) -> None:
+        """Stop the running propagation; the output layer is left as it was."""
+        if self._propagation is None:
+            return
+        self._propagation_cancel.set()
+        self._propagation.quit()
+
+    @property
+    def propagation_running(self) -> bool:
+        return self._propagation is not None
+
+    def _on_propagate_step(self, item: Progress) -> None:
+        self.propagate_progress.setRange(0, item.total)
+        self.propagate_progress.setValue(item.done)
+        self.propagate_progress.setFormat(f"{item.text} (%v / %m)")
+        self._update_status()
+
+    def _on_propagated(self, result, output, index, axis, axis_name, n, negatives) -> None:
+        if result is None or self._propagation_cancel.is_set():
+            return  # cancelled: said when the worker finishes
+        c = self.controller
+        if output is not c.output or output not in self._viewer.layers:
+            show_error("The output layer changed while segmenting through the stack; "
+                       "nothing was written.")  # fmt: skip
+            return
+        label_id = self.refine_spin.value() or self.label_spin.value() or c.next_free_id()
+        planes = []
+        for position, mask in zip(result.positions, result.masks):
+            where = list(index)
+            where[axis] = position
+            planes.append((tuple(where), mask))
+        try:
+            c.write_object(planes, label_id)
+        except ValueError as exc:
+            show_error(f"Nothing written: {exc}")
+            return
+        self._valid_from = self._generation = self._generation + 1
+        self.decoder.drop_pending()
+        c.clear_prompts()
+        self.label_spin.setValue(0)
+        self.refine_spin.setValue(0)
+        show_info(summary(result, label_id, axis_name, n, negatives))
+        self.propagated.emit(label_id)
+
+    def _on_propagation_finished(self) -> None:
+        if self._propagation_cancel.is_set():
+            show_info("Segmenting through the stack was cancelled; nothing was written.")
+        self._propagation = None
+        self.propagate_progress.setVisible(False)
+        self.propagate_cancel_button.setVisible(False)
+        self.propagate_button.setEnabled(self.axis_combo.count() > 0)
+        self._update_status()
+        self.propagation_finished.emit()
 
     # ------------------------------------------------------------------ status
 
@@ -558,7 +830,7 @@ class SamWidget(QWidget):
             embedded = "no image layer"
         else:
             key = self._cache_key()
-            done = self.cache.indices(key)
+            done = self.embeddings.indices(key)
             lead = spatial_shape(image)[:-2]
             if not lead:
                 embedded = "image embedded" if done else "image not embedded yet"
@@ -572,7 +844,11 @@ class SamWidget(QWidget):
                     f" ({shown}{more})" if done else ""
                 )
         note = f" - {self._last_embed_note}" if self._last_embed_note else ""
+        if image is not None and self._store is not None and self._store[0] is image:
+            where = f"{self._store[1]} (opened)"
+        else:
+            where = f"store per image in {self._folder}" if self._folder else IN_MEMORY
         self.status.setText(
-            f"{embedded}{note}\nmodel: {model}{loaded}\nembeddings: in memory\n"
+            f"{embedded}{note}\nmodel: {model}{loaded}\nembeddings: {where}\n"
             f"weights cache: {cache_dir()}"
         )

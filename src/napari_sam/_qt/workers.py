@@ -1,23 +1,49 @@
-"""Work off the GUI thread: embedding slices (with progress, cancellable) and decoding
-prompts with only the latest request kept (:class:`LiveDecoder`)."""
+"""Work off the GUI thread: embedding slices (with progress, cancellable), decoding
+prompts with only the latest request kept (:class:`LiveDecoder`), and propagating an
+object through a stack axis (:func:`propagate_object`)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from napari.qt.threading import FunctionWorker, GeneratorWorker, create_worker
 from qtpy.QtCore import QObject, Signal
 
-from napari_sam.predictor import ImageEmbedding, MaskPrediction, Predictor
+from napari_sam._qt.stack_session import EmbeddingSession, StackRequest
+from napari_sam.predictor import AcceleratorFallbackWarning, Predictor
 from napari_sam.prompts import Prompt
+from napari_sam.stack import embed_tile
+from napari_sam.tiled import TiledEmbeddings, segment_plane
+from napari_sam.transforms import ObjectMask
+from napari_sam.volume import Propagation, PropagationConfig, propagate
 
 
 class Cancelled(Exception):
     """Raised inside the image encoder when the user cancelled the embedding."""
+
+
+class WorkFailed(Exception):
+    """A ``RuntimeError`` of a worker (torch's, a store's), re-raised as a plain exception:
+    superqt takes a ``RuntimeError`` out of a worker for a deleted worker and then emits
+    neither ``errored`` nor ``finished``. ``original``: the exception raised."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def _plain_errors(steps):
+    """Run the generator ``steps`` (yields and return value passed on) with its
+    ``RuntimeError`` s turned into :class:`WorkFailed`."""
+    try:
+        return (yield from steps)
+    except RuntimeError as exc:
+        raise WorkFailed(exc) from exc
 
 
 @dataclass(frozen=True)
@@ -30,12 +56,18 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """Something the user should know about the running embedding (shown as a warning)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Embedded:
-    """Slice ``index`` (leading data indices) has been embedded under cache ``key``."""
+    """Slice ``index`` (leading data indices) has been embedded (every tile) under ``key``."""
 
     key: tuple
     index: tuple[int, ...]
-    embedding: ImageEmbedding
 
 
 @contextlib.contextmanager
@@ -58,57 +90,78 @@ def _abort_on(model, cancel: threading.Event):
 
 def embed_slices(
     get_predictor: Callable[[], Predictor],
-    data,
+    session: EmbeddingSession,
+    request: StackRequest,
     indices: Sequence[tuple[int, ...]],
-    key: tuple,
     cancel: threading.Event,
-    *,
-    rgb: bool,
-    contrast_limits: tuple[float, float],
-) -> Iterator[Progress | Embedded]:
-    """Load the model, then embed ``data[index]`` for each index in order, yielding
-    :class:`Progress` before each step and :class:`Embedded` after each slice. ``data``:
-    the layer's (..., H, W[, 3]) array (numpy, dask, zarr); read slice by slice here."""
+) -> Iterator[Progress | Embedded | Notice]:
+    """Load the model, open the embeddings (:meth:`EmbeddingSession.stack_for`), then embed
+    every tile of slice ``data[index]`` not yet stored, for each index in order, yielding
+    :class:`Progress` before each step and :class:`Embedded` after each slice (after a
+    :class:`Notice` when the model had to move to the CPU). Slices are read one window at a
+    time from the layer's array (numpy, dask, zarr)."""
     total = len(indices) + 1
     yield Progress(0, total, "loading the model")
     predictor = get_predictor()
+    stack = session.stack_for(request, predictor)
     for n, index in enumerate(indices, start=1):
         where = f" slice {', '.join(map(str, index))}" if index else ""
-        yield Progress(n, total, f"embedding{where}")
-        plane = np.asarray(data[tuple(index)])
-        try:
-            with _abort_on(predictor.model, cancel):
-                embedding = predictor.embed(plane, rgb=rgb, contrast_limits=contrast_limits)
-        except Cancelled:
-            return
-        yield Embedded(key, tuple(index), embedding)
+        flat = stack.source.slice_index(index) if index else 0
+        todo = np.nonzero(~stack.is_done()[flat])[0]
+        for k, tile in enumerate(todo):
+            part = f" tile {k + 1} / {len(todo)}" if stack.grid.n_tiles > 1 else ""
+            yield Progress(n, total, f"embedding{where}{part}")
+            note = predictor.fallback_note
+            try:
+                with _abort_on(predictor.model, cancel), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", AcceleratorFallbackWarning)  # a Notice
+                    embed_tile(stack.source, stack.grid, stack.embedder, stack.store, flat,
+                               int(tile))  # fmt: skip
+            except Cancelled:
+                return
+            if predictor.fallback_note != note:
+                yield Notice(f"Embedding: {predictor.fallback_note}")
+        yield Embedded(request.key, tuple(index))
     yield Progress(total, total, "done")
 
 
 def start_embedding(*args, **kwargs) -> GeneratorWorker:
     """A not-yet-started worker running :func:`embed_slices`."""
-    return create_worker(embed_slices, *args, _start_thread=False, _ignore_errors=True, **kwargs)
+    def steps():
+        return (yield from _plain_errors(embed_slices(*args, **kwargs)))
+
+    return create_worker(steps, _start_thread=False, _ignore_errors=True)
 
 
 @dataclass(frozen=True)
 class DecodeJob:
-    """Decode ``prompts`` on ``embedding`` for slice ``index``; ``generation`` orders jobs."""
+    """Decode ``prompts`` (plane (row, col)) on slice ``index`` of ``embeddings``;
+    ``generation`` orders jobs."""
 
     generation: int
     predictor: Predictor
-    embedding: ImageEmbedding
+    embeddings: TiledEmbeddings
     prompts: tuple[Prompt, ...]
     index: tuple[int, ...]
+    slice_index: int  # ``index`` as a flat slice index of ``embeddings``
 
 
 @dataclass(frozen=True)
 class DecodeResult:
+    """The objects of ``job.prompts`` (one plane mask each, whole plane)."""
+
     job: DecodeJob
-    prediction: MaskPrediction
+    masks: tuple[ObjectMask, ...]
 
 
 def _decode(job: DecodeJob) -> DecodeResult:
-    return DecodeResult(job, job.predictor.predict(job.embedding, list(job.prompts)))
+    """Each prompt through :func:`~napari_sam.tiled.segment_plane` (the one 2D / tiled path)."""
+    try:
+        masks = tuple(segment_plane(job.embeddings, job.predictor, job.slice_index, p).mask
+                      for p in job.prompts)  # fmt: skip
+    except RuntimeError as exc:
+        raise WorkFailed(exc) from exc
+    return DecodeResult(job, masks)
 
 
 class LiveDecoder(QObject):
@@ -146,3 +199,43 @@ class LiveDecoder(QObject):
         worker.finished.connect(self._next)
         self._running = worker
         worker.start()
+
+
+def propagate_object(
+    get_predictor: Callable[[], Predictor],
+    session: EmbeddingSession,
+    request: StackRequest,
+    annotations: dict[int, Prompt],
+    slices: Sequence[int],
+    config: PropagationConfig,
+    cancel: threading.Event,
+) -> Generator[Progress, None, Propagation | None]:
+    """Load the model, open the embeddings, then :func:`napari_sam.volume.propagate` the
+    object (slices not embedded yet are embedded on the way), yielding :class:`Progress`
+    per slice. Returns the :class:`~napari_sam.volume.Propagation`, or None when cancelled
+    (``cancel`` is checked before every encoder block and after every slice)."""
+    yield Progress(0, 1, "loading the model")
+    predictor = get_predictor()
+    stack = session.stack_for(request, predictor)
+    steps = propagate(stack, predictor, annotations, slices=slices, config=config)
+    with _abort_on(predictor.model, cancel):
+        try:
+            while True:
+                try:
+                    done, total = next(steps)
+                except StopIteration as end:
+                    return end.value
+                if cancel.is_set():
+                    steps.close()
+                    return None
+                yield Progress(done, total, "segmenting slices")
+        except Cancelled:
+            return None
+
+
+def start_propagation(*args, **kwargs) -> GeneratorWorker:
+    """A not-yet-started worker running :func:`propagate_object`."""
+    def steps():
+        return (yield from _plain_errors(propagate_object(*args, **kwargs)))
+
+    return create_worker(steps, _start_thread=False, _ignore_errors=True)

@@ -1,0 +1,193 @@
+"""Interruptions in a real viewer: cancel, switch image, delete layers, close the viewer
+while a worker runs, and an accelerator out of memory. Outcome each time: no exception, no
+error notification, no worker thread left running, no layer half written.
+
+The model is the disc stand-in (tests/stub_sam.py) behind the real predictor; its
+encoder sleeps ``delay`` seconds per slice, in steps the cancel hooks can stop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _widget_helpers import dock, store_ready
+from qtpy.QtCore import Qt, QThreadPool
+
+from napari_sam._qt.models import ModelChoice
+from stub_sam import DiscSam, OnAcceleratorPredictor, disc_predictor, fail_first_encodes
+
+LEFT = Qt.MouseButton.LeftButton
+WAIT_MS = 60_000
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
+
+def embed(widget, qtbot):
+    with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
+        qtbot.mouseClick(widget.embed_button, LEFT)
+
+
+def add_point(widget, qtbot, coord):
+    """Add a positive point and wait for the preview to follow it."""
+    with qtbot.waitSignal(widget.preview_updated, timeout=WAIT_MS):
+        widget.controller.points.add(np.asarray(coord, dtype=float))
+
+
+def _stack(n, size=64, seed=0):
+    return np.random.default_rng(seed).random((n, size, size)).astype(np.float32)
+
+
+def _docked(make_napari_viewer, qtbot, *images, loader=None, delay=0.0):
+    viewer = make_napari_viewer()
+    for i, data in enumerate(images):
+        viewer.add_image(data, name=f"image{i}")
+    viewer.layers.selection.active = viewer.layers[0]
+    widget = dock(viewer, qtbot)
+    widget.image_combo.set_layer(viewer.layers[0])
+    made = []
+
+    def load(_device, _precision):
+        predictor = store_ready(loader() if loader else disc_predictor(delay=delay, steps=8))
+        made.append(predictor)
+        return predictor
+
+    widget.add_model(ModelChoice("disc stub", loader=load, key=f"disc-{delay}"))
+    qtbot.waitUntil(lambda: widget.controller.image is viewer.layers[0], timeout=5000)
+    return viewer, widget, made
+
+
+def _no_threads(qtbot):
+    pool = QThreadPool.globalInstance()
+    qtbot.waitUntil(lambda: pool.activeThreadCount() == 0, timeout=WAIT_MS)
+
+
+def _errors(notifications):
+    return [m for s, m in notifications if s == "error"]
+
+
+def test_cancel_a_stack_embedding_keeps_finished_slices(make_napari_viewer, qtbot, notifications):
+    _viewer, widget, made = _docked(make_napari_viewer, qtbot, _stack(20), delay=0.4)
+    key = widget._cache_key()
+    qtbot.mouseClick(widget.embed_button, LEFT)
+    qtbot.waitUntil(lambda: len(widget.embeddings.indices(key)) >= 1, timeout=WAIT_MS)
+    with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
+        qtbot.mouseClick(widget.cancel_button, LEFT)
+    _no_threads(qtbot)
+    done = widget.embeddings.indices(key)
+    assert 1 <= len(done) < 20 and made[0].model.encode_calls < 20
+    assert "cancelled" in widget.status.text() and widget.embed_button.isEnabled()
+    assert not _errors(notifications)
+
+
+def test_switching_the_image_during_an_embedding(make_napari_viewer, qtbot, notifications):
+    a, b = _stack(12, 64, seed=1), _stack(4, 48, seed=2)
+    viewer, widget, _made = _docked(make_napari_viewer, qtbot, a, b, delay=0.3)
+    layer_a, layer_b = viewer.layers[0], viewer.layers[1]
+    key_a = widget._cache_key()
+    qtbot.mouseClick(widget.embed_button, LEFT)
+    qtbot.waitUntil(lambda: len(widget.embeddings.indices(key_a)) >= 1, timeout=WAIT_MS)
+    widget.image_combo.set_layer(layer_b)  # while A's slices are still being embedded
+    c = widget.controller
+    qtbot.waitUntil(lambda: c.image is layer_b, timeout=5000)
+    assert c.preview.data.shape == c.output.data.shape == b.shape
+    if widget.embedding_running:
+        with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
+            pass
+    # a prompt on B embeds B's slice (A's features are never used for B) and decodes there
+    viewer.dims.set_current_step(0, 2)
+    add_point(widget, qtbot, (2, 20, 20))
+    job_size = c.masks[0].shape
+    assert job_size == (48, 48) and c.masks_index == (2,)
+    ids = widget.commit()
+    out = np.asarray(c.output.data)
+    assert ids == [1] and out[2].any() and not np.delete(out, 2, axis=0).any()
+    assert not any(np.asarray(lay.data).any() for lay in viewer.layers
+                   if lay.name.startswith("image0 objects"))  # fmt: skip
+    assert layer_a in viewer.layers
+    _no_threads(qtbot)
+    assert not _errors(notifications)
+
+
+def test_deleting_prompt_and_output_layers_during_live_segmentation(
+    make_napari_viewer, qtbot, notifications
+):
+    image = np.random.default_rng(3).random((64, 64)).astype(np.float32)
+    viewer, widget, _made = _docked(make_napari_viewer, qtbot, image)
+    c = widget.controller
+    embed(widget, qtbot)
+    add_point(widget, qtbot, (20, 20))
+    output, preview, points, shapes = c.output, c.preview, c.points, c.shapes
+
+    # a decode in flight while the preview layer goes away
+    points.add(np.array([40.0, 40.0]))
+    viewer.layers.remove(preview)
+    qtbot.waitUntil(lambda: not widget.decoder.busy, timeout=WAIT_MS)
+    # the prompt layers go away: live segmentation stops asking, nothing breaks
+    viewer.layers.remove(points)
+    viewer.layers.remove(shapes)
+    widget.request_preview()
+    # the output goes away: committing says so and writes nothing anywhere
+    viewer.layers.remove(output)
+    assert widget.commit() == []
+    assert any("output" in m for m in _errors(notifications))
+    assert not np.asarray(output.data).any()
+    notifications.clear()
+
+    # the widget recovers: Embed (already done: nothing to compute) recreates the layers
+    qtbot.mouseClick(widget.embed_button, LEFT)
+    assert not widget.embedding_running
+    assert c.layers_present() and c.output in viewer.layers and c.output is not output
+    add_point(widget, qtbot, (30, 30))
+    assert widget.commit() == [1]
+    assert np.asarray(c.output.data)[30, 30] == 1
+    _no_threads(qtbot)
+    assert not _errors(notifications)
+
+
+def test_closing_the_viewer_stops_a_running_embedding(make_napari_viewer, qtbot, notifications):
+    viewer, widget, made = _docked(make_napari_viewer, qtbot, _stack(40), delay=0.5)
+    key = widget._cache_key()
+    qtbot.mouseClick(widget.embed_button, LEFT)
+    qtbot.waitUntil(lambda: len(widget.embeddings.indices(key)) >= 1, timeout=WAIT_MS)
+    viewer.close()
+    _no_threads(qtbot)
+    # the worker stopped at the close instead of embedding the other slices
+    assert made[0].model.encode_calls < 40
+    assert not _errors(notifications)
+
+
+def test_accelerator_out_of_memory_falls_back_to_cpu_with_a_warning(
+    make_napari_viewer, qtbot, notifications
+):
+    model = fail_first_encodes(
+        DiscSam(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+    )
+    image = np.random.default_rng(4).random((64, 64)).astype(np.float32)
+    _viewer, widget, made = _docked(
+        make_napari_viewer,
+        qtbot,
+        image,
+        loader=lambda: OnAcceleratorPredictor(model, weights_id="d"),
+    )
+    embed(widget, qtbot)
+    warnings = [m for s, m in notifications if s == "warning"]
+    assert any("out of memory" in m and "CPU" in m for m in warnings), notifications
+    assert "model moved to the CPU" in widget.status.text()
+    assert "image embedded" in widget.status.text()
+    assert made[0].device.type == "cpu"
+    add_point(widget, qtbot, (32, 32))
+    assert widget.commit() == [1]
+    _no_threads(qtbot)
+    assert not _errors(notifications)
+
+
+def test_a_preview_growing_past_the_previous_one(make_napari_viewer, qtbot, notifications):
+    image = np.random.default_rng(5).random((64, 64)).astype(np.float32)
+    _viewer, widget, _made = _docked(make_napari_viewer, qtbot, image)
+    c = widget.controller
+    embed(widget, qtbot)
+    add_point(widget, qtbot, (20, 20))
+    add_point(widget, qtbot, (50, 50))  # was: IndexError drawing into the old, smaller region
+    preview = np.asarray(c.preview.data)
+    assert preview[20, 20] == preview[50, 50] == 1
+    assert not _errors(notifications)

@@ -1,0 +1,41 @@
+"""Out of memory on the accelerator (injected: this machine has none): the embedding is
+retried on the CPU with a warning; out of memory on the CPU is not hidden."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.predictor import AcceleratorFallbackWarning
+from napari_sam.prompts import Prompt
+from stub_sam import DiscSam, OnAcceleratorPredictor, disc_predictor, fail_first_encodes
+
+IMAGE = np.random.default_rng(0).random((40, 50)).astype(np.float32)
+OOM = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+
+
+def test_accelerator_oom_retries_on_the_cpu_and_says_so():
+    model = fail_first_encodes(DiscSam(), OOM)
+    predictor = OnAcceleratorPredictor(model, weights_id="disc")
+    with pytest.warns(AcceleratorFallbackWarning, match="out of memory.*CPU"):
+        embedding = predictor.embed(IMAGE)
+    assert predictor.device.type == "cpu" and "Tried to allocate" in predictor.fallback_note
+    assert model.encode_calls == 1  # the failed call never reached the encoder
+    reference = disc_predictor().embed(IMAGE)
+    torch.testing.assert_close(embedding.features, reference.features)
+    result = predictor.predict(embedding, Prompt.from_points([[20, 25]]))
+    assert result.masks[0].area > 0
+    predictor.embed(IMAGE)  # later embeddings run on the CPU without another warning
+    assert model.encode_calls == 2
+
+
+def test_out_of_memory_twice_or_on_the_cpu_is_raised():
+    predictor = OnAcceleratorPredictor(fail_first_encodes(DiscSam(), OOM, times=2))
+    with pytest.warns(AcceleratorFallbackWarning), pytest.raises(torch.OutOfMemoryError):
+        predictor.embed(IMAGE)
+    cpu = disc_predictor()
+    fail_first_encodes(cpu.model, OOM)
+    with pytest.raises(torch.OutOfMemoryError):
+        cpu.embed(IMAGE)
+    assert cpu.fallback_note is None
