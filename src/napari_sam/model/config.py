@@ -122,3 +122,15 @@ VIT_H = register(
 VIT_T = register(
     SamConfig("vit_t", TinyViTEncoderConfig(), description="MobileSAM TinyViT (10.1M parameters)")
 )
+# The bundled model (training/, docs/training.md): a small ViT on a 512 input, 32 x 32 grid,
+# with the standard prompt encoder and mask decoder; trained on synthetic nuclei only.
+VIT_NANO = register(
+    SamConfig(
+        "vit_nano",
+        ViTEncoderConfig(
+            embed_dim=128, depth=6, num_heads=4, global_attn_indexes=(2, 5), window_size=8
+        ),
+        image_size=512,
+        description="napari-sam bundled nano SAM for nuclei (6.1M parameters, 512 input)",
+    )
+)

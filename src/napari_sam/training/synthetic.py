@@ -7,7 +7,7 @@ Poisson + Gaussian noise. Used for the sample data, the tests and the bundled mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -15,20 +15,58 @@ from scipy import ndimage as ndi
 
 @dataclass(frozen=True)
 class NucleiStyle:
-    """Ranges the generator draws from; every image draws its own values inside them."""
+    """Ranges the generator draws from; every image draws its own values inside them.
 
-    radius: tuple[float, float] = (6.0, 24.0)  # semi-axis range, pixels
-    elongation: tuple[float, float] = (1.0, 1.8)  # major / minor axis ratio
-    coverage: tuple[float, float] = (0.15, 0.45)  # fraction of the area covered by nuclei
-    cluster_fraction: tuple[float, float] = (0.0, 0.6)  # share of nuclei placed next to another
-    brightness: tuple[float, float] = (0.25, 1.0)  # per-nucleus peak, relative
-    texture: tuple[float, float] = (0.0, 0.5)  # relative amplitude of chromatin texture
-    blur: tuple[float, float] = (0.0, 2.5)  # Gaussian sigma of out-of-focus blur, pixels
+    The defaults are broad (the bundled model's training distribution at full difficulty):
+    radius 4-40 px, sparse to dense touching clusters, textured and dim nuclei, out-of-focus
+    blur, uneven illumination, an intensity nonlinearity and noise of every level.
+    """
+
+    radius: tuple[float, float] = (4.0, 40.0)  # semi-axis range, pixels
+    elongation: tuple[float, float] = (1.0, 2.0)  # major / minor axis ratio
+    coverage: tuple[float, float] = (0.05, 0.5)  # fraction of the area covered by nuclei
+    cluster_fraction: tuple[float, float] = (0.0, 0.8)  # share of nuclei placed next to another
+    brightness: tuple[float, float] = (0.15, 1.0)  # per-nucleus peak, relative
+    texture: tuple[float, float] = (0.0, 0.6)  # relative amplitude of chromatin texture
+    blur: tuple[float, float] = (0.0, 3.0)  # Gaussian sigma of out-of-focus blur, pixels
     background: tuple[float, float] = (0.0, 0.3)  # mean background, relative
-    illumination: tuple[float, float] = (0.0, 0.5)  # amplitude of uneven illumination
-    gamma: tuple[float, float] = (0.6, 1.6)  # intensity nonlinearity
-    photons: tuple[float, float] = (30.0, 3000.0)  # photons at peak brightness (Poisson)
-    read_noise: tuple[float, float] = (0.0, 0.05)  # Gaussian noise, relative
+    illumination: tuple[float, float] = (0.0, 0.8)  # amplitude of uneven illumination
+    gamma: tuple[float, float] = (0.5, 1.8)  # intensity nonlinearity
+    photons: tuple[float, float] = (10.0, 5000.0)  # photons at peak brightness (Poisson)
+    read_noise: tuple[float, float] = (0.0, 0.08)  # Gaussian noise, relative
+
+
+# The easy end of the training curriculum: large, bright, isolated, clean nuclei.
+EASY_STYLE = NucleiStyle(
+    radius=(12.0, 30.0),
+    elongation=(1.0, 1.4),
+    coverage=(0.08, 0.2),
+    cluster_fraction=(0.0, 0.1),
+    brightness=(0.7, 1.0),
+    texture=(0.0, 0.1),
+    blur=(0.0, 1.0),
+    background=(0.0, 0.1),
+    illumination=(0.0, 0.1),
+    gamma=(0.9, 1.1),
+    photons=(2000.0, 5000.0),
+    read_noise=(0.0, 0.01),
+)
+
+
+def curriculum_style(
+    difficulty: float, easy: NucleiStyle = EASY_STYLE, hard: NucleiStyle = NucleiStyle()
+) -> NucleiStyle:
+    """A style between ``easy`` (``difficulty`` 0) and ``hard`` (1), every range interpolated
+    linearly at both ends (photons geometrically)."""
+    d = float(np.clip(difficulty, 0.0, 1.0))
+    values = {}
+    for f in fields(NucleiStyle):
+        (e_lo, e_hi), (h_lo, h_hi) = getattr(easy, f.name), getattr(hard, f.name)
+        if f.name == "photons":
+            values[f.name] = (e_lo ** (1 - d) * h_lo**d, e_hi ** (1 - d) * h_hi**d)
+        else:
+            values[f.name] = (e_lo * (1 - d) + h_lo * d, e_hi * (1 - d) + h_hi * d)
+    return NucleiStyle(**values)
 
 
 @dataclass(frozen=True)
@@ -99,7 +137,7 @@ def synthetic_nuclei(
     labels = np.zeros(shape, np.int32)
     signal = np.zeros(shape, np.float32)
     texture_field = _smooth_field(rng, shape, sigma=max(1.0, mean_r / 5))
-    scale = np.array([anisotropy] + [1.0, 1.0])[-ndim:]
+    scale = np.array([anisotropy, 1.0, 1.0])[-ndim:]
     for i, centre in enumerate(centres, start=1):
         r_minor = float(np.clip(rng.normal(mean_r, spread), r_lo, r_hi))
         r_major = r_minor * _draw(rng, style.elongation)

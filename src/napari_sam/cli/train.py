@@ -1,0 +1,142 @@
+"""``napari-sam train``: finetune a SAM model, or train one from scratch, on labelled images.
+
+Data: ``--images DIR --labels DIR`` (TIFF / PNG matched by name), ``--zarr PATH`` (a group
+with ``images`` and ``labels`` arrays) or ``--synthetic N`` (an endless stream of synthetic
+nuclei from a pool of N images, easy to hard). Checkpoints go to ``--run-dir`` every
+``--checkpoint-every`` steps (resumed from automatically), the loss log to
+``RUN_DIR/log.tsv``, and the weights (official state-dict format) to ``--out`` at every
+checkpoint and at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from napari_sam.training.augment import AugmentConfig
+from napari_sam.training.rounds import RoundsConfig
+from napari_sam.training.trainer import TrainConfig
+
+LOG_HEADER = "step\tloss\tfocal\tdice\tiou\tlr\tseconds\tobjects\twall_time\n"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="finetune or train a SAM model", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("data (one source)")
+    data.add_argument("--images", type=Path, help="folder of images (TIFF / PNG)")
+    data.add_argument("--labels", type=Path, help="folder of instance label images, same names")
+    data.add_argument("--zarr", type=Path, help="zarr group with 'images' and 'labels' arrays")
+    data.add_argument("--synthetic", type=int, metavar="N",
+                      help="synthetic nuclei, a pool of N images refreshed as training goes")
+    data.add_argument("--curriculum-steps", type=int, default=3000,
+                      help="synthetic data goes from easy to the full range over these steps")
+    p.add_argument("--model", required=True,
+                   help="weights to start from (a name or a file), or with --from-scratch an "
+                        "architecture name (e.g. vit_nano)")
+    p.add_argument("--from-scratch", action="store_true", help="random initialisation")
+    p.add_argument("--out", type=Path, required=True, help="output weights file (.pt)")
+    p.add_argument("--half", action="store_true", help="store --out in float16 (half the size)")
+    p.add_argument("--run-dir", type=Path, help="checkpoints and loss log (default: next to --out)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--objects", type=int, default=16, help="objects per image and step")
+    p.add_argument("--freeze", choices=("none", "image_encoder", "all_but_decoder"),
+                   default="none", help="parts that do not train")
+    p.add_argument("--corrective-rounds", type=int, default=8)
+    p.add_argument("--refine-rounds", type=int, default=2)
+    p.add_argument("--random-depth", type=float, default=None, metavar="P0",
+                   help="cheap steps: stop after a random round (round 0 with probability P0), "
+                        "loss on the first and last round only")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps")
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def _sampler(args: argparse.Namespace, start_step: int):
+    from napari_sam.training import data
+
+    sources = [args.images is not None, args.zarr is not None, args.synthetic is not None]
+    if sum(sources) != 1:
+        raise ValueError("give exactly one data source: --images/--labels, --zarr or --synthetic")
+    if args.synthetic is not None:
+        config = data.SyntheticConfig(pool_size=args.synthetic, seed=args.seed,
+                                      curriculum_steps=args.curriculum_steps)
+        return data.SyntheticSampler(config, start_step)
+    if args.zarr is not None:
+        return data.SliceSampler(data.ZarrPairs(args.zarr))
+    if args.labels is None:
+        raise ValueError("--images needs --labels")
+    return data.SliceSampler(data.FolderPairs(args.images, args.labels))
+
+
+def _model(args: argparse.Namespace):
+    from napari_sam.model.checkpoints import load_model
+    from napari_sam.model.sam import build_sam
+
+    if args.from_scratch:
+        return build_sam(args.model)
+    return load_model(args.model).model
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` the command line asks for."""
+    rounds = RoundsConfig(corrective=args.corrective_rounds, refine=args.refine_rounds)
+    if args.random_depth is not None:
+        rounds = RoundsConfig(corrective=args.corrective_rounds, refine=args.refine_rounds,
+                              random_depth=True, depth_zero_prob=args.random_depth,
+                              loss_rounds="first_last")
+    return TrainConfig(
+        steps=args.steps, lr=args.lr, warmup_steps=args.warmup, weight_decay=args.weight_decay,
+        objects_per_image=args.objects, freeze=args.freeze, rounds=rounds, seed=args.seed,
+        augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from napari_sam.device import resolve_device
+    from napari_sam.training.trainer import Trainer, export_weights
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    run_dir = args.run_dir or args.out.with_suffix("")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = run_dir / "checkpoint.pt"
+    model = _model(args)
+    config = train_config(args)
+    start = 0
+    if checkpoint.exists():
+        start = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["step"])
+    trainer = Trainer(model, config, _sampler(args, start), device)
+    if checkpoint.exists():
+        trainer.load_checkpoint(checkpoint)
+        print(f"resumed from {checkpoint} at step {trainer.step}", file=sys.stderr)
+    log = run_dir / "log.tsv"
+    if not log.exists():
+        log.write_text(LOG_HEADER)
+    dtype = torch.float16 if args.half else torch.float32
+    with log.open("a") as f, tqdm(total=config.steps, initial=trainer.step,
+                                   desc="train", unit="step") as bar:
+        for r in trainer.run():
+            f.write(f"{r.step}\t{r.loss:.5f}\t{r.focal:.5f}\t{r.dice:.5f}\t{r.iou:.5f}\t"
+                    f"{r.lr:.3g}\t{r.seconds:.2f}\t{r.objects}\t{time.time():.0f}\n")
+            f.flush()
+            bar.set_postfix(loss=f"{r.loss:.3f}", lr=f"{r.lr:.2g}")
+            bar.update(1)
+            if r.step % args.checkpoint_every == 0 or r.step == config.steps:
+                trainer.save_checkpoint(checkpoint)
+                export_weights(trainer.model, args.out, dtype)
+    export_weights(trainer.model, args.out, dtype)
+    print(f"wrote {args.out} (step {trainer.step})", file=sys.stderr)
+    return 0

@@ -1,0 +1,75 @@
+"""One training example as the model sees it: the image resized (longest side to the
+model's input size), normalised and padded bottom / right, and one target mask per object.
+
+The same preprocessing as SAM's predictor, in torch. Coordinates downstream are (x, y) in
+this padded input frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_sam.model.config import SamConfig
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """``image``: (1, 3, S, S) float32 normalised and zero padded; ``resized``: (h, w), the
+    image's size inside the padded frame; ``scale``: input pixels per original pixel."""
+
+    image: torch.Tensor
+    resized: tuple[int, int]
+    scale: float
+
+
+@dataclass(frozen=True)
+class Targets:
+    """``full``: (N, S, S) bool object masks in the input frame; ``low_res``: (N, 1, L, L)
+    float in [0, 1], their area fractions on the decoder's low-res grid (L = S / ``stride``).
+    """
+
+    full: torch.Tensor
+    low_res: torch.Tensor
+    stride: int
+
+    def select(self, keep: torch.Tensor) -> Targets:
+        """The targets of the objects where ``keep`` (N,) is True."""
+        return Targets(self.full[keep], self.low_res[keep], self.stride)
+
+
+def resized_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
+    """(h, w) after resizing ``shape`` so that its longest side is ``size`` (SAM's rule)."""
+    scale = size / max(shape)
+    return int(shape[0] * scale + 0.5), int(shape[1] * scale + 0.5)
+
+
+def model_input(image: np.ndarray, config: SamConfig, device=None) -> ModelInput:
+    """``image``: (H, W) on the 0-255 scale (one channel, repeated to RGB) or (H, W, 3)."""
+    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32, device=device)
+    x = x[None].expand(3, -1, -1) if x.ndim == 2 else x.permute(2, 0, 1)
+    size = config.image_size
+    h, w = resized_shape(tuple(x.shape[1:]), size)
+    x = F.interpolate(x[None], (h, w), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(config.pixel_mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(config.pixel_std, device=x.device).view(1, 3, 1, 1)
+    x = F.pad((x - mean) / std, (0, size - w, 0, size - h))
+    return ModelInput(x, (h, w), h / image.shape[0])
+
+
+def object_targets(
+    labels: np.ndarray, ids: np.ndarray, config: SamConfig, device=None
+) -> Targets:
+    """Masks of the objects ``ids`` (N,) of ``labels`` (H, W) in the padded input frame."""
+    size = config.image_size
+    h, w = resized_shape(labels.shape, size)
+    lab = torch.as_tensor(np.ascontiguousarray(labels).astype(np.int64), device=device)
+    lab = F.interpolate(lab[None, None].double(), (h, w), mode="nearest-exact")[0, 0].long()
+    lab = F.pad(lab, (0, size - w, 0, size - h))
+    full = lab[None] == torch.as_tensor(ids, device=lab.device).view(-1, 1, 1)
+    stride = size // config.low_res_mask_size
+    low = F.avg_pool2d(full[:, None].float(), stride) if stride > 1 else full[:, None].float()
+    return Targets(full, low, stride)

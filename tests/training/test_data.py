@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_sam.training.augment import AugmentConfig, augment, normalise
+from napari_sam.training.data import (
+    FolderPairs,
+    ImagePair,
+    LayerPairs,
+    SliceSampler,
+    SyntheticConfig,
+    SyntheticSampler,
+    ZarrPairs,
+    sample_objects,
+)
+
+
+def _labels(shape=(40, 50)):
+    lab = np.zeros(shape, np.int32)
+    lab[5:15, 5:15] = 1
+    lab[20:35, 30:45] = 2
+    return lab
+
+
+def test_folder_pairs_tiff_and_png(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    lab = _labels()
+    tifffile.imwrite(tmp_path / "img" / "a.tif", (lab * 100).astype(np.uint16))
+    tifffile.imwrite(tmp_path / "lab" / "a.tif", lab)
+    Image.fromarray(np.stack([lab.astype(np.uint8) * 50] * 3, -1)).save(tmp_path / "img" / "b.png")
+    Image.fromarray(lab.astype(np.uint8)).save(tmp_path / "lab" / "b.png")
+    tifffile.imwrite(tmp_path / "img" / "unlabelled.tif", lab)
+    pairs = FolderPairs(tmp_path / "img", tmp_path / "lab")
+    assert len(pairs) == 2
+    for pair in pairs:
+        assert pair.image.shape == (40, 50)  # RGB averaged to one channel
+        assert np.array_equal(pair.labels, lab)
+    with pytest.raises(FileNotFoundError):
+        FolderPairs(tmp_path / "nope", tmp_path / "lab")
+
+
+def test_zarr_and_layer_pairs_and_3d_slices(tmp_path):
+    import zarr
+
+    stack = np.stack([np.zeros((40, 50), np.int32), _labels(), _labels()])  # (3, 40, 50)
+    group = zarr.open_group(str(tmp_path / "d.zarr"), mode="w")
+    group.create_array("images", data=(stack * 7).astype(np.uint16)[None])
+    group.create_array("labels", data=stack[None])
+    pairs = ZarrPairs(tmp_path / "d.zarr")
+    assert len(pairs) == 1 and pairs[0].image.shape == (3, 40, 50)
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # never the empty slice 0
+        assert SliceSampler(pairs)(rng, 0).labels.any()
+
+    class Layer:
+        def __init__(self, data):
+            self.data = data
+
+    layers = LayerPairs(Layer(stack[1] * 3), Layer(stack[1]))
+    assert len(layers) == 1 and np.array_equal(layers[0].labels, stack[1])
+
+
+def test_pair_shapes_must_agree():
+    with pytest.raises(ValueError):
+        ImagePair(np.zeros((4, 4)), np.zeros((4, 5), int))
+
+
+def test_sample_objects():
+    rng = np.random.default_rng(0)
+    lab = _labels()
+    lab[0, 0] = 3  # too small
+    assert sorted(sample_objects(lab, 2, rng)) == [1, 2]
+    assert set(sample_objects(lab, 6, rng)) == {1, 2} and len(sample_objects(lab, 6, rng)) == 6
+    assert len(sample_objects(np.zeros((5, 5), int), 3, rng)) == 0
+
+
+def test_synthetic_sampler_gives_labelled_pairs():
+    sampler = SyntheticSampler(SyntheticConfig(pool_size=2, sizes=(96, 128)))
+    rng = np.random.default_rng(0)
+    for step in range(3):
+        pair = sampler(rng, step)
+        assert pair.labels.any() and 96 <= max(pair.image.shape) <= 128
+
+
+def test_augment_keeps_image_and_labels_aligned():
+    lab = _labels()
+    pair = ImagePair((lab * 1000).astype(np.uint16), lab)
+    rng = np.random.default_rng(0)
+    config = AugmentConfig(noise_sigma=(0.0, 0.0), gamma=(1.0, 1.0), crop_prob=0.5,
+                           low_percentile=(0.0, 0.0), high_percentile=(100.0, 100.0))
+    shapes = set()
+    for _ in range(20):
+        out = augment(pair, rng, config)
+        assert out.image.dtype == np.float32 and out.image.max() <= 255
+        assert np.array_equal(out.image > 0, out.labels > 0)
+        assert np.allclose(out.image[out.labels == 2], 255)
+        shapes.add(out.image.shape)
+    assert len(shapes) > 1  # rotations and crops change the shape
+
+
+def test_normalise_contrast_limits():
+    img = np.arange(1000, dtype=np.uint16).reshape(20, 50)
+    out = normalise(img, 0.0, 100.0)
+    assert out.min() == 0 and out.max() == 255

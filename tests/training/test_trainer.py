@@ -1,0 +1,89 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import TINY, FixedSampler
+
+from napari_sam.model.sam import build_sam
+from napari_sam.training.augment import AugmentConfig
+from napari_sam.training.rounds import RoundsConfig
+from napari_sam.training.trainer import (
+    TrainConfig,
+    Trainer,
+    export_weights,
+    learning_rate,
+    trainable_parameters,
+)
+
+QUICK_ROUNDS = RoundsConfig(corrective=2, refine=1)
+
+
+def test_a_few_dozen_steps_lower_the_loss_on_a_fixed_batch(tiny_model, easy_pair):
+    torch.manual_seed(0)
+    config = TrainConfig(steps=40, lr=1e-3, warmup_steps=5, objects_per_image=6,
+                         rounds=QUICK_ROUNDS, augment=AugmentConfig.none())
+    trainer = Trainer(tiny_model, config, FixedSampler(easy_pair))
+    before = trainer.batch_loss(0).total.item()
+    reports = list(trainer.run())
+    after = trainer.batch_loss(0).total.item()
+    assert len(reports) == 40 and trainer.step == 40
+    assert all(np.isfinite(r.loss) for r in reports)
+    assert after < 0.7 * before
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [learning_rate(config, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
+    assert lrs[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_freeze_options(tiny_model):
+    n_all = len(trainable_parameters(tiny_model, "none"))
+    decoder = trainable_parameters(tiny_model, "all_but_decoder")
+    no_encoder = trainable_parameters(tiny_model, "image_encoder")
+    assert len(decoder) < len(no_encoder) < n_all
+    assert not any(p.requires_grad for p in tiny_model.image_encoder.parameters())
+
+
+def test_decoder_only_training_leaves_the_encoder_unchanged(tiny_model, easy_pair):
+    encoder_before = {k: v.clone() for k, v in tiny_model.image_encoder.state_dict().items()}
+    decoder_before = tiny_model.mask_decoder.output_upscaling[0].weight.clone()
+    config = TrainConfig(steps=2, lr=1e-3, warmup_steps=1, objects_per_image=2,
+                         freeze="all_but_decoder", rounds=QUICK_ROUNDS)
+    list(Trainer(tiny_model, config, FixedSampler(easy_pair)).run())
+    for k, v in tiny_model.image_encoder.state_dict().items():
+        assert torch.equal(v, encoder_before[k])
+    assert not torch.equal(tiny_model.mask_decoder.output_upscaling[0].weight, decoder_before)
+
+
+def test_checkpoint_resumes_exactly(tmp_path, tiny_model, easy_pair):
+    config = TrainConfig(steps=4, lr=1e-3, warmup_steps=1, objects_per_image=3,
+                         rounds=RoundsConfig(corrective=1, refine=1))
+    a = Trainer(tiny_model, config, FixedSampler(easy_pair))
+    list(a.run(until=2))
+    a.save_checkpoint(tmp_path / "ck.pt")
+    list(a.run())
+    torch.manual_seed(1)
+    b = Trainer(build_sam(TINY), config, FixedSampler(easy_pair))
+    b.load_checkpoint(tmp_path / "ck.pt")
+    assert b.step == 2
+    list(b.run())
+    for k, v in a.model.state_dict().items():
+        assert torch.allclose(v, b.model.state_dict()[k], atol=1e-6), k
+
+
+def test_exported_weights_load_strictly_in_our_model(tmp_path, tiny_model, easy_pair):
+    config = TrainConfig(steps=1, objects_per_image=2, rounds=QUICK_ROUNDS)
+    list(Trainer(tiny_model, config, FixedSampler(easy_pair)).run())
+    for dtype in (torch.float32, torch.float16):
+        path = export_weights(tiny_model, tmp_path / "w.pt", dtype)
+        state = torch.load(path, weights_only=True)
+        assert all(v.dtype == dtype for v in state.values() if v.is_floating_point())
+        fresh = build_sam(TINY)
+        fresh.load_state_dict(state, strict=True)
+        tol = 0 if dtype == torch.float32 else 1e-2
+        for k, v in tiny_model.state_dict().items():
+            assert torch.allclose(fresh.state_dict()[k], v, atol=tol, rtol=tol), k
