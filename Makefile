@@ -42,8 +42,11 @@ demo: $(VENV)/.installed-qt
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests benchmarks examples
 
+# The widget tests run one file per process: many viewers in one process have crashed
+# (a segfault in Qt event processing after ~25 widget tests; see docs/reliability.md).
 test: $(VENV)/.installed-dev lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --ignore=tests/_qt
+	for f in tests/_qt/test_*.py; do $(VENV)/bin/pytest "$$f" || exit 1; done
 	$(VENV)/bin/npe2 validate napari-sam --imports
 
 clean:

@@ -64,3 +64,27 @@ def isolated_nuclei(labels: np.ndarray, n: int = 3) -> list[tuple[tuple[int, int
             found.append(((int(r), int(c)), int(lab), int(obj.sum())))
     found.sort(key=lambda t: -t[2])
     return [(p, lab) for p, lab, _ in found[:n]]
+
+
+def store_ready(predictor):
+    """The disc stand-in (tests/stub_sam.py) with SAM's 256 feature channels: its config
+    says 256 (what embedding stores are laid out for) while its encoder makes 8."""
+    import torch
+
+    encoder = predictor.model.image_encoder
+    encoder.scale = torch.nn.Parameter(torch.arange(1, 257, dtype=torch.float32))
+    return predictor
+
+
+def use_disc_model(widget):
+    """Select the disc stand-in of tests/stub_sam.py: the real Predictor (validation,
+    transforms, upsampling, label writes) with only the decoder step replaced by discs around
+    positive points and filled boxes. Widget tests then check the widget, not how far the
+    bundled model's training has come (tests/training/test_bundled.py checks that)."""
+    from napari_sam._qt.models import ModelChoice
+    from stub_sam import disc_predictor
+
+    widget.add_model(
+        ModelChoice("disc stub", loader=lambda d, p: store_ready(disc_predictor()), key="disc")
+    )
+    return widget

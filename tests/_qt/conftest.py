@@ -28,3 +28,15 @@ def nuclei_truth():
     from napari_sam.training.synthetic import synthetic_nuclei
 
     return synthetic_nuclei((512, 512), seed=2024, style=_SAMPLE_STYLE).labels
+
+
+@pytest.fixture(autouse=True)
+def _workers_finish_before_teardown(qtbot):
+    """Every worker a test started ends (and its queued signals are delivered) while that
+    test's widgets still exist: a late signal into a deleted widget would crash a later
+    test."""
+    yield
+    from qtpy.QtCore import QThreadPool
+
+    assert QThreadPool.globalInstance().waitForDone(60_000), "a worker did not finish"
+    qtbot.wait(50)

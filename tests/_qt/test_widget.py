@@ -13,6 +13,7 @@ from _widget_helpers import (
     dock,
     embed,
     isolated_nuclei,
+    use_disc_model,
 )
 from napari.layers import Labels, Points, Shapes
 from qtpy.QtCore import Qt
@@ -99,6 +100,7 @@ def test_chosen_label_id_and_clear(make_napari_viewer, qtbot, nuclei_truth):
 
 def test_boxes_become_objects_in_one_commit(make_napari_viewer, qtbot, nuclei_truth):
     _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
+    use_disc_model(widget)
     c = widget.controller
     embed(widget, qtbot)
     nuclei = isolated_nuclei(nuclei_truth, 3)
@@ -169,6 +171,7 @@ def test_stack_prompts_on_slice_k_write_only_slice_k(make_napari_viewer, qtbot):
     add_point(widget, qtbot, (k, r, col))
     viewer.dims.set_current_step(0, k + 1)
     assert not np.asarray(c.preview.data).any()
+    qtbot.waitUntil(widget.idle, timeout=60_000)  # no worker outlives the test
 
 
 def test_cancel_embedding_then_embed_again(make_napari_viewer, qtbot):
@@ -178,15 +181,15 @@ def test_cancel_embedding_then_embed_again(make_napari_viewer, qtbot):
     qtbot.mouseClick(widget.embed_button, LEFT)
     assert not widget.progress.isHidden() and widget.cancel_button.isEnabled()
     key = widget._cache_key()
-    qtbot.waitUntil(lambda: len(widget.cache.indices(key)) >= 1, timeout=EMBED_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(widget.embeddings.indices(key)) >= 1, timeout=EMBED_TIMEOUT_MS)
     with qtbot.waitSignal(widget.embedding_finished, timeout=EMBED_TIMEOUT_MS):
         qtbot.mouseClick(widget.cancel_button, LEFT)
-    done = len(widget.cache.indices(key))
+    done = len(widget.embeddings.indices(key))
     assert 1 <= done < 32
     assert "cancelled" in widget.status.text()
     assert widget.progress.isHidden() and widget.embed_button.isEnabled()
     embed(widget, qtbot)
-    assert len(widget.cache.indices(key)) == 32
+    assert len(widget.embeddings.indices(key)) == 32
     assert "32 / 32 slices embedded" in widget.status.text()
 
 

@@ -1,6 +1,8 @@
 """The "Segment everything" panel: settings, Run / Cancel with progress, result as Labels.
 
-The form is built from :class:`~napari_sam.automatic.AutoMaskConfig`'s fields (one spin box
+Runs against an :class:`~napari_sam._qt.engine.Engine`; when the engine offers
+``embeddings_opener`` (the Segment Anything widget does), its embeddings are reused. The form
+is built from :class:`~napari_sam.automatic.AutoMaskConfig`'s fields (one spin box
 each, range and help from the field metadata) and a preset picker; nothing here lists the
 parameters by hand. The work is :func:`~napari_sam.automatic.segment_everything_steps` on a
 napari ``thread_worker``; Cancel stops it between two steps and leaves the layers untouched.
@@ -27,6 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_sam._qt.workers import WorkFailed
 from napari_sam.automatic.config import PRESETS, AutoMaskConfig
 
 if TYPE_CHECKING:
@@ -128,12 +131,20 @@ class AutoPanel(QWidget):
         config, engine = self.config(), self.engine
         limits = tuple(float(v) for v in layer.contrast_limits)
         rgb = bool(layer.rgb)
+        # the engine's own embeddings when it shares them (no slice is embedded twice)
+        opener = getattr(engine, "embeddings_opener", None)
+        opener = opener(index if index else None) if opener is not None else None
 
         @thread_worker
         def work():
-            predictor = engine.predictor()
-            return (yield from segment_everything_steps(
-                predictor, data, config, rgb=rgb, contrast_limits=None if rgb else limits))  # fmt: skip
+            try:
+                predictor = engine.predictor()
+                embeddings = opener(predictor) if opener is not None else None
+                return (yield from segment_everything_steps(
+                    predictor, data, config, rgb=rgb, contrast_limits=None if rgb else limits,
+                    embeddings=embeddings))  # fmt: skip
+            except RuntimeError as exc:  # superqt drops RuntimeErrors without a signal
+                raise WorkFailed(exc) from exc
 
         self.worker = work()
         self.worker.yielded.connect(self._on_progress)

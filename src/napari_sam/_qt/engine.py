@@ -2,7 +2,10 @@
 
 :class:`Engine` is the contract between :class:`~napari_sam._qt.widget.SamWidget` and the
 panels it hosts (e.g. ``napari_sam._qt.auto_panel.AutoPanel(viewer, engine)``). A panel
-only ever calls the two methods below; everything else on the object is the widget's own.
+calls the two methods below, and may call ``embeddings_opener(index=None)`` when the engine
+has it (the widget's does: GUI thread; returns a function ``predictor -> embeddings`` to
+call on a worker, the widget's own :class:`~napari_sam.stack.StackEmbeddings`, so a panel
+embeds no slice the widget already embedded); everything else is the widget's own.
 """
 
 from __future__ import annotations

@@ -167,6 +167,14 @@ class SamWidget(QWidget):
         )
         self._image_timer.start()
 
+    def idle(self) -> bool:
+        """True when no embedding, decode or propagation is running or queued."""
+        return (
+            not self.decoder.busy
+            and self._embed_worker is None
+            and self._propagation is None
+        )
+
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
