@@ -12,18 +12,15 @@ painted labels against the synthetic truth (with the settings run and with the n
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _reference import make_reference_importable
 
 REPO = Path(__file__).resolve().parents[1]
-if importlib.util.find_spec("torchvision") is None:
-    sys.path.insert(0, str(REPO / "tests" / "oracles"))
-sys.path.insert(0, str(REPO / "tests"))
+make_reference_importable()
 
 from napari_sam.automatic import PRESETS, generate_masks, masks_to_labels  # noqa: E402
 from napari_sam.model.checkpoints import load_model  # noqa: E402

@@ -19,7 +19,6 @@ difference of the embedding from the official one.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import resource
 import statistics
@@ -31,22 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _reference import make_reference_importable
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("official fp32", "ours fp32", "ours fast", "ours bf16")
-
-
-def _reference_importable() -> None:
-    """Put the test oracles (torchvision / timm stand-ins) on sys.path if needed."""
-    try:
-        if importlib.util.find_spec("torchvision") is not None:
-            import torchvision.ops  # noqa: F401
-
-            return
-    except Exception:
-        for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
-            del sys.modules[name]
-    sys.path.insert(0, str(REPO / "tests" / "oracles"))
 
 
 def _image(size: int) -> np.ndarray:
@@ -63,7 +50,7 @@ def run_variant(variant: str, model: str, weights: Path, repeats: int, out: Path
     cpu_times: list[float] = []
     dtype = "float32"
     if variant == "official fp32":
-        _reference_importable()
+        make_reference_importable()
         from segment_anything import SamPredictor, sam_model_registry
 
         ref = sam_model_registry[model]()

@@ -13,29 +13,16 @@ decoded as one batch vs one by one.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _reference import make_reference_importable
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _oracles_on_path() -> None:
-    try:
-        if importlib.util.find_spec("torchvision") is not None:
-            import torchvision.ops  # noqa: F401
-
-            return
-    except Exception:
-        for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
-            del sys.modules[name]
-    sys.path.insert(0, str(REPO / "tests" / "oracles"))
 
 
 def _cpu_s() -> float:
@@ -63,7 +50,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--fast", action="store_true", help="fewer repeats, no 1-thread pass")
     args = parser.parse_args()
-    _oracles_on_path()
+    make_reference_importable()
     from segment_anything import SamPredictor, sam_model_registry
 
     from napari_sam.labels import write_mask

@@ -59,40 +59,9 @@ def tiny_sam():
 def official_tiny_sam(tiny_sam):
     """The official ``segment_anything.modeling.Sam`` with the same architecture and weights
     as ``tiny_sam`` (for reference checks with ``segment_anything.SamPredictor``)."""
-    from functools import partial
+    from reference_models import official_sam
 
-    import torch
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
-
-    cfg = tiny_sam.config
-    enc = cfg.encoder
-    grid = cfg.embedding_size
-    official = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=enc.depth, embed_dim=enc.embed_dim, img_size=cfg.image_size,
-            mlp_ratio=enc.mlp_ratio, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=enc.num_heads, patch_size=cfg.patch_size, qkv_bias=True,
-            use_rel_pos=True, global_attn_indexes=enc.global_attn_indexes,
-            window_size=enc.window_size, out_chans=256,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=256, image_embedding_size=(grid, grid),
-            input_image_size=(cfg.image_size, cfg.image_size), mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
-        ),
-    )
-    official.load_state_dict(tiny_sam.state_dict(), strict=True)
-    return official.eval()
+    return official_sam(tiny_sam.config, tiny_sam.state_dict())
 
 
 # ---------------------------------------------------------------- reliability report

@@ -14,12 +14,12 @@ NMS in tests/test_automatic.py). 42 masks survive on both sides.
 from __future__ import annotations
 
 import copy
-from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
+import reference_models
 from napari_sam.automatic import AutoMaskConfig, generate_masks
 
 CONFIG = AutoMaskConfig(
@@ -29,37 +29,7 @@ CONFIG = AutoMaskConfig(
 
 def official_sam(model):
     """The official ``segment_anything`` Sam with ``model``'s ViT architecture and weights."""
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
-
-    cfg, enc = model.config, model.config.encoder
-    grid = cfg.embedding_size
-    official = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=enc.depth, embed_dim=enc.embed_dim, img_size=cfg.image_size,
-            mlp_ratio=enc.mlp_ratio, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=enc.num_heads, patch_size=cfg.patch_size, qkv_bias=True,
-            use_rel_pos=enc.use_rel_pos, global_attn_indexes=enc.global_attn_indexes,
-            window_size=enc.window_size, out_chans=enc.out_chans,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=256, image_embedding_size=(grid, grid),
-            input_image_size=(cfg.image_size, cfg.image_size), mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
-        ),
-        pixel_mean=list(cfg.pixel_mean), pixel_std=list(cfg.pixel_std),
-    )  # fmt: skip
-    official.load_state_dict(model.state_dict(), strict=True)
-    return official.eval()
+    return reference_models.official_sam(model.config, model.state_dict())
 
 
 def matched_fraction(a: np.ndarray, b: np.ndarray, iou: float = 0.9) -> tuple[float, float]:

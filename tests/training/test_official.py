@@ -1,46 +1,15 @@
 """Trained weights load strictly in the official segment-anything classes and compute the
 same masks there (vit_b at a reduced input size to keep it fast; the bundled vit_nano)."""
 
-from functools import partial
 
 import torch
-from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
 from training_helpers import FixedSampler
 
 from napari_sam.model.config import VIT_B, VIT_NANO, SamConfig
 from napari_sam.model.sam import build_sam
 from napari_sam.training.rounds import RoundsConfig
 from napari_sam.training.trainer import TrainConfig, Trainer, export_weights
-
-
-def official_sam(config: SamConfig) -> Sam:
-    """The official classes built with ``config``'s numbers."""
-    enc = config.encoder
-    grid = config.embedding_size
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=config.image_size, patch_size=config.patch_size, embed_dim=enc.embed_dim,
-            depth=enc.depth, num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), qkv_bias=True, use_rel_pos=True,
-            global_attn_indexes=enc.global_attn_indexes, window_size=enc.window_size,
-            out_chans=256,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=256, image_embedding_size=(grid, grid),
-            input_image_size=(config.image_size, config.image_size), mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
-        ),
-    ).eval()
+from reference_models import official_sam
 
 
 def _same_outputs(ours, official, size):
