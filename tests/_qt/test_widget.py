@@ -151,7 +151,7 @@ def test_refine_an_object_of_the_output(make_napari_viewer, qtbot, nuclei_truth)
 def test_stack_prompts_on_slice_k_write_only_slice_k(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-sam", "nuclei_3d")
-    widget = dock(viewer, qtbot)
+    widget = use_disc_model(dock(viewer, qtbot))
     c = widget.controller
     assert c.points.ndim == 3 and c.output.data.shape == (32, 256, 256)
     k = 11
