@@ -39,3 +39,45 @@ def test_out_of_memory_twice_or_on_the_cpu_is_raised():
     with pytest.raises(torch.OutOfMemoryError):
         cpu.embed(IMAGE)
     assert cpu.fallback_note is None
+
+
+BOXES = [Prompt.from_box([x, 5, x + 12, 30]) for x in (2, 10, 18, 26, 34)]
+
+
+def _decode_failing(predictor, fails) -> list[int]:
+    """Make ``predictor._decode`` raise out of memory on the accelerator while
+    ``fails(batch size)``. Returns the list of batch sizes tried."""
+    original, tried = predictor._decode, []
+
+    def decode(embedding, prompts):
+        tried.append(len(prompts))
+        if predictor.device.type != "cpu" and fails(len(prompts)):
+            raise OOM
+        return original(embedding, prompts)
+
+    predictor._decode = decode
+    return tried
+
+
+def test_decode_out_of_memory_halves_the_batch_until_it_fits():
+    predictor = OnAcceleratorPredictor(DiscSam(), weights_id="disc")
+    embedding = disc_predictor().embed(IMAGE)
+    tried = _decode_failing(predictor, lambda n: n > 2)
+    result = predictor.predict(embedding, BOXES)
+    assert tried == [5, 2, 3, 1, 2]
+    assert predictor.fallback_note is None  # still on the accelerator
+    expected = disc_predictor().predict(embedding, BOXES)
+    for ours, theirs in zip(result.masks, expected.masks, strict=True):
+        np.testing.assert_array_equal(ours.to_array(), theirs.to_array())
+
+
+def test_decode_out_of_memory_for_one_prompt_moves_to_the_cpu_and_says_so():
+    predictor = OnAcceleratorPredictor(DiscSam(), weights_id="disc")
+    embedding = disc_predictor().embed(IMAGE)
+    tried = _decode_failing(predictor, lambda n: True)
+    with pytest.warns(AcceleratorFallbackWarning, match="out of memory.*CPU"):
+        result = predictor.predict(embedding, BOXES[:2])
+    assert tried == [2, 1, 1, 1] and predictor.device.type == "cpu"
+    expected = disc_predictor().predict(embedding, BOXES[:2])
+    for ours, theirs in zip(result.masks, expected.masks, strict=True):
+        np.testing.assert_array_equal(ours.to_array(), theirs.to_array())

@@ -237,7 +237,7 @@ class Predictor:
         for members in groups.values():
             for start in range(0, len(members), self.max_batch):
                 chunk = members[start : start + self.max_batch]
-                low, iou = self._decode(embedding, [prompts[i] for i in chunk])
+                low, iou = self._decode_fitting(embedding, [prompts[i] for i in chunk])
                 all_logits[chunk] = low.to("cpu", torch.float32)
                 all_scores[chunk] = iou.to("cpu", torch.float32)
         best = all_scores.argmax(1)
@@ -273,6 +273,29 @@ class Predictor:
         live = [(ref, st) for ref, st in self._states if ref() not in (None, embedding)]
         self._states = [*live[-(IMAGE_STATE_CACHE - 1) :], (weakref.ref(embedding), state)]
         return state
+
+    def _decode_fitting(
+        self, embedding: ImageEmbedding, prompts: list[Prompt]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_decode`; when the accelerator runs out of memory, the batch is halved
+        (each half retried the same way), and a single prompt that still does not fit moves
+        the model to the CPU (:meth:`_fall_back_to_cpu`). Returns CPU tensors."""
+        try:
+            low, iou = self._decode(embedding, prompts)
+            return low.cpu(), iou.cpu()
+        except torch.OutOfMemoryError as exc:
+            if self.device.type == "cpu":
+                raise
+            reason = str(exc).splitlines()[0] if str(exc) else "out of memory"
+            del exc
+        _free_accelerator_memory()
+        if len(prompts) == 1:
+            self._fall_back_to_cpu(reason)
+            return self._decode_fitting(embedding, prompts)
+        half = len(prompts) // 2
+        first = self._decode_fitting(embedding, prompts[:half])
+        second = self._decode_fitting(embedding, prompts[half:])
+        return torch.cat([first[0], second[0]]), torch.cat([first[1], second[1]])
 
     def _decode(
         self, embedding: ImageEmbedding, prompts: list[Prompt]

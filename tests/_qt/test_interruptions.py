@@ -181,6 +181,36 @@ def test_accelerator_out_of_memory_falls_back_to_cpu_with_a_warning(
     assert not _errors(notifications)
 
 
+def test_decode_out_of_memory_falls_back_to_cpu_with_a_warning(
+    make_napari_viewer, qtbot, notifications
+):
+    image = np.random.default_rng(6).random((64, 64)).astype(np.float32)
+    _viewer, widget, made = _docked(
+        make_napari_viewer,
+        qtbot,
+        image,
+        loader=lambda: OnAcceleratorPredictor(DiscSam(), weights_id="d"),
+    )
+    embed(widget, qtbot)
+    predictor = made[0]
+    decode = predictor._decode
+
+    def out_of_memory_on_the_accelerator(embedding, prompts):
+        if predictor.device.type != "cpu":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return decode(embedding, prompts)
+
+    predictor._decode = out_of_memory_on_the_accelerator
+    add_point(widget, qtbot, (32, 32))
+    warnings = [m for s, m in notifications if s == "warning"]
+    assert any("Segmentation" in m and "out of memory" in m and "CPU" in m for m in warnings)
+    assert predictor.device.type == "cpu"
+    assert np.asarray(widget.controller.preview.data)[32, 32] == 1
+    assert widget.commit() == [1]
+    _no_threads(qtbot)
+    assert not _errors(notifications)
+
+
 def test_a_preview_growing_past_the_previous_one(make_napari_viewer, qtbot, notifications):
     image = np.random.default_rng(5).random((64, 64)).astype(np.float32)
     _viewer, widget, _made = _docked(make_napari_viewer, qtbot, image)

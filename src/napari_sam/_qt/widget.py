@@ -644,6 +644,8 @@ class SamWidget(QWidget):
 
     def _on_decoded(self, result: DecodeResult) -> None:
         job = result.job
+        if result.notice:
+            show_warning(f"Segmentation: {result.notice}")
         if job.generation < self._valid_from or job.generation <= self._applied:
             return
         self._applied = job.generation

@@ -148,20 +148,26 @@ class DecodeJob:
 
 @dataclass(frozen=True)
 class DecodeResult:
-    """The objects of ``job.prompts`` (one plane mask each, whole plane)."""
+    """The objects of ``job.prompts`` (one plane mask each, whole plane); ``notice``: why
+    the model moved to the CPU during this decode (accelerator out of memory), or None."""
 
     job: DecodeJob
     masks: tuple[ObjectMask, ...]
+    notice: str | None = None
 
 
 def _decode(job: DecodeJob) -> DecodeResult:
     """Each prompt through :func:`~napari_sam.tiled.segment_plane` (the one 2D / tiled path)."""
+    note = job.predictor.fallback_note
     try:
-        masks = tuple(segment_plane(job.embeddings, job.predictor, job.slice_index, p).mask
-                      for p in job.prompts)  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AcceleratorFallbackWarning)  # the notice
+            masks = tuple(segment_plane(job.embeddings, job.predictor, job.slice_index, p).mask
+                          for p in job.prompts)  # fmt: skip
     except RuntimeError as exc:
         raise WorkFailed(exc) from exc
-    return DecodeResult(job, masks)
+    moved = job.predictor.fallback_note
+    return DecodeResult(job, masks, moved if moved != note else None)
 
 
 class LiveDecoder(QObject):
