@@ -1,0 +1,189 @@
+"""Segmenting through the stack in :class:`~napari_sam._qt.widget.SamWidget`: the axis
+picker (which follows the slider moved last), the propagation worker with its progress bar
+and Cancel, and writing the object it followed into the output layer.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton
+
+from napari_sam._qt.controller import spatial_shape
+from napari_sam._qt.through_stack import annotations_along, summary
+from napari_sam._qt.workers import Progress, start_propagation
+
+
+class StackPropagation:
+    """Mixin of :class:`~napari_sam._qt.widget.SamWidget`: follows the prompted object
+    along a stack axis (:func:`~napari_sam._qt.workers.start_propagation`)."""
+
+    def _add_propagation_rows(self, form: QFormLayout) -> None:
+        """Add the "Segment through stack" rows to the prompt section's ``form``."""
+        self.propagate_button = QPushButton("Segment through stack (Shift+S)")
+        self.propagate_button.setEnabled(False)
+        self.propagate_button.setToolTip("Follow the prompted object slice by slice along the "
+                                         "axis below (from the prompts on this slice and any "
+                                         "other slice of that axis) into the output layer")  # fmt: skip
+        self.propagate_button.clicked.connect(self.propagate)
+        self.axis_combo = QComboBox()
+        self.axis_combo.setToolTip("The stack axis to follow the object along (follows the "
+                                   "slider you move last)")  # fmt: skip
+        self.axis_combo.activated.connect(self._on_axis_picked)
+        row = QHBoxLayout()
+        row.addWidget(self.propagate_button, 1)
+        row.addWidget(QLabel("along"))
+        row.addWidget(self.axis_combo)
+        form.addRow(row)
+        self.propagate_progress = QProgressBar()
+        self.propagate_progress.setVisible(False)
+        self.propagate_cancel_button = QPushButton("Cancel")
+        self.propagate_cancel_button.setVisible(False)
+        self.propagate_cancel_button.clicked.connect(self.cancel_propagation)
+        row = QHBoxLayout()
+        row.addWidget(self.propagate_progress, 1)
+        row.addWidget(self.propagate_cancel_button)
+        form.addRow(row)
+
+    def _fill_axes(self, image) -> None:
+        """The axis picker lists the image's leading (non-plane) axes by the viewer's labels
+        (napari's numbered defaults read as ..., t, z) and selects the slider in use."""
+        self.axis_combo.clear()
+        lead = len(spatial_shape(image)) - 2 if image is not None else 0
+        offset = self._viewer.dims.ndim - (lead + 2)
+        labels = self._viewer.dims.axis_labels
+        default = [f"axis {i}" for i in range(max(lead - 2, 0))] + ["t", "z"][-lead:]
+        for axis in range(lead):
+            label = str(labels[axis + offset]) if 0 <= axis + offset < len(labels) else ""
+            numbered = label.lstrip("-").isdigit()  # napari's defaults: "0".. or "-3"..
+            name = label if label and not numbered else default[axis]
+            self.axis_combo.addItem(name, axis)
+        if lead:
+            self.axis_combo.setCurrentIndex(lead - 1)
+            self._on_last_used()
+        self.axis_combo.setEnabled(lead > 1)
+        self.propagate_button.setEnabled(lead > 0)
+
+    def _on_last_used(self, _event=None) -> None:
+        """Follow the slider the user moved (a leading axis of the image) unless an axis was
+        picked by hand."""
+        if not self._axis_followed or self.axis_combo.count() == 0:
+            return
+        offset = self._viewer.dims.ndim - (self.axis_combo.count() + 2)
+        axis = self._viewer.dims.last_used - offset
+        if 0 <= axis < self.axis_combo.count():
+            self.axis_combo.setCurrentIndex(axis)
+
+    def _on_axis_picked(self, _index: int) -> None:
+        self._axis_followed = False
+
+    def propagate(self) -> None:
+        """Follow the prompted object through the stack along the chosen axis, on a worker
+        (progress, Cancel); the object goes into the output layer on every slice it reached
+        as one undo step, with the chosen label id (or the next free one)."""
+        image = self._check_image()
+        if image is None:
+            return
+        if self._propagation is not None:
+            show_warning("Already segmenting through the stack: wait or cancel it.")
+            return
+        lead_shape = spatial_shape(image)[:-2]
+        if not lead_shape:
+            show_warning("Segmenting through a stack needs a stack (a 3D or 4D image).")
+            return
+        c = self.controller
+        try:
+            index = c.slice_index()
+            axis = int(self.axis_combo.currentData())
+            refine = self.refine_spin.value()
+            annotations, slices = annotations_along(
+                lambda ix: c.prompts(ix, refine if ix == index else 0), lead_shape, axis, index
+            )
+            if c.output is None or c.output not in self._viewer.layers:
+                raise ValueError("choose an output labels layer first")
+        except ValueError as exc:
+            show_error(f"Cannot segment through the stack: {exc}")
+            return
+        from napari_sam.volume import PropagationConfig, is_stop
+
+        if all(is_stop(p) for p in annotations.values()):
+            show_error("Cannot segment through the stack: only negative points; add a "
+                       "positive point or a box on the object.")  # fmt: skip
+            return
+        self._propagation_cancel = cancel = threading.Event()
+        worker = start_propagation(self.models.predictor, self.embeddings, self._request(),
+                                   annotations, slices, PropagationConfig(), cancel)  # fmt: skip
+        negatives = [p for p, prompt in annotations.items() if is_stop(prompt)]
+        job = (c.output, index, axis, self.axis_combo.currentText(), lead_shape[axis], negatives)
+        worker.yielded.connect(self._on_propagate_step)
+        worker.returned.connect(lambda result: self._on_propagated(result, *job))
+        worker.errored.connect(lambda exc: show_error(f"Segmenting through the stack "
+                                                      f"failed: {exc}"))  # fmt: skip
+        worker.finished.connect(self._on_propagation_finished)
+        self._propagation = worker
+        self.propagate_button.setEnabled(False)
+        self.propagate_progress.setRange(0, 0)
+        self.propagate_progress.setFormat("loading the model")
+        self.propagate_progress.setVisible(True)
+        self.propagate_cancel_button.setVisible(True)
+        worker.start()
+
+    def cancel_propagation(self) -> None:
+        """Stop the running propagation; the output layer is left as it was."""
+        if self._propagation is None:
+            return
+        self._propagation_cancel.set()
+        self._propagation.quit()
+
+    @property
+    def propagation_running(self) -> bool:
+        return self._propagation is not None
+
+    def _on_propagate_step(self, item: Progress) -> None:
+        self.propagate_progress.setRange(0, item.total)
+        self.propagate_progress.setValue(item.done)
+        self.propagate_progress.setFormat(f"{item.text} (%v / %m)")
+        self._update_status()
+
+    def _on_propagated(self, result, output, index, axis, axis_name, n, negatives) -> None:
+        """Write ``result`` (a :class:`~napari_sam.volume.Propagation`: positions along
+        ``axis``, one :class:`~napari_sam.transforms.ObjectMask` of the plane each; None when
+        cancelled) into ``output`` as one object. ``index``: the leading-axes index of the
+        slice prompted; ``n``: the length of ``axis``; ``negatives``: positions with only
+        negative points."""
+        if result is None or self._propagation_cancel.is_set():
+            return  # cancelled: said when the worker finishes
+        c = self.controller
+        if output is not c.output or output not in self._viewer.layers:
+            show_error("The output layer changed while segmenting through the stack; "
+                       "nothing was written.")  # fmt: skip
+            return
+        label_id = self.refine_spin.value() or self.label_spin.value() or c.next_free_id()
+        planes = []
+        for position, mask in zip(result.positions, result.masks):
+            where = list(index)
+            where[axis] = position
+            planes.append((tuple(where), mask))
+        try:
+            c.write_object(planes, label_id)
+        except ValueError as exc:
+            show_error(f"Nothing written: {exc}")
+            return
+        self._valid_from = self._generation = self._generation + 1
+        self.decoder.drop_pending()
+        c.clear_prompts()
+        self.label_spin.setValue(0)
+        self.refine_spin.setValue(0)
+        show_info(summary(result, label_id, axis_name, n, negatives))
+        self.propagated.emit(label_id)
+
+    def _on_propagation_finished(self) -> None:
+        if self._propagation_cancel.is_set():
+            show_info("Segmenting through the stack was cancelled; nothing was written.")
+        self._propagation = None
+        self.propagate_progress.setVisible(False)
+        self.propagate_cancel_button.setVisible(False)
+        self.propagate_button.setEnabled(self.axis_combo.count() > 0)
+        self._update_status()
+        self.propagation_finished.emit()
