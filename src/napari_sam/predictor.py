@@ -255,7 +255,17 @@ class Predictor:
             mask_threshold=threshold,
         )
 
-    def _image_state(self, embedding: ImageEmbedding, dense: torch.Tensor | None):
+    @torch.inference_mode()
+    def decode_low_res(
+        self, embedding: ImageEmbedding, prompts: Sequence[Prompt]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All three candidate masks of prompts of one kind (e.g. the single points of
+        automatic mode), as low-res logits (B, 3, L, L) and IoU predictions (B, 3) on the
+        CPU; nothing upsampled. Prompts are not checked: :meth:`predict` is the checked
+        path. Out of memory on the accelerator is handled as in :meth:`predict`."""
+        return self._decode_fitting(embedding, list(prompts))
+
+    def _image_state(self, embedding: ImageEmbedding, dense: torch.Tensor | None = None):
         """The decoder's image-side tensors for ``embedding`` and a dense prompt embedding
         (B, C, h, w); None: no mask prompt, the state shared by all such prompts (cached)."""
         model = self.model

@@ -29,7 +29,8 @@ from napari_sam.automatic.mask_ops import (
     point_grid,
     tight_box,
 )
-from napari_sam.transforms import ObjectMask, points_to_model, upsample_logits
+from napari_sam.prompts import Prompt
+from napari_sam.transforms import ObjectMask, upsample_logits
 
 Progress = tuple[int, int]
 """``(done, total)`` steps; a step is one embedding or one decoded batch of points."""
@@ -122,25 +123,15 @@ def _crop_masks(predictor, embedding, n_per_side: int, config: AutoMaskConfig, c
                 image_shape: tuple[int, int]):  # fmt: skip
     """Per batch of grid points, the list of candidates of one crop that pass the filters
     (crop coordinates)."""
-    model = predictor.model
-    device = predictor.device
     geometry = embedding.geometry
     rows, cols = geometry.original_size
     points = point_grid(n_per_side) * np.array([rows, cols], dtype=np.float64)
-    features = embedding.features[None].to(device)
-    image_pe = model.prompt_encoder.get_dense_pe()
     threshold, offset = predictor.config.mask_threshold, config.stability_score_offset
     image_box = (0, 0, *image_shape)
     check_edges = crop != image_box
     for start in range(0, len(points), config.points_per_batch):
         batch = points[start : start + config.points_per_batch]
-        coords = points_to_model(batch, geometry)[:, None, :].to(device)
-        labels = torch.ones((len(batch), 1), dtype=torch.int32, device=device)
-        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        low, iou = model.mask_decoder(
-            image_embeddings=features, image_pe=image_pe, sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, multimask_output=True,
-        )  # fmt: skip
+        low, iou = predictor.decode_low_res(embedding, [Prompt.from_points([p]) for p in batch])
         low = low.flatten(0, 1)  # (3B, L, L), point-major
         iou = iou.flatten(0, 1).to("cpu", torch.float32)  # (3B,)
         keep = _low_res_filter(low, iou, threshold, offset, config)
