@@ -259,6 +259,10 @@ def test_cli_writes_3d_labels(tmp_path, monkeypatch, predictor, capsys):
     np.testing.assert_array_equal(labels[0], labels[1])  # same objects, same ids
     assert "objects" in capsys.readouterr().out
     assert main(["auto", str(tmp_path / "stack.tif"), "-o", str(out), "--box-nms-thresh", "2"]) == 2
+    strict = ["auto", str(tmp_path / "stack.tif"), "-o", str(out), "--points-per-side", "4",
+              "--pred-iou-thresh", "1", "--quiet"]  # fmt: skip
+    assert main(strict) == 0 and tifffile.imread(out).max() == 0
+    assert "no object passed the quality filters (--pred-iou-thresh 1" in capsys.readouterr().err
 
 
 def test_cli_loads_no_qt():

@@ -39,6 +39,18 @@ def setup(make_napari_viewer, tiny_sam):
     return make
 
 
+def test_nothing_found_says_why_and_adds_no_layer(setup, qtbot, notifications):
+    viewer, _layer, panel = setup((64, 64))
+    panel.set_config(LOOSE.with_values(pred_iou_thresh=1.0))  # no prediction passes
+    layers = list(viewer.layers)
+    with qtbot.waitSignal(panel.finished, timeout=120_000) as done:
+        panel.run_button.click()
+    assert done.args[0] is None and list(viewer.layers) == layers
+    assert panel.status.text() == "Found no objects." and panel.run_button.isEnabled()
+    warnings = [m for s, m in notifications if s == "warning"]
+    assert any("found no object" in m and "predicted IoU > 1" in m for m in warnings), warnings
+
+
 def test_form_follows_presets_and_edits(setup):
     _viewer, _layer, panel = setup((32, 32))
     panel.preset.setCurrentText("nuclei")

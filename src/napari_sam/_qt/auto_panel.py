@@ -14,6 +14,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import numpy as np
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -184,6 +185,18 @@ class AutoPanel(QWidget):
             full[index] = labels
             labels = full
         n = int(np.count_nonzero(np.unique(labels)))
+        if n == 0:
+            self._idle()
+            config = self.config()
+            self.status.setText("Found no objects.")
+            show_warning(
+                "Segment everything found no object that passes the quality filters "
+                f"(predicted IoU > {config.pred_iou_thresh:g}, stability >= "
+                f"{config.stability_score_thresh:g}); nothing was added. Lower them (or "
+                "choose a stronger model) and run again."
+            )
+            self.finished.emit(None)
+            return
         added = self.viewer.add_labels(
             labels, name=f"{layer.name} objects", scale=layer.scale[-labels.ndim :],
             translate=layer.translate[-labels.ndim :],

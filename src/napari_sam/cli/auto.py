@@ -93,4 +93,8 @@ def run(args: argparse.Namespace) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(args.output, out, compression="zlib")
     print(f"wrote {n} objects to {args.output} ({out.shape}, {out.dtype})")
+    if n == 0:
+        print(f"no object passed the quality filters (--pred-iou-thresh {config.pred_iou_thresh:g}, "
+              f"--stability-score-thresh {config.stability_score_thresh:g}): lower them, or use "
+              "a stronger --model", file=sys.stderr)  # fmt: skip
     return 0
