@@ -26,7 +26,8 @@ def test_train_from_scratch_on_synthetic_data_and_resume(tmp_path):
     assert [r.split("\t")[0] for r in rows[1:]] == ["1", "2", "3"]
 
 
-def test_finetune_decoder_from_a_weights_file_on_folders(tmp_path):
+def _start_and_folders(tmp_path):
+    """A one-step vit_nano weights file, and folders img/ and lab/ of 2 synthetic pairs."""
     start = tmp_path / "start.pt"
     assert main(["train", "--synthetic", "1", "--model", "vit_nano", "--from-scratch",
                  "--out", str(start), "--steps", "1", *QUICK]) == 0
@@ -36,6 +37,11 @@ def test_finetune_decoder_from_a_weights_file_on_folders(tmp_path):
         s = synthetic_nuclei((96, 96), seed=i)
         tifffile.imwrite(tmp_path / "img" / f"{i}.tif", s.image)
         tifffile.imwrite(tmp_path / "lab" / f"{i}.tif", s.labels)
+    return start
+
+
+def test_finetune_decoder_from_a_weights_file_on_folders(tmp_path):
+    start = _start_and_folders(tmp_path)
     out = tmp_path / "tuned.pt"
     assert main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"),
                  "--model", str(start), "--out", str(out), "--steps", "2",
@@ -52,3 +58,17 @@ def test_bad_source_is_a_clear_error(tmp_path, capsys):
                  str(tmp_path / "x.pt")])
     assert code == 2 and "exactly one data source" in capsys.readouterr().err
     assert not np.any([p.suffix == ".pt" for p in tmp_path.iterdir()])
+
+
+def test_calibrate_changes_only_the_iou_head(tmp_path, capsys):
+    start = _start_and_folders(tmp_path)
+    out = tmp_path / "calibrated.pt"
+    assert main(["calibrate", "--images", str(tmp_path / "img"), "--labels",
+                 str(tmp_path / "lab"), "--model", str(start), "--out", str(out),
+                 "--points-per-side", "4", "--steps", "30", "--threads", "1"]) == 0
+    assert "calibrated on 32 clicks of 2 images" in capsys.readouterr().err
+    before, after = torch.load(start, weights_only=True), torch.load(out, weights_only=True)
+    changed = {k for k in before if not torch.equal(before[k].float(), after[k])}
+    assert changed and all(k.startswith("mask_decoder.iou_prediction_head.") for k in changed)
+    assert load_model(out).architecture == "vit_nano"
+    assert main(["calibrate", "--model", str(start), "--out", str(out)]) == 2

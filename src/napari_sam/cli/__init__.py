@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("info", "embed", "train", "segment", "auto")
+SUBCOMMANDS = ("info", "embed", "train", "calibrate", "segment", "auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
