@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument("--points-per-side", type=int, default=None)
+    parser.add_argument("--pred-iou-thresh", type=float, default=None)
+    parser.add_argument("--stability-score-thresh", type=float, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-nuclei", action="store_true", help="skip the nuclei-preset F1 run")
     args = parser.parse_args()
@@ -60,7 +62,10 @@ def main() -> None:
     loaded = load_model(args.weights)
     model = loaded.model
     official = official_sam(model)
-    config = PRESETS[args.preset].with_values(points_per_side=args.points_per_side)
+    config = PRESETS[args.preset].with_values(
+        points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+    )
     synth = synthetic_nuclei((args.size, args.size), seed=args.seed)
     image = synth.image.astype(np.float32)
     low, high = np.percentile(image, (1, 99.8))
@@ -93,7 +98,8 @@ def main() -> None:
 
     print(f"weights {loaded.name} ({loaded.architecture}), image {args.size}x{args.size} "
           f"synthetic nuclei seed {args.seed} ({synth.labels.max()} nuclei), "
-          f"preset {args.preset}, points/side {config.points_per_side}, "
+          f"preset {args.preset}, points/side {config.points_per_side}, predicted IoU > "
+          f"{config.pred_iou_thresh:g}, stability >= {config.stability_score_thresh:g}, "
           f"torch threads {torch.get_num_threads()}")  # fmt: skip
     print(f"{'run':<34}{'seconds':>9}{'masks':>7}{'matched':>9}{'F1@0.5':>8}")
     print(f"{'official SamAutomaticMaskGenerator':<34}{t2 - t1:>9.2f}{len(reference):>7}"
