@@ -76,15 +76,17 @@ def store_ready(predictor):
     return predictor
 
 
-def use_disc_model(widget):
+def use_disc_model(widget, **kwargs):
     """Select the disc stand-in of tests/stub_sam.py: the real Predictor (validation,
     transforms, upsampling, label writes) with only the decoder step replaced by discs around
     positive points and filled boxes. Widget tests then check the widget, not how far the
-    bundled model's training has come (tests/training/test_bundled.py checks that)."""
+    bundled model's training has come (tests/training/test_bundled.py checks that). Keyword
+    arguments go to :class:`stub_sam.DiscSam` (its input size sets the default tiling)."""
     from napari_sam._qt.models import ModelChoice
     from stub_sam import disc_predictor
 
     widget.add_model(
-        ModelChoice("disc stub", loader=lambda d, p: store_ready(disc_predictor()), key="disc")
+        ModelChoice("disc stub", loader=lambda d, p: store_ready(disc_predictor(**kwargs)),
+                    key="disc")  # fmt: skip
     )
     return widget

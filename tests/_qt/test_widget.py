@@ -127,6 +127,30 @@ def test_boxes_become_objects_in_one_commit(make_napari_viewer, qtbot, nuclei_tr
     assert not np.asarray(c.output.data).any()
 
 
+def test_a_large_object_then_a_small_one_show_exactly(make_napari_viewer, qtbot):
+    from napari_sam._qt.controller import WHOLE_REFRESH_PIXELS
+
+    viewer, widget = _sample_2d(make_napari_viewer, qtbot)
+    use_disc_model(widget, image_size=512, radius=4)  # one tile, like the bundled model
+    c = widget.controller
+    embed(widget, qtbot)
+    visual = viewer.window._qt_viewer.canvas.layer_to_visual[c.preview]
+
+    def drawn() -> np.ndarray:  # what the preview's vispy node was last given to draw
+        return np.asarray(visual.node._data) > 0
+
+    with qtbot.waitSignal(widget.preview_updated, timeout=EMBED_TIMEOUT_MS):
+        c.shapes.add_rectangles(np.array([[40.0, 40.0], [470.0, 470.0]]))  # ~185k pixels
+    big = np.asarray(c.preview.data) > 0
+    assert big.sum() > WHOLE_REFRESH_PIXELS and big[40:471, 40:471].mean() > 0.95
+    assert np.array_equal(drawn(), big)
+    c.shapes.data = []  # the box goes; a point prompts a small object instead
+    add_point(widget, qtbot, (256, 256))
+    small = np.asarray(c.preview.data) > 0
+    assert small[256, 256] and small.sum() < 0.1 * big.sum()
+    assert np.array_equal(drawn(), small)
+
+
 def test_refine_an_object_of_the_output(make_napari_viewer, qtbot, nuclei_truth):
     _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
     c = widget.controller
