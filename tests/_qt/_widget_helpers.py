@@ -85,8 +85,8 @@ def use_disc_model(widget, **kwargs):
     from napari_sam._qt.models import ModelChoice
     from stub_sam import disc_predictor
 
-    widget.add_model(
-        ModelChoice("disc stub", loader=lambda d, p: store_ready(disc_predictor(**kwargs)),
-                    key="disc")  # fmt: skip
-    )
+    def load(device, precision):
+        return store_ready(disc_predictor(**kwargs))
+
+    widget.add_model(ModelChoice("disc stub", loader=load, key="disc"))
     return widget
