@@ -7,6 +7,7 @@ same settings, one run each, in this process. Prints a table: wall time, masks, 
 painted labels against the synthetic truth (with the settings run and with the nuclei preset).
 
     .venv/bin/python benchmarks/bench_auto.py [--size 1024] [--points-per-side 32]
+        [--f1-images 10]
 """
 
 from __future__ import annotations
@@ -29,19 +30,47 @@ from napari_sam.training.synthetic import synthetic_nuclei  # noqa: E402
 from test_automatic_parity import matched_fraction, official_sam  # noqa: E402
 
 
-def f1_at(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> float:
-    """F1 of instance labels ``pred`` against ``truth`` (same shape), matches at IoU > iou."""
+def match_counts(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> tuple[int, int, int]:
+    """(matches at IoU > iou, objects in ``pred``, objects in ``truth``); same shapes."""
     n_pred, n_truth = len(np.unique(pred[pred > 0])), len(np.unique(truth[truth > 0]))
     both = (pred > 0) & (truth > 0)
-    if n_pred + n_truth == 0:
-        return 1.0
     if not both.any():
-        return 0.0
+        return 0, n_pred, n_truth
     pairs, inter = np.unique(np.stack([pred[both], truth[both]]), axis=1, return_counts=True)
     ious = inter / (np.bincount(pred.ravel())[pairs[0]] + np.bincount(truth.ravel())[pairs[1]]
                     - inter)  # fmt: skip
-    tp = int((ious > iou).sum())  # IoU > 0.5 matches are one to one
-    return 2 * tp / (n_pred + n_truth)
+    return int((ious > iou).sum()), n_pred, n_truth  # IoU > 0.5 matches are one to one
+
+
+def f1_from(counts: list[tuple[int, int, int]]) -> float:
+    """F1 pooled over images: 2 * matches / (predicted + true objects)."""
+    tp, n_pred, n_truth = (sum(c[i] for c in counts) for i in range(3))
+    return 1.0 if n_pred + n_truth == 0 else 2 * tp / (n_pred + n_truth)
+
+
+def f1_at(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> float:
+    """F1 of instance labels ``pred`` against ``truth`` (same shape), matches at IoU > iou."""
+    return f1_from([match_counts(pred, truth, iou)])
+
+
+def nuclei_f1(predictor: Predictor, size: int, seeds: range) -> tuple[float, int]:
+    """Pooled F1@0.5 of the nuclei preset on synthetic images of these seeds; (F1, nuclei)."""
+    preset, counts = PRESETS["nuclei"], []
+    for seed in seeds:
+        synth = synthetic_nuclei((size, size), seed=seed)
+        rgb = to_rgb(synth.image)
+        masks = generate_masks(predictor, rgb, preset, rgb=True)
+        labels = masks_to_labels(masks, synth.labels.shape, preset.min_mask_region_area)
+        counts.append(match_counts(labels, synth.labels))
+    return f1_from(counts), sum(c[2] for c in counts)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W) any dtype -> (H, W, 3) uint8, percentiles 1-99.8 to 0-255."""
+    image = image.astype(np.float32)
+    low, high = np.percentile(image, (1, 99.8))
+    gray = (255 * np.clip((image - low) / (high - low), 0, 1)).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
 
 
 def main() -> None:
@@ -55,6 +84,9 @@ def main() -> None:
     parser.add_argument("--stability-score-thresh", type=float, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-nuclei", action="store_true", help="skip the nuclei-preset F1 run")
+    parser.add_argument("--f1-images", type=int, default=0, metavar="K",
+                        help="then the nuclei preset's F1 pooled over K more images (seeds after"
+                        " --seed)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -67,10 +99,8 @@ def main() -> None:
         stability_score_thresh=args.stability_score_thresh,
     )
     synth = synthetic_nuclei((args.size, args.size), seed=args.seed)
-    image = synth.image.astype(np.float32)
-    low, high = np.percentile(image, (1, 99.8))
-    gray = (255 * np.clip((image - low) / (high - low), 0, 1)).astype(np.uint8)
-    rgb = np.repeat(gray[..., None], 3, axis=2)
+    rgb = to_rgb(synth.image)
+    gray = rgb[..., 0]
     predictor = Predictor(model)
 
     from segment_anything import SamAutomaticMaskGenerator
@@ -109,6 +139,12 @@ def main() -> None:
     print(f"{'napari-sam, nuclei preset':<34}{t4 - t3:>9.2f}{len(nuclei_masks):>7}"
           f"{'':>9}{f1_nuclei:>8.3f}")  # fmt: skip
     print(f"speed-up (official / ours, same settings): {(t2 - t1) / (t1 - t0):.2f}x")
+    if args.f1_images:
+        seeds = range(args.seed + 1, args.seed + 1 + args.f1_images)
+        with torch.inference_mode():
+            f1_pooled, n = nuclei_f1(predictor, args.size, seeds)
+        print(f"nuclei preset on {len(seeds)} more images (seeds {seeds.start}-{seeds.stop - 1},"
+              f" {n} nuclei): F1@0.5 {f1_pooled:.3f}")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def test_calibrate_changes_only_the_iou_head(tmp_path, capsys):
     out = tmp_path / "calibrated.pt"
     assert main(["calibrate", "--images", str(tmp_path / "img"), "--labels",
                  str(tmp_path / "lab"), "--model", str(start), "--out", str(out),
-                 "--points-per-side", "4", "--steps", "30", "--threads", "1"]) == 0
+                 "--points-per-side", "4", "--no-centres", "--steps", "30", "--threads", "1"]) == 0
     assert "calibrated on 32 clicks of 2 images" in capsys.readouterr().err
     before, after = torch.load(start, weights_only=True), torch.load(out, weights_only=True)
     changed = {k for k in before if not torch.equal(before[k].float(), after[k])}

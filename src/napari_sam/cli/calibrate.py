@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output weights file (.pt)")
     p.add_argument("--half", action="store_true", help="store --out in float16")
     p.add_argument("--points-per-side", type=int, default=16, help="grid of clicks per image")
+    p.add_argument("--no-centres", action="store_true",
+                   help="grid clicks only (by default also one click near each object's centre)")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     pairs = _pairs(args)
     model = load_model(args.model).model.float()
     report = calibrate_iou_head(model, pairs, points_per_side=args.points_per_side,
-                                steps=args.steps, lr=args.lr, seed=args.seed)  # fmt: skip
+                                steps=args.steps, lr=args.lr, seed=args.seed,
+                                centres=not args.no_centres)  # fmt: skip
     export_weights(model, args.out, torch.float16 if args.half else torch.float32)
     print(f"IoU head calibrated on {report.points} clicks of {len(pairs)} images: mean "
           f"|predicted - true IoU| {report.error_before:.3f} -> {report.error_after:.3f}; "

@@ -6,7 +6,9 @@ average quality of its training prompts (mostly first clicks, often poor), so go
 get low scores and automatic mode finds nothing. This stage fixes the scale without
 touching any mask: the image encoder, prompt encoder and mask decoder are frozen, and only
 the IoU head (a 3-layer MLP on the decoder's IoU token) is trained, by MSE, on the prompts
-automatic mode uses: a regular grid of single positive points over labelled images.
+automatic mode uses: a regular grid of single positive points over labelled images, plus
+one click inside each true object near its centroid (the prompt an interactive user gives,
+so that the head's choice among the three masks of such a click stays good).
 
 The target of each of the 3 masks of a point is its IoU with the best-matching true object
 (0 for a mask that matches none): high for a clean object, low for background, for two
@@ -55,18 +57,30 @@ def best_match_iou(masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def object_centres(labels: np.ndarray) -> np.ndarray:
+    """labels (H, W) instance ids -> (K, 2) (row, col): per object, its pixel nearest to its
+    centroid (inside the object even when the object is not convex)."""
+    centres = []
+    for i in np.unique(labels[labels > 0]):
+        pixels = np.argwhere(labels == i)
+        centres.append(pixels[np.argmin(((pixels - pixels.mean(0)) ** 2).sum(1))])
+    return np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+
+
 @torch.no_grad()
 def _grid_samples(
-    model: nn.Module, pair: ImagePair, points_per_side: int, batch: int
+    model: nn.Module, pair: ImagePair, points_per_side: int, batch: int, centres: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The IoU head's inputs and targets for a grid of points on one image:
-    (P*3, C) IoU-token outputs and (P*3,) best-match IoUs."""
+    """The IoU head's inputs and targets for a grid of points (and, with ``centres``, one
+    click per object) on one image: (P*3, C) IoU-token outputs and (P*3,) best-match IoUs."""
     device = next(model.parameters()).device
     inputs = model_input(normalise(pair.image), model.config, device)
     embedding = model.image_encoder(inputs.image)
     shape = pair.labels.shape
     labels = torch.as_tensor(pair.labels.astype(np.int64))
     grid = point_grid(points_per_side) * np.array(shape)  # (P, 2) (row, col)
+    if centres:
+        grid = np.concatenate([grid, object_centres(pair.labels) + 0.5])
     xy = torch.as_tensor(grid[:, ::-1].copy(), dtype=torch.float32) * inputs.scale
     captured: list[torch.Tensor] = []
     head = model.mask_decoder.iou_prediction_head
@@ -103,13 +117,15 @@ def calibrate_iou_head(
     lr: float = 1e-3,
     batch: int = 64,
     seed: int = 0,
+    centres: bool = True,
 ) -> CalibrationReport:
     """Train ``model.mask_decoder.iou_prediction_head`` alone (in place) so that its
-    multimask IoU predictions for grid points on ``pairs`` match the best-match IoUs.
+    multimask IoU predictions for grid points (and, with ``centres``, a click near each
+    object's centroid) on ``pairs`` match the best-match IoUs.
     Everything else in ``model`` is left bit for bit as it was."""
     was_training = model.training
     model.eval()
-    samples = [_grid_samples(model, pair, points_per_side, batch) for pair in pairs]
+    samples = [_grid_samples(model, pair, points_per_side, batch, centres) for pair in pairs]
     x = torch.cat([s[0] for s in samples])  # (N, C), rows in groups of 3 (one per mask)
     y = torch.cat([s[1] for s in samples])  # (N,)
     column = torch.arange(len(x)) % 3 + 1  # the head's output for mask k is column k
