@@ -26,6 +26,7 @@ make_reference_importable()
 from napari_sam.automatic import PRESETS, generate_masks, masks_to_labels  # noqa: E402
 from napari_sam.model.checkpoints import load_model  # noqa: E402
 from napari_sam.predictor import Predictor  # noqa: E402
+from napari_sam.training.augment import normalise  # noqa: E402
 from napari_sam.training.synthetic import synthetic_nuclei  # noqa: E402
 from test_automatic_parity import matched_fraction, official_sam  # noqa: E402
 
@@ -53,24 +54,25 @@ def f1_at(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> float:
     return f1_from([match_counts(pred, truth, iou)])
 
 
+def run_nuclei(predictor: Predictor, rgb: np.ndarray) -> tuple[list, np.ndarray]:
+    """The nuclei preset on ``rgb`` (H, W, 3) uint8: its masks and their labels (H, W)."""
+    preset = PRESETS["nuclei"]
+    masks = generate_masks(predictor, rgb, preset, rgb=True)
+    return masks, masks_to_labels(masks, rgb.shape[:2], preset.min_mask_region_area)
+
+
 def nuclei_f1(predictor: Predictor, size: int, seeds: range) -> tuple[float, int]:
     """Pooled F1@0.5 of the nuclei preset on synthetic images of these seeds; (F1, nuclei)."""
-    preset, counts = PRESETS["nuclei"], []
+    counts = []
     for seed in seeds:
         synth = synthetic_nuclei((size, size), seed=seed)
-        rgb = to_rgb(synth.image)
-        masks = generate_masks(predictor, rgb, preset, rgb=True)
-        labels = masks_to_labels(masks, synth.labels.shape, preset.min_mask_region_area)
-        counts.append(match_counts(labels, synth.labels))
+        counts.append(match_counts(run_nuclei(predictor, to_rgb(synth.image))[1], synth.labels))
     return f1_from(counts), sum(c[2] for c in counts)
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
     """(H, W) any dtype -> (H, W, 3) uint8, percentiles 1-99.8 to 0-255."""
-    image = image.astype(np.float32)
-    low, high = np.percentile(image, (1, 99.8))
-    gray = (255 * np.clip((image - low) / (high - low), 0, 1)).astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=2)
+    return np.repeat(normalise(image).astype(np.uint8)[..., None], 3, axis=2)
 
 
 def main() -> None:
@@ -117,13 +119,12 @@ def main() -> None:
     ours_matched, ref_matched = matched_fraction(a, b) if len(a) and len(b) else (
         float(len(a) == len(b)), float(len(a) == len(b)))  # fmt: skip
     f1 = f1_at(masks_to_labels(ours, gray.shape, config.min_mask_region_area), synth.labels)
-    nuclei, nuclei_masks, f1_nuclei, t3 = PRESETS["nuclei"], [], float("nan"), 0.0
+    nuclei_masks, f1_nuclei, t3 = [], float("nan"), 0.0
     t4 = t3
     if not args.no_nuclei:
         t3 = time.perf_counter()
-        nuclei_masks = generate_masks(predictor, rgb, nuclei, rgb=True)
+        nuclei_masks, labels = run_nuclei(predictor, rgb)
         t4 = time.perf_counter()
-        labels = masks_to_labels(nuclei_masks, gray.shape, nuclei.min_mask_region_area)
         f1_nuclei = f1_at(labels, synth.labels)
 
     print(f"weights {loaded.name} ({loaded.architecture}), image {args.size}x{args.size} "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from napari_sam.training.calibrate import best_match_iou, calibrate_iou_head, object_centres
+from napari_sam.training.calibrate import best_match_iou, calibrate_iou_head
 
 
 def test_best_match_iou_scores_each_mask_against_its_best_object():
@@ -22,17 +22,6 @@ def test_best_match_iou_scores_each_mask_against_its_best_object():
     empty = torch.zeros(10, 10, dtype=torch.bool)
     got = best_match_iou(torch.stack([exact, half, merged, background, empty]), labels)
     torch.testing.assert_close(got, torch.tensor([1.0, 0.5, 16 / 25, 0.0, 0.0]))
-
-
-def test_object_centres_are_inside_their_objects_even_when_not_convex():
-    labels = np.zeros((20, 20), dtype=np.int32)
-    labels[2:18, 2:18] = 1
-    labels[5:15, 5:18] = 0  # a C shape: its centroid lies in the gap
-    labels[8:12, 8:12] = 2
-    centres = object_centres(labels).astype(int)
-    assert centres.shape == (2, 2)
-    assert [labels[r, c] for r, c in centres] == [1, 2]
-    assert np.abs(centres[1] - 9.5).max() == 0.5  # a pixel next to the centroid (9.5, 9.5)
 
 
 def test_calibration_trains_the_iou_head_alone_and_lowers_its_error(tiny_model, easy_pair):

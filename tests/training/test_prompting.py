@@ -53,6 +53,16 @@ def test_first_points_inside_and_centre_click():
     assert centre.tolist() == [[8.0, 8.0], [16.0, 20.0]]
 
 
+def test_centre_clicks_are_inside_their_objects_even_when_not_convex():
+    labels = torch.zeros(20, 20, dtype=torch.int64)
+    labels[2:18, 2:18] = 1
+    labels[5:15, 5:18] = 0  # a C shape: its centroid lies in the gap
+    labels[8:12, 8:12] = 2
+    centres = interior_points(torch.stack([labels == 1, labels == 2])).long()  # (x, y)
+    assert [int(labels[y, x]) for x, y in centres] == [1, 2]
+    assert (centres[1] - 9.5).abs().max() == 0.5  # a pixel next to the centroid (9.5, 9.5)
+
+
 def test_boxes_tight_and_noisy():
     masks = torch.stack([_disc(cy=12, cx=18, r=6)])
     assert boxes_from_masks(masks).tolist() == [[12.0, 6.0, 25.0, 19.0]]

@@ -7,8 +7,9 @@ get low scores and automatic mode finds nothing. This stage fixes the scale with
 touching any mask: the image encoder, prompt encoder and mask decoder are frozen, and only
 the IoU head (a 3-layer MLP on the decoder's IoU token) is trained, by MSE, on the prompts
 automatic mode uses: a regular grid of single positive points over labelled images, plus
-one click inside each true object near its centroid (the prompt an interactive user gives,
-so that the head's choice among the three masks of such a click stays good).
+one click at each true object's centre (``prompting.interior_points``: the evaluation's
+centre click, the prompt an interactive user gives), so that the head's choice among the
+three masks of such a click stays good.
 
 The target of each of the 3 masks of a point is its IoU with the best-matching true object
 (0 for a mask that matches none): high for a clean object, low for background, for two
@@ -30,6 +31,7 @@ from napari_sam.automatic.mask_ops import point_grid
 from napari_sam.training.augment import normalise
 from napari_sam.training.batch import model_input
 from napari_sam.training.data import ImagePair
+from napari_sam.training.prompting import interior_points
 
 
 @dataclass(frozen=True)
@@ -57,16 +59,6 @@ def best_match_iou(masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def object_centres(labels: np.ndarray) -> np.ndarray:
-    """labels (H, W) instance ids -> (K, 2) (row, col): per object, its pixel nearest to its
-    centroid (inside the object even when the object is not convex)."""
-    centres = []
-    for i in np.unique(labels[labels > 0]):
-        pixels = np.argwhere(labels == i)
-        centres.append(pixels[np.argmin(((pixels - pixels.mean(0)) ** 2).sum(1))])
-    return np.asarray(centres, dtype=np.float64).reshape(-1, 2)
-
-
 @torch.no_grad()
 def _grid_samples(
     model: nn.Module, pair: ImagePair, points_per_side: int, batch: int, centres: bool
@@ -79,9 +71,11 @@ def _grid_samples(
     shape = pair.labels.shape
     labels = torch.as_tensor(pair.labels.astype(np.int64))
     grid = point_grid(points_per_side) * np.array(shape)  # (P, 2) (row, col)
-    if centres:
-        grid = np.concatenate([grid, object_centres(pair.labels) + 0.5])
-    xy = torch.as_tensor(grid[:, ::-1].copy(), dtype=torch.float32) * inputs.scale
+    xy = torch.as_tensor(grid[:, ::-1].copy(), dtype=torch.float32)
+    if centres:  # the evaluation's centre click (pixel indices, as the plugin passes a click)
+        ids = labels.unique()
+        xy = torch.cat([xy, interior_points(labels[None] == ids[ids > 0, None, None])])
+    xy = xy * inputs.scale
     captured: list[torch.Tensor] = []
     head = model.mask_decoder.iou_prediction_head
     hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
@@ -120,8 +114,8 @@ def calibrate_iou_head(
     centres: bool = True,
 ) -> CalibrationReport:
     """Train ``model.mask_decoder.iou_prediction_head`` alone (in place) so that its
-    multimask IoU predictions for grid points (and, with ``centres``, a click near each
-    object's centroid) on ``pairs`` match the best-match IoUs.
+    multimask IoU predictions for grid points (and, with ``centres``, each object's centre
+    click) on ``pairs`` match the best-match IoUs.
     Everything else in ``model`` is left bit for bit as it was."""
     was_training = model.training
     model.eval()
