@@ -31,10 +31,11 @@ def nuclei_truth():
 
 
 @pytest.fixture(autouse=True)
-def _workers_finish_before_teardown(qtbot):
+def _workers_finish_before_teardown(make_napari_viewer, qtbot):
     """Every worker a test started ends (and its queued signals are delivered) while that
-    test's widgets still exist: a late signal into a deleted widget would crash a later
-    test."""
+    test's widgets still exist: a late signal into a deleted widget crashes the process.
+    It depends on ``make_napari_viewer`` so that it is set up after it and so torn down
+    before the viewers are closed (an autouse fixture alone is torn down after them)."""
     yield
     from qtpy.QtCore import QThreadPool
 
