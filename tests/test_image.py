@@ -43,6 +43,15 @@ def test_nan_is_safe():
     assert np.isfinite(out).all() and (out[5:10, 5:10] == 0).all() and out.max() == 255
 
 
+def test_boolean_channels_composite_like_a_boolean_plane():
+    # a hypothesis-found crash: the composite of bool channels went to np.percentile (TypeError)
+    stack = np.zeros((2, 5, 6), dtype=bool)
+    stack[1, 1:3, 1:3] = True
+    composite = to_model_image(stack, channel="composite")
+    np.testing.assert_array_equal(composite, to_model_image(stack[1]))
+    assert composite[1, 1, 0] == 255 and composite[0, 0, 0] == 0
+
+
 def test_rgba_drops_alpha():
     rgba = RNG.integers(0, 256, (20, 30, 4), dtype=np.uint8)
     np.testing.assert_array_equal(to_model_image(rgba), rgba[..., :3])

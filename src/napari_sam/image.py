@@ -54,10 +54,7 @@ def _normalise(data: np.ndarray, limits: tuple[float, float] | None) -> np.ndarr
     """One plane or RGB stack -> uint8 (unchanged uint8) or float32 on 0-255."""
     if data.dtype == np.uint8 and (limits is None or tuple(map(float, limits)) == (0.0, 255.0)):
         return data
-    if data.dtype == np.bool_:
-        data = data.astype(np.uint8)
-        limits = limits or (0.0, 1.0)
-    return apply_contrast(data, limits if limits is not None else percentile_limits(data))
+    return apply_contrast(data, _limits_or_percentiles(data, limits))
 
 
 def to_model_image(
@@ -149,10 +146,13 @@ def _multichannel(stack: np.ndarray, channel: Channel, contrast_limits) -> np.nd
 
 
 def _limits_or_percentiles(plane: np.ndarray, limits) -> tuple[float, float]:
+    """The given limits, else the full range of uint8 and bool, else the percentiles."""
     if limits is not None:
         return limits
     if plane.dtype == np.uint8:
         return (0.0, 255.0)
+    if plane.dtype == np.bool_:
+        return (0.0, 1.0)
     return percentile_limits(plane)
 
 
