@@ -6,7 +6,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from napari_sam.training.calibrate import best_match_iou, calibrate_iou_head
+from napari_sam.model.checkpoints import load_model
+from napari_sam.training.calibrate import (
+    best_match_iou,
+    calibrate_iou_head,
+    object_iou,
+    ranking_loss,
+)
+from napari_sam.training.data import ImagePair
+from napari_sam.training.synthetic import synthetic_nuclei
 
 
 def test_best_match_iou_scores_each_mask_against_its_best_object():
@@ -32,3 +40,37 @@ def test_calibration_trains_the_iou_head_alone_and_lowers_its_error(tiny_model, 
     assert report.error_after < 0.5 * report.error_before, report
     changed = {k for k, v in tiny_model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("mask_decoder.iou_prediction_head.") for k in changed)
+
+
+def test_object_iou_scores_each_mask_against_the_clicked_object_only():
+    true = torch.zeros(6, 6, dtype=torch.bool)
+    true[0:2, 0:2] = True  # 4 px
+    neighbour = torch.zeros(6, 6, dtype=torch.bool)
+    neighbour[3:6, 3:6] = True  # a perfect mask of another object is 0 for this click
+    grown = true.clone()
+    grown[0:2, 2:4] = True  # 8 px holding the 4
+    got = object_iou(torch.stack([true, neighbour, grown]), true)
+    torch.testing.assert_close(got, torch.tensor([1.0, 0.0, 0.5]))
+
+
+def test_ranking_loss_penalises_a_wrong_order_and_ignores_near_ties():
+    target = torch.tensor([[0.9, 0.2, 0.5]])
+    right = ranking_loss(torch.tensor([[0.8, 0.3, 0.6]]), target)
+    wrong = ranking_loss(torch.tensor([[0.3, 0.8, 0.6]]), target)
+    assert wrong > 10 * right
+    ties = torch.tensor([[0.50, 0.52, 0.54]])  # within the margin: nothing to rank
+    assert ranking_loss(torch.tensor([[0.9, 0.1, 0.5]], requires_grad=True), ties) == 0
+
+
+def test_calibration_improves_the_mask_picked_for_a_centre_click():
+    """The report's pick is the mean true IoU of the mask the head chooses among the three
+    of each object's centre click; the bundled model's choice improves when calibrated."""
+    sample = synthetic_nuclei((256, 256), seed=1)
+    model = load_model("bundled").model.float()
+    report = calibrate_iou_head(model, [ImagePair(sample.image, sample.labels)],
+                                points_per_side=4, steps=200)  # fmt: skip
+    assert report.points > 16  # the grid and at least one centre
+    assert report.pick_after > report.pick_before + 0.05, report
+    grid_only = calibrate_iou_head(model, [ImagePair(sample.image, sample.labels)],
+                                   points_per_side=4, steps=1, centres=False)  # fmt: skip
+    assert np.isnan(grid_only.pick_after)

@@ -11,10 +11,17 @@ one click at each true object's centre (``prompting.interior_points``: the evalu
 centre click, the prompt an interactive user gives), so that the head's choice among the
 three masks of such a click stays good.
 
-The target of each of the 3 masks of a point is its IoU with the best-matching true object
-(0 for a mask that matches none): high for a clean object, low for background, for two
-nuclei merged into one, or for a fragment. Masks are compared at the image's resolution
-(low-res logits upsampled as the predictor does).
+The target of each of the 3 masks of a grid point is its IoU with the best-matching true
+object (0 for a mask that matches none): high for a clean object, low for background, for
+two nuclei merged into one, or for a fragment. A centre click's target is the IoU with the
+object clicked (a mask of the neighbour is wrong for that click). Masks are compared at the
+image's resolution (low-res logits upsampled as the predictor does).
+
+The loss is the MSE plus, with ``rank_weight``, a pairwise logistic loss on the order of the
+three predictions of each click (whenever one mask's true IoU beats another's by more than
+``RANK_MARGIN``): the head's argmax is what picks the mask of a single click, and the MSE
+alone, dominated by the grid's background and edge clicks, can fit the scale while getting
+the order of a centre click's three masks wrong.
 """
 
 from __future__ import annotations
@@ -33,15 +40,22 @@ from napari_sam.training.batch import model_input
 from napari_sam.training.data import ImagePair
 from napari_sam.training.prompting import interior_points
 
+RANK_MARGIN = 0.05  # true-IoU gap under which two masks of a click are not ranked
+RANK_TEMPERATURE = 0.05  # scale of the predicted-IoU differences in the ranking loss
+
 
 @dataclass(frozen=True)
 class CalibrationReport:
-    """Mean absolute error of the predicted IoU (all 3 masks of every grid point) on the
-    calibration points, before and after; ``points`` the grid points used."""
+    """Mean absolute error of the predicted IoU (all 3 masks of every calibration click),
+    before and after; ``points`` the clicks used (grid and centres); ``pick_before`` /
+    ``pick_after``: over the centre clicks, the mean true IoU of the mask the head picks
+    (its argmax), as a single click in the plugin gets (nan without centres)."""
 
     error_before: float
     error_after: float
     points: int
+    pick_before: float = float("nan")
+    pick_after: float = float("nan")
 
 
 def best_match_iou(masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -59,12 +73,33 @@ def best_match_iou(masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def object_iou(masks: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """masks (M, H, W) bool, true (H, W) bool -> (M,) the IoU of each mask with ``true``."""
+    inter = (masks & true).flatten(1).sum(1).float()
+    union = (masks | true).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def ranking_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """pred, target (G, 3): the predicted and true IoUs of each click's three masks -> the
+    mean pairwise logistic loss over the ordered pairs whose true IoUs differ by more than
+    ``RANK_MARGIN`` (0 when there are none)."""
+    gap = target[:, :, None] - target[:, None, :]  # (G, 3, 3): i better than j by gap
+    wanted = gap > RANK_MARGIN
+    if not wanted.any():
+        return pred.sum() * 0.0
+    diff = (pred[:, :, None] - pred[:, None, :]) / RANK_TEMPERATURE
+    return F.softplus(-diff[wanted]).mean()
+
+
 @torch.no_grad()
 def _grid_samples(
     model: nn.Module, pair: ImagePair, points_per_side: int, batch: int, centres: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The IoU head's inputs and targets for a grid of points (and, with ``centres``, one
-    click per object) on one image: (P*3, C) IoU-token outputs and (P*3,) best-match IoUs."""
+    click per object) on one image: (P, C) IoU-token outputs, (P*3,) target IoUs (best
+    match for a grid point, the clicked object for a centre) and (P,) bool, True for a
+    centre click."""
     device = next(model.parameters()).device
     inputs = model_input(normalise(pair.image), model.config, device)
     embedding = model.image_encoder(inputs.image)
@@ -72,9 +107,12 @@ def _grid_samples(
     labels = torch.as_tensor(pair.labels.astype(np.int64))
     grid = point_grid(points_per_side) * np.array(shape)  # (P, 2) (row, col)
     xy = torch.as_tensor(grid[:, ::-1].copy(), dtype=torch.float32)
+    n_grid = len(xy)
+    objects = torch.zeros(0, *shape, dtype=torch.bool)
     if centres:  # the evaluation's centre click (pixel indices, as the plugin passes a click)
         ids = labels.unique()
-        xy = torch.cat([xy, interior_points(labels[None] == ids[ids > 0, None, None])])
+        objects = labels[None] == ids[ids > 0, None, None]  # (K, H, W)
+        xy = torch.cat([xy, interior_points(objects)])
     xy = xy * inputs.scale
     captured: list[torch.Tensor] = []
     head = model.mask_decoder.iou_prediction_head
@@ -93,13 +131,17 @@ def _grid_samples(
             )  # fmt: skip
             up = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)
             up = F.interpolate(up[..., :h, :w], shape, mode="bilinear", align_corners=False)
-            masks = (up > model.config.mask_threshold).flatten(0, 1).cpu()  # (B*3, H, W)
-            targets.append(best_match_iou(masks, labels))
-            # the head ran on all 4 output tokens' IoU token; multimask keeps columns 1..3
-            tokens.append(captured.pop().repeat_interleave(3, dim=0).cpu())
+            masks = (up > model.config.mask_threshold).cpu()  # (B, 3, H, W)
+            for k, three in enumerate(masks, start=start):
+                if k < n_grid:
+                    targets.append(best_match_iou(three, labels))
+                else:
+                    targets.append(object_iou(three, objects[k - n_grid]))
+            tokens.append(captured.pop().cpu())  # the head's input: (B, C) IoU tokens
     finally:
         hook.remove()
-    return torch.cat(tokens), torch.cat(targets)
+    is_centre = torch.arange(len(xy)) >= n_grid
+    return torch.cat(tokens), torch.cat(targets), is_centre
 
 
 def calibrate_iou_head(
@@ -112,36 +154,47 @@ def calibrate_iou_head(
     batch: int = 64,
     seed: int = 0,
     centres: bool = True,
+    rank_weight: float = 0.1,
 ) -> CalibrationReport:
     """Train ``model.mask_decoder.iou_prediction_head`` alone (in place) so that its
     multimask IoU predictions for grid points (and, with ``centres``, each object's centre
-    click) on ``pairs`` match the best-match IoUs.
-    Everything else in ``model`` is left bit for bit as it was."""
+    click) on ``pairs`` match the true IoUs, and (``rank_weight``) rank each click's three
+    masks as their true IoUs do. Everything else in ``model`` is left bit for bit as it was."""
     was_training = model.training
     model.eval()
     samples = [_grid_samples(model, pair, points_per_side, batch, centres) for pair in pairs]
-    x = torch.cat([s[0] for s in samples])  # (N, C), rows in groups of 3 (one per mask)
-    y = torch.cat([s[1] for s in samples])  # (N,)
-    column = torch.arange(len(x)) % 3 + 1  # the head's output for mask k is column k
     head = model.mask_decoder.iou_prediction_head
     device = next(head.parameters()).device
-    x, y, column = x.to(device), y.to(device), column.to(device)
+    x = torch.cat([s[0] for s in samples]).to(device)  # (G, C) each click's IoU token
+    y = torch.cat([s[1] for s in samples]).reshape(-1, 3).to(device)  # (G, 3) true IoUs
+    is_centre = torch.cat([s[2] for s in samples]).to(device)  # (G,)
 
-    def predicted() -> torch.Tensor:
-        return head(x).gather(1, column[:, None])[:, 0]
+    def predicted(rows: torch.Tensor) -> torch.Tensor:
+        return head(rows)[:, 1:4]  # multimask output: the head's columns 1..3
+
+    def pick_quality(pred: torch.Tensor) -> float:
+        if not is_centre.any():
+            return float("nan")
+        chosen = y[is_centre].gather(1, pred[is_centre].argmax(1, keepdim=True))
+        return float(chosen.mean())
 
     with torch.no_grad():
-        before = float((predicted() - y).abs().mean())
+        pred = predicted(x)
+        before, pick_before = float((pred - y).abs().mean()), pick_quality(pred)
     optimiser = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     with torch.enable_grad():
         for _ in range(steps):
             pick = torch.randint(len(x), (min(1024, len(x)),), generator=generator).to(device)
-            loss = F.mse_loss(head(x[pick]).gather(1, column[pick, None])[:, 0], y[pick])
+            pred = predicted(x[pick])
+            loss = F.mse_loss(pred, y[pick])
+            if rank_weight:
+                loss = loss + rank_weight * ranking_loss(pred, y[pick])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
     with torch.no_grad():
-        after = float((predicted() - y).abs().mean())
+        pred = predicted(x)
+        after, pick_after = float((pred - y).abs().mean()), pick_quality(pred)
     model.train(was_training)
-    return CalibrationReport(before, after, len(x) // 3)
+    return CalibrationReport(before, after, len(x), pick_before, pick_after)
