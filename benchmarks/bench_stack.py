@@ -11,8 +11,10 @@ not a model; the first-prompt and 10k scenarios use the real vit_t (MobileSAM) a
 with randomly initialised weights (no download here): same compute and memory as trained ones.
 The propagation scenario uses the bundled model's weights file as it is now (it is trained
 separately, so its figure changes with it): a synthetic 3D nuclei volume with true labels, the
-largest nuclei each prompted with one point on its middle slice and propagated with each
-dense prompt; IoU with the truth on every slice the nucleus occupies (a missed slice is 0).
+largest nuclei each prompted with one point on its middle slice and propagated carrying a
+click at the previous mask's core with each dense prompt (logits, mask, none), and, as the
+reference, the previous mask's box with its logits; IoU with the truth on every slice the
+nucleus occupies (a missed slice is 0). ``--seed`` picks the volume.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def big_2d(side: int, workdir: Path) -> dict:
             "peak_mb_before": before, "peak_mb": _peak_mb(), "model_mb": weights_mb}  # fmt: skip
 
 
-def propagation(seed: int = 2, objects: int = 3) -> dict:
+def propagation(seeds: str = "2", objects: int = 3) -> dict:
     from scipy import ndimage
 
     from napari_sam.lazy import SliceSource, sample_limits
@@ -143,34 +145,46 @@ def propagation(seed: int = 2, objects: int = 3) -> dict:
     from napari_sam.training.synthetic import EASY_STYLE, synthetic_nuclei
     from napari_sam.volume import PropagationConfig, propagate, run
 
-    volume = synthetic_nuclei((24, 192, 192), seed=seed, style=EASY_STYLE, anisotropy=2.0)
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")
-    source = SliceSource(volume.image)
-    stack = StackEmbeddings.open(source, PredictorEmbedder(predictor, sample_limits(source)),
-                                 cache_size=source.n_slices)  # fmt: skip
-    t0 = time.perf_counter()
-    for s in range(source.n_slices):
-        stack.get(s)
-    ids, sizes = np.unique(volume.labels[volume.labels > 0], return_counts=True)
-    row: dict = {"objects": min(objects, len(ids)), "embed_s_per_slice":
-                 (time.perf_counter() - t0) / source.n_slices}  # fmt: skip
-    for dense in ("logits", "mask", "none"):
-        ious, t0 = [], time.perf_counter()
-        for obj in ids[np.argsort(sizes)[::-1][:objects]]:
-            truth = volume.labels == obj
-            zs = np.nonzero(truth.any((1, 2)))[0]
-            mid = int(zs[len(zs) // 2])
-            depth = ndimage.distance_transform_edt(truth[mid])
-            point = np.argwhere(depth == depth.max())[0]
-            result = run(propagate(stack, predictor, {mid: Prompt.from_points([point])},
-                                   slices=range(source.n_slices),
-                                   config=PropagationConfig(dense=dense)))  # fmt: skip
-            found = result.to_array(source.n_slices)
-            ious += [(found[z] & truth[z]).sum() / (found[z] | truth[z]).sum() for z in zs]
-        row[f"{dense}_iou_mean"] = float(np.mean(ious))
-        row[f"{dense}_iou_min"] = float(np.min(ious))
-        row[f"{dense}_slices>=0.85"] = f"{int(np.sum(np.array(ious) >= 0.85))}/{len(ious)}"
-        row[f"{dense}_decode_s"] = time.perf_counter() - t0
+    # the carried click with each dense prompt, and the box + logits carry it replaced
+    variants = {"logits": ("logits", "point"), "mask": ("mask", "point"),
+                "click_only": ("none", "point"), "box+logits": ("logits", "box")}  # fmt: skip
+    ious: dict[str, list[float]] = {name: [] for name in variants}
+    seconds = dict.fromkeys(variants, 0.0)
+    embed_s, n_slices, n_objects = 0.0, 0, 0
+    for seed in (int(s) for s in seeds.split(",")):
+        volume = synthetic_nuclei((24, 192, 192), seed=seed, style=EASY_STYLE, anisotropy=2.0)
+        source = SliceSource(volume.image)
+        stack = StackEmbeddings.open(source, PredictorEmbedder(predictor, sample_limits(source)),
+                                     cache_size=source.n_slices)  # fmt: skip
+        t0 = time.perf_counter()
+        for s in range(source.n_slices):
+            stack.get(s)
+        embed_s, n_slices = embed_s + time.perf_counter() - t0, n_slices + source.n_slices
+        ids, sizes = np.unique(volume.labels[volume.labels > 0], return_counts=True)
+        chosen = ids[np.argsort(sizes)[::-1][:objects]]
+        n_objects += len(chosen)
+        for name, (dense, carry) in variants.items():
+            t0 = time.perf_counter()
+            for obj in chosen:
+                truth = volume.labels == obj
+                zs = np.nonzero(truth.any((1, 2)))[0]
+                mid = int(zs[len(zs) // 2])
+                depth = ndimage.distance_transform_edt(truth[mid])
+                point = np.argwhere(depth == depth.max())[0]
+                config = PropagationConfig(dense=dense, carry=carry)
+                result = run(propagate(stack, predictor, {mid: Prompt.from_points([point])},
+                                       slices=range(source.n_slices), config=config))  # fmt: skip
+                found = result.to_array(source.n_slices)
+                ious[name] += [(found[z] & truth[z]).sum() / (found[z] | truth[z]).sum()
+                               for z in zs]  # fmt: skip
+            seconds[name] += time.perf_counter() - t0
+    row: dict = {"objects": n_objects, "embed_s_per_slice": embed_s / n_slices}
+    for name, values in ious.items():
+        row[f"{name}_iou_mean"] = float(np.mean(values))
+        row[f"{name}_iou_min"] = float(np.min(values))
+        row[f"{name}_slices>=0.85"] = f"{int(np.sum(np.array(values) >= 0.85))}/{len(values)}"
+        row[f"{name}_decode_s"] = seconds[name]
     return row
 
 
@@ -186,6 +200,8 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=1024)
     parser.add_argument("--big", type=int, default=10_000)
     parser.add_argument("--only", nargs="*", help="scenarios to run (default: all)")
+    parser.add_argument("--seeds", default="2", help="propagation: volume seeds, e.g. 3,4,5")
+    parser.add_argument("--objects", type=int, default=3, help="propagation: nuclei per volume")
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -193,7 +209,8 @@ def main() -> None:
         workdir = Path(args.workdir)
         runs = {"browse": lambda: browse(args.slices, args.side, workdir),
                 "first": lambda: first_prompt(args.slices, args.side, workdir),
-                "big": lambda: big_2d(args.big, workdir), "propagate": propagation}  # fmt: skip
+                "big": lambda: big_2d(args.big, workdir),
+                "propagate": lambda: propagation(args.seeds, args.objects)}  # fmt: skip
         print(json.dumps(runs[args.scenario](), default=str))
         return
     workdir = Path(tempfile.mkdtemp(prefix="napari-sam-bench-"))
@@ -201,7 +218,8 @@ def main() -> None:
     try:
         for scenario in args.only or ("browse", "first", "big", "propagate"):
             cmd = [sys.executable, __file__, "--scenario", scenario, "--workdir", str(workdir),
-                   "--slices", str(args.slices), "--side", str(args.side), "--big", str(args.big)]  # fmt: skip
+                   "--slices", str(args.slices), "--side", str(args.side), "--big", str(args.big),
+                   "--seeds", args.seeds, "--objects", str(args.objects)]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 results[scenario] = {"error": out.stderr.strip().splitlines()[-1]}

@@ -10,8 +10,17 @@ from napari_sam.lazy import SliceSource
 from napari_sam.predictor import Predictor
 from napari_sam.prompts import Prompt
 from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+from napari_sam.tiled import PlaneMask
 from napari_sam.tiling import TileGrid
-from napari_sam.volume import PropagationConfig, axis_slices, propagate, run
+from napari_sam.transforms import ObjectMask
+from napari_sam.volume import (
+    PropagationConfig,
+    axis_slices,
+    carried_prompt,
+    deepest_point,
+    propagate,
+    run,
+)
 
 SHAPE = (20, 64, 64)
 
@@ -68,9 +77,14 @@ def test_stops_when_the_mask_jumps_to_another_object():
     labels = np.zeros(SHAPE, np.int32)
     labels[:10, 20:40, 20:40] = 1
     labels[10:, 34:54, 34:54] = 3  # overlaps the old mask a little: a different nucleus
-    result = _run(labels, {5: Prompt.from_points([[30, 30]])})
+    # a carried box finds the neighbour, which the overlap check rejects
+    result = _run(labels, {5: Prompt.from_points([[30, 30]])}, PropagationConfig(carry="box"))
     assert result.positions == tuple(range(0, 10))
     assert any("overlap with the previous slice" in s.reason for s in result.stops)
+    # a carried click at the old mask's core lands on background: the mask is empty there
+    result = _run(labels, {5: Prompt.from_points([[30, 30]])})
+    assert result.positions == tuple(range(0, 10))
+    assert [s.position for s in result.stops] == [10]
 
 
 def test_directions_and_max_slices(volume):
@@ -82,10 +96,33 @@ def test_directions_and_max_slices(volume):
     )
 
 
+@pytest.mark.parametrize("carry", ["point", "box", "point+box"])
 @pytest.mark.parametrize("dense", ["logits", "mask", "none"])
-def test_every_dense_prompt_follows_the_object(volume, dense):
-    result = _run(volume, {10: Prompt.from_points([[30, 30]])}, PropagationConfig(dense=dense))
+def test_every_carried_prompt_follows_the_object(volume, dense, carry):
+    config = PropagationConfig(dense=dense, carry=carry)
+    result = _run(volume, {10: Prompt.from_points([[30, 30]])}, config)
     np.testing.assert_array_equal(result.to_array(len(volume)), volume == 1)
+
+
+def test_the_carried_click_is_the_previous_masks_deepest_pixel():
+    crop = np.zeros((13, 20), bool)
+    crop[1:8, 1:8] = True  # a 7 x 7 block: depth 4 at its centre (4, 4) only
+    crop[10:12, 1:19] = True  # a thin strip, longer but shallower
+    mask = ObjectMask(crop, (100, 50), (256, 256))
+    assert deepest_point(mask) == (104, 54)
+    previous = PlaneMask(mask, 0.9, 0, np.zeros((8, 8), np.float32))
+    prompt = carried_prompt(previous, PropagationConfig())
+    np.testing.assert_array_equal(prompt.points, [[104, 54]])
+    np.testing.assert_array_equal(prompt.labels, [1])
+    assert prompt.box is None and prompt.mask_logits is not None
+    both = carried_prompt(previous, PropagationConfig(carry="point+box", dense="none"))
+    assert len(both.points) == 1 and both.box is not None and both.mask_logits is None
+    # in a tile's window (end exclusive) the click stays inside it: the strip's core there
+    assert deepest_point(mask, (108, 0, 256, 60)) == (110, 51)
+    outside = carried_prompt(previous, PropagationConfig(), (0, 0, 50, 50))  # no pixel there
+    assert len(outside.points) == 0 and outside.box is not None
+    with pytest.raises(ValueError, match="carry must be"):
+        PropagationConfig(carry="centre")
 
 
 def test_tiled_slices_propagate_the_same_way():

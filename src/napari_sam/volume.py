@@ -4,8 +4,8 @@ The stack axis is a sequence of slices (flat slice indices of a
 :class:`~napari_sam.stack.StackEmbeddings`, see :func:`axis_slices`); a *position* is an index
 into it. From prompts on one or more positions, :func:`propagate` segments the object on
 those slices, then slice by slice away from them, prompting each slice with the previous
-slice's mask: its box (grown by a margin) plus a dense prompt (by default the previous
-low-res logits, SAM's video-like practice). A front stops when the predicted IoU or the
+slice's mask: by default a positive click at its deepest pixel plus its low-res logits as
+the dense prompt (optionally its box, grown by a margin, instead of or with the click). A front stops when the predicted IoU or the
 overlap with the previous slice's mask drops below a threshold, when the mask is empty, or before a
 slice where the user put only negative points. Between two annotated slices the gap is
 filled from both ends, alternately, until the fronts meet. Each slice goes through
@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from scipy import ndimage
 
 from napari_sam.prompts import PointLabel, Prompt
 from napari_sam.tiled import PlaneMask, TiledEmbeddings, segment_plane
+from napari_sam.tiling import Box
 from napari_sam.transforms import ObjectMask
 
 Progress = Generator[tuple[int, int], None, "Propagation"]
@@ -39,8 +41,15 @@ class PropagationConfig:
     directions: beyond the annotated slices, go ``"both"`` ways, only ``"forward"``
     (increasing position) or only ``"backward"`` (gaps between annotated slices are always
     filled); dense: the dense prompt carried from the previous slice: ``"logits"`` (its
-    low-res logits), ``"mask"`` (its binary mask) or ``"none"`` (box only); box_margin: the
-    previous mask's box grows by this fraction of its size per side (at least 1 px).
+    low-res logits), ``"mask"`` (its binary mask) or ``"none"``; carry: the sparse prompt
+    carried: ``"point"`` (a positive click at the previous mask's deepest pixel, see
+    :func:`deepest_point`), ``"box"`` (the previous mask's box) or ``"point+box"``;
+    box_margin: that box grows by this fraction of its size per side (at least 1 px).
+
+    The default, a click and the logits, follows an object to its ends: a box carried from
+    the previous slice makes the mask fill it, so a nucleus that narrows towards its pole in
+    z is over-segmented there (bench_stack, bundled model: mean per-slice IoU 0.84 with
+    point + logits, 0.63 with box + logits, on 130 slices of 9 nuclei).
     """
 
     min_score: float = 0.5
@@ -48,6 +57,7 @@ class PropagationConfig:
     max_slices: int | None = None
     directions: Literal["both", "forward", "backward"] = "both"
     dense: Literal["logits", "mask", "none"] = "logits"
+    carry: Literal["point", "box", "point+box"] = "point"
     box_margin: float = 0.1
 
     def __post_init__(self) -> None:
@@ -55,6 +65,8 @@ class PropagationConfig:
             raise ValueError(f"directions must be both, forward or backward: {self.directions}")
         if self.dense not in ("logits", "mask", "none"):
             raise ValueError(f"dense must be logits, mask or none, got {self.dense!r}")
+        if self.carry not in ("point", "box", "point+box"):
+            raise ValueError(f"carry must be point, box or point+box, got {self.carry!r}")
         if self.max_slices is not None and self.max_slices < 0:
             raise ValueError(f"max_slices must be >= 0, got {self.max_slices}")
 
@@ -127,19 +139,45 @@ def mask_overlap(a: ObjectMask, b: ObjectMask) -> float:
     return float((canvas[0] & canvas[1]).sum() / min(a.area, b.area))
 
 
-def carried_prompt(previous: PlaneMask, config: PropagationConfig) -> Prompt:
-    """The prompt for the next slice from the previous slice's result (plane frame): the
-    mask's box grown by ``config.box_margin``, plus the configured dense prompt."""
-    r0, c0, r1, c1 = previous.mask.bbox
-    rows, cols = previous.mask.shape
-    dr, dc = max(1.0, config.box_margin * (r1 - r0)), max(1.0, config.box_margin * (c1 - c0))
-    box = np.array([max(r0 - dr, 0), max(c0 - dc, 0), min(r1 - 1 + dr, rows - 1),
-                    min(c1 - 1 + dc, cols - 1)])  # fmt: skip
-    if config.dense == "logits":
-        return Prompt(box=box, mask_logits=previous.logits)
-    if config.dense == "mask":
-        return Prompt(box=box, mask=previous.mask.to_array())
-    return Prompt(box=box)
+def deepest_point(mask: ObjectMask, window: Box | None = None) -> tuple[int, int] | None:
+    """The ``(row, col)`` pixel of ``mask`` farthest from its background (Euclidean; outside
+    the crop, and outside ``window`` (row0, col0, row1, col1; end exclusive) when given, is
+    background); ties go to the first in row-major order. None if no pixel is left."""
+    crop = mask.crop
+    if window is not None:
+        r0, c0 = mask.offset
+        rows = np.arange(crop.shape[0])[:, None] + r0
+        cols = np.arange(crop.shape[1])[None, :] + c0
+        crop = crop & (rows >= window[0]) & (rows < window[2]) & (cols >= window[1]) & (
+            cols < window[3])  # fmt: skip
+    if not crop.any():
+        return None
+    depth = ndimage.distance_transform_edt(np.pad(crop, 1))[1:-1, 1:-1]
+    r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return int(r) + mask.offset[0], int(c) + mask.offset[1]
+
+
+def carried_prompt(previous: PlaneMask, config: PropagationConfig,
+                   window: Box | None = None) -> Prompt:  # fmt: skip
+    """The prompt for the next slice from the previous slice's result (plane frame): a
+    positive click at the mask's deepest pixel and / or its box grown by
+    ``config.box_margin`` (``config.carry``), plus the configured dense prompt. ``window``:
+    the tile window the prompt goes to (the click stays inside it; if the mask has no pixel
+    there, the box is carried instead)."""
+    points, labels, box = np.zeros((0, 2)), np.zeros(0, np.int64), None
+    point = deepest_point(previous.mask, window) if "point" in config.carry else None
+    if point is not None:
+        points, labels = np.array([point], float), np.array([1])
+    if "box" in config.carry or point is None:
+        r0, c0, r1, c1 = previous.mask.bbox
+        rows, cols = previous.mask.shape
+        dr = max(1.0, config.box_margin * (r1 - r0))
+        dc = max(1.0, config.box_margin * (c1 - c0))
+        box = np.array([max(r0 - dr, 0), max(c0 - dc, 0), min(r1 - 1 + dr, rows - 1),
+                        min(c1 - 1 + dc, cols - 1)])  # fmt: skip
+    dense = {"logits": {"mask_logits": previous.logits},
+             "mask": {"mask": previous.mask.to_array()}}.get(config.dense, {})  # fmt: skip
+    return Prompt(points=points, labels=labels, box=box, **dense)
 
 
 @dataclass
@@ -205,8 +243,9 @@ def propagate(
             if front.position in results or _past(front):
                 front.alive = False
                 continue
-            prompt = carried_prompt(front.previous, config)
             tile = front.previous.tile if config.dense == "logits" else None
+            window = None if tile is None else embeddings.grid[tile].window
+            prompt = carried_prompt(front.previous, config, window)
             result = segment(front.position, prompt, tile)
             reason = _rejection(result, front.previous, config)
             done += 1
