@@ -136,14 +136,13 @@ def big_2d(side: int, workdir: Path) -> dict:
 
 
 def propagation(seeds: str = "2", objects: int = 3) -> dict:
-    from scipy import ndimage
-
     from napari_sam.lazy import SliceSource, sample_limits
     from napari_sam.predictor import Predictor
     from napari_sam.prompts import Prompt
     from napari_sam.stack import PredictorEmbedder, StackEmbeddings
     from napari_sam.training.synthetic import EASY_STYLE, synthetic_nuclei
-    from napari_sam.volume import PropagationConfig, propagate, run
+    from napari_sam.transforms import ObjectMask
+    from napari_sam.volume import PropagationConfig, deepest_point, propagate, run
 
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")
     # the carried click with each dense prompt, and the box + logits carry it replaced
@@ -170,8 +169,7 @@ def propagation(seeds: str = "2", objects: int = 3) -> dict:
                 truth = volume.labels == obj
                 zs = np.nonzero(truth.any((1, 2)))[0]
                 mid = int(zs[len(zs) // 2])
-                depth = ndimage.distance_transform_edt(truth[mid])
-                point = np.argwhere(depth == depth.max())[0]
+                point = deepest_point(ObjectMask(truth[mid], (0, 0), truth[mid].shape))
                 config = PropagationConfig(dense=dense, carry=carry)
                 result = run(propagate(stack, predictor, {mid: Prompt.from_points([point])},
                                        slices=range(source.n_slices), config=config))  # fmt: skip

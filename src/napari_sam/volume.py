@@ -141,20 +141,18 @@ def mask_overlap(a: ObjectMask, b: ObjectMask) -> float:
 
 def deepest_point(mask: ObjectMask, window: Box | None = None) -> tuple[int, int] | None:
     """The ``(row, col)`` pixel of ``mask`` farthest from its background (Euclidean; outside
-    the crop, and outside ``window`` (row0, col0, row1, col1; end exclusive) when given, is
-    background); ties go to the first in row-major order. None if no pixel is left."""
-    crop = mask.crop
-    if window is not None:
-        r0, c0 = mask.offset
-        rows = np.arange(crop.shape[0])[:, None] + r0
-        cols = np.arange(crop.shape[1])[None, :] + c0
-        crop = crop & (rows >= window[0]) & (rows < window[2]) & (cols >= window[1]) & (
-            cols < window[3])  # fmt: skip
-    if not crop.any():
+    the crop is background), among those inside ``window`` (row0, col0, row1, col1; end
+    exclusive) when given; ties go to the first in row-major order. None if there is none."""
+    depth = ndimage.distance_transform_edt(np.pad(mask.crop, 1))[1:-1, 1:-1]
+    r0, c0 = mask.offset
+    if window is not None:  # depth is still to the mask's edge, the pick is in the window
+        r0, c0 = max(window[0], r0), max(window[1], c0)
+        depth = depth[r0 - mask.offset[0] : max(window[2] - mask.offset[0], 0),
+                      c0 - mask.offset[1] : max(window[3] - mask.offset[1], 0)]  # fmt: skip
+    if depth.size == 0 or depth.max() <= 0:
         return None
-    depth = ndimage.distance_transform_edt(np.pad(crop, 1))[1:-1, 1:-1]
     r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return int(r) + mask.offset[0], int(c) + mask.offset[1]
+    return int(r) + r0, int(c) + c0
 
 
 def carried_prompt(previous: PlaneMask, config: PropagationConfig,

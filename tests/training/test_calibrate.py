@@ -10,10 +10,10 @@ from napari_sam.model.checkpoints import load_model
 from napari_sam.training.calibrate import (
     best_match_iou,
     calibrate_iou_head,
-    object_iou,
     ranking_loss,
 )
 from napari_sam.training.data import ImagePair
+from napari_sam.training.losses import mask_iou
 from napari_sam.training.synthetic import synthetic_nuclei
 
 
@@ -42,14 +42,15 @@ def test_calibration_trains_the_iou_head_alone_and_lowers_its_error(tiny_model, 
     assert changed and all(k.startswith("mask_decoder.iou_prediction_head.") for k in changed)
 
 
-def test_object_iou_scores_each_mask_against_the_clicked_object_only():
+def test_a_centre_clicks_masks_are_scored_against_the_clicked_object_only():
     true = torch.zeros(6, 6, dtype=torch.bool)
     true[0:2, 0:2] = True  # 4 px
     neighbour = torch.zeros(6, 6, dtype=torch.bool)
     neighbour[3:6, 3:6] = True  # a perfect mask of another object is 0 for this click
     grown = true.clone()
     grown[0:2, 2:4] = True  # 8 px holding the 4
-    got = object_iou(torch.stack([true, neighbour, grown]), true)
+    masks = torch.stack([true, neighbour, grown]).float() * 2 - 1  # as logits
+    got = mask_iou(masks[None], true[None, None].float())[0]
     torch.testing.assert_close(got, torch.tensor([1.0, 0.0, 0.5]))
 
 

@@ -38,6 +38,7 @@ from napari_sam.automatic.mask_ops import point_grid
 from napari_sam.training.augment import normalise
 from napari_sam.training.batch import model_input
 from napari_sam.training.data import ImagePair
+from napari_sam.training.losses import mask_iou
 from napari_sam.training.prompting import interior_points
 
 RANK_MARGIN = 0.05  # true-IoU gap under which two masks of a click are not ranked
@@ -71,13 +72,6 @@ def best_match_iou(masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         union = mask.sum() + areas[1:] - inter
         out[i] = (inter / union).max()
     return out
-
-
-def object_iou(masks: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """masks (M, H, W) bool, true (H, W) bool -> (M,) the IoU of each mask with ``true``."""
-    inter = (masks & true).flatten(1).sum(1).float()
-    union = (masks | true).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 def ranking_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -131,12 +125,12 @@ def _grid_samples(
             )  # fmt: skip
             up = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)
             up = F.interpolate(up[..., :h, :w], shape, mode="bilinear", align_corners=False)
-            masks = (up > model.config.mask_threshold).cpu()  # (B, 3, H, W)
-            for k, three in enumerate(masks, start=start):
-                if k < n_grid:
-                    targets.append(best_match_iou(three, labels))
-                else:
-                    targets.append(object_iou(three, objects[k - n_grid]))
+            up = (up - model.config.mask_threshold).cpu()  # (B, 3, H, W), > 0 inside
+            n = max(min(n_grid - start, len(up)), 0)  # grid clicks in this batch, then centres
+            targets.extend(best_match_iou(three > 0, labels) for three in up[:n])
+            if n < len(up):  # a centre click is scored against the object clicked
+                clicked = objects[start + n - n_grid : start + len(up) - n_grid, None]
+                targets.extend(mask_iou(up[n:], clicked.float()))
             tokens.append(captured.pop().cpu())  # the head's input: (B, C) IoU tokens
     finally:
         hook.remove()
