@@ -46,3 +46,34 @@ def test_curriculum_interpolates():
 def test_bad_shape():
     with pytest.raises(ValueError):
         synthetic_nuclei((4, 4, 4, 4))
+
+
+def test_turned_nuclei_are_whole_ellipses():
+    # One nucleus, semi-axes 20 and 40 px, at a random angle: its label is the whole ellipse
+    # (a box that ignored the turn used to cut flat sides off).
+    style = NucleiStyle(radius=(20.0, 20.0), elongation=(2.0, 2.0), coverage=(0.01, 0.01))
+    checked = 0
+    for seed in range(8):
+        labels = synthetic_nuclei((300, 300), seed=seed, style=style).labels > 0
+        if labels[[0, -1]].any() or labels[:, [0, -1]].any():
+            continue  # cut by the image border
+        assert labels.sum() == pytest.approx(np.pi * 20 * 40, rel=0.02)
+        checked += 1
+    assert checked >= 3
+
+
+def test_no_nucleus_is_hidden_behind_others():
+    # Dense clusters: nuclei touch and overlap, but later ones cover at most the `hidden`
+    # share of an earlier one, so each label keeps its nucleus's shape (no slivers).
+    from skimage.measure import regionprops
+
+    def solidities(hidden):
+        style = NucleiStyle(radius=(10.0, 20.0), coverage=(0.5, 0.5),
+                            cluster_fraction=(0.8, 0.8), hidden=hidden)
+        labels = [synthetic_nuclei((256, 256), seed=s, style=style).labels for s in range(4)]
+        return np.array([r.solidity for lab in labels for r in regionprops(lab)
+                         if r.area >= 30])
+
+    capped = solidities((0.25, 0.25))
+    assert len(capped) > 100 and capped.min() > 0.7
+    assert (solidities((1.0, 1.0)) < 0.5).sum() > 10  # uncapped: crescents behind others

@@ -34,6 +34,7 @@ class NucleiStyle:
     gamma: tuple[float, float] = (0.5, 1.8)  # intensity nonlinearity
     photons: tuple[float, float] = (10.0, 5000.0)  # photons at peak brightness (Poisson)
     read_noise: tuple[float, float] = (0.0, 0.08)  # Gaussian noise, relative
+    hidden: tuple[float, float] = (0.0, 0.25)  # share of a nucleus later ones may cover
 
 
 # The easy end of the training curriculum: large, bright, isolated, clean nuclei.
@@ -50,6 +51,7 @@ EASY_STYLE = NucleiStyle(
     gamma=(0.9, 1.1),
     photons=(2000.0, 5000.0),
     read_noise=(0.0, 0.01),
+    hidden=(0.0, 0.05),
 )
 
 
@@ -74,7 +76,9 @@ class SyntheticImage:
     """An image and its instance labels.
 
     ``image``: (H, W) or (Z, H, W) uint16; ``labels``: same shape, int32, 0 = background,
-    1..n the nuclei (a pixel covered by two nuclei belongs to the one drawn last, on top).
+    1..n the nuclei (a pixel covered by two nuclei belongs to the one drawn last, on top;
+    a nucleus that would cover more than the image's ``hidden`` share of an earlier one is
+    not drawn, so no nucleus ends as an ill-posed sliver behind another).
     """
 
     image: np.ndarray
@@ -109,6 +113,38 @@ def _centres(
     return centres
 
 
+# Placements tried for a nucleus (each a step away from those it would hide too much of).
+PLACEMENT_TRIES = 4
+
+
+def _ellipse(
+    centre: np.ndarray, axes: np.ndarray, theta: float, scale: np.ndarray,
+    shape: tuple[int, ...],
+) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """The bounding box (slices of ``shape``) of an ellipse (ellipsoid) at ``centre`` with
+    semi-axes ``axes`` (([z,] v, u): u is the in-plane axis turned by ``theta`` from x), and its normalised squared distance there (<= 1 inside); None when it has no
+    pixel inside ``shape``."""
+    # Turned in-plane, the y and x extents reach up to the longest in-plane semi-axis.
+    reach = np.concatenate([axes[:-2], np.full(2, axes[-2:].max())]) / scale
+    lo = np.maximum(np.floor(centre - reach).astype(int) - 1, 0)
+    hi = np.minimum(np.ceil(centre + reach).astype(int) + 2, shape)
+    if np.any(hi <= lo):
+        return None
+    grids = np.meshgrid(
+        *[(np.arange(a, b) - c) * s for a, b, c, s in zip(lo, hi, centre, scale)],
+        indexing="ij",
+    )
+    y, x = grids[-2], grids[-1]
+    u = np.cos(theta) * x + np.sin(theta) * y
+    v = -np.sin(theta) * x + np.cos(theta) * y
+    dist2 = (u / axes[-1]) ** 2 + (v / axes[-2]) ** 2
+    if len(shape) == 3:
+        dist2 = dist2 + (grids[0] / axes[0]) ** 2
+    if not np.any(dist2 <= 1.0):
+        return None
+    return tuple(slice(a, b) for a, b in zip(lo, hi)), dist2
+
+
 def synthetic_nuclei(
     shape: tuple[int, ...] = (256, 256),
     seed: int | np.random.Generator | None = None,
@@ -138,32 +174,37 @@ def synthetic_nuclei(
     signal = np.zeros(shape, np.float32)
     texture_field = _smooth_field(rng, shape, sigma=max(1.0, mean_r / 5))
     scale = np.array([anisotropy, 1.0, 1.0])[-ndim:]
+    max_hidden = _draw(rng, style.hidden)
+    drawn = np.zeros(n + 1, np.int64)  # each nucleus's pixels when drawn
+    visible = np.zeros(n + 1, np.int64)  # and those not covered since
     for i, centre in enumerate(centres, start=1):
         r_minor = float(np.clip(rng.normal(mean_r, spread), r_lo, r_hi))
         r_major = r_minor * _draw(rng, style.elongation)
         axes = np.array([r_minor, r_major, r_minor])[-ndim:] if ndim == 3 else np.array(
             [r_minor, r_major]
         )
-        reach = axes / scale
-        lo = np.maximum(np.floor(centre - reach).astype(int) - 1, 0)
-        hi = np.minimum(np.ceil(centre + reach).astype(int) + 2, shape)
-        if np.any(hi <= lo):
-            continue
-        grids = np.meshgrid(
-            *[(np.arange(a, b) - c) * s for a, b, c, s in zip(lo, hi, centre, scale)],
-            indexing="ij",
-        )
         theta = rng.uniform(0, np.pi)  # in-plane rotation
-        y, x = grids[-2], grids[-1]
-        u = np.cos(theta) * x + np.sin(theta) * y
-        v = -np.sin(theta) * x + np.cos(theta) * y
-        dist2 = (u / axes[-1]) ** 2 + (v / axes[-2]) ** 2
-        if ndim == 3:
-            dist2 = dist2 + (grids[0] / axes[0]) ** 2
-        inside = dist2 <= 1.0
-        if not inside.any():
+        for _ in range(PLACEMENT_TRIES):
+            placed = _ellipse(centre, axes, theta, scale, shape)
+            if placed is None:
+                break
+            box, dist2 = placed
+            inside = dist2 <= 1.0
+            covered = np.bincount(labels[box][inside], minlength=n + 1)
+            covered[0] = 0
+            if not np.any(drawn - visible + covered > max_hidden * drawn):
+                break
+            # Hides too much of an earlier nucleus: step away from those it covers.
+            hidden = np.nonzero(covered)[0]
+            away = centre - np.average(centres[hidden - 1], axis=0, weights=covered[hidden])
+            centre = centre + away / (np.linalg.norm(away) + 1e-8) * 0.3 * r_minor
+        else:
+            placed = None
+        if placed is None:
             continue
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        centres[i - 1] = centre
+        visible -= covered
+        drawn[i] = visible[i] = int(inside.sum())
         brightness = _draw(rng, style.brightness)
         texture = _draw(rng, style.texture)
         profile = np.clip(1.0 - dist2, 0, 1) ** 0.3  # flat top, soft rim
@@ -181,8 +222,8 @@ def synthetic_nuclei(
     image = rng.poisson(image * photons).astype(np.float32) / photons
     image += rng.normal(0, _draw(rng, style.read_noise), shape).astype(np.float32)
     # Renumber: ids 1..n of the nuclei that remain visible.
-    visible = np.unique(labels[labels > 0])
+    shown = np.unique(labels[labels > 0])
     lut = np.zeros(n + 1, np.int32)
-    lut[visible] = np.arange(1, len(visible) + 1)
+    lut[shown] = np.arange(1, len(shown) + 1)
     image16 = np.clip(image * 20000 + 300, 0, 65535).astype(np.uint16)
     return SyntheticImage(image=image16, labels=lut[labels])
