@@ -67,15 +67,30 @@ def test_prompt_gives_reference_mask(name, ours, reference):
     box = np.asarray(spec["box"])[[1, 0, 3, 2]] if "box" in spec else None
     labels = np.asarray(spec["labels"]) if "labels" in spec else None
     masks, scores, low = reference.predict(xy, labels, box, multimask_output=True)
+    single, single_score, single_low = reference.predict(xy, labels, box,
+                                                         multimask_output=False)
 
-    np.testing.assert_allclose(result.all_scores[0], scores, atol=1e-4)
-    best = int(np.argmax(scores))
-    assert result.best[0] == best
-    assert result.scores[0] == pytest.approx(scores[best], abs=1e-4)
-    _agree(result.masks[0].to_array(), masks[best])
-    for k in range(3):  # all three candidates are reported too
-        _agree(result.candidate(0, k).to_array(), masks[k])
-    torch.testing.assert_close(result.all_logits[0], torch.from_numpy(low), atol=1e-3, rtol=0)
+    # Candidate 0 is the single-mask output, 1-3 the three ambiguity-aware masks.
+    np.testing.assert_allclose(result.all_scores[0, 1:], scores, atol=1e-4)
+    np.testing.assert_allclose(result.all_scores[0, :1], single_score, atol=1e-4)
+    for k in range(3):  # all four candidates are reported
+        _agree(result.candidate(0, k + 1).to_array(), masks[k])
+    _agree(result.candidate(0, 0).to_array(), single[0])
+    torch.testing.assert_close(result.all_logits[0, 1:], torch.from_numpy(low), atol=1e-3,
+                               rtol=0)  # fmt: skip
+    torch.testing.assert_close(result.all_logits[0, :1], torch.from_numpy(single_low),
+                               atol=1e-3, rtol=0)  # fmt: skip
+    # A single click is ambiguous: the best of the three by predicted IoU. Anything more
+    # (a box, two points) gets the single-mask output, as SAM's authors use it.
+    if name == "one point":
+        best = int(np.argmax(scores))
+        assert result.best[0] == best + 1
+        assert result.scores[0] == pytest.approx(scores[best], abs=1e-4)
+        _agree(result.masks[0].to_array(), masks[best])
+    else:
+        assert result.best[0] == 0
+        assert result.scores[0] == pytest.approx(single_score[0], abs=1e-4)
+        _agree(result.masks[0].to_array(), single[0])
 
 
 def test_previous_logits_refine_like_reference(ours, reference):
@@ -86,10 +101,10 @@ def test_previous_logits_refine_like_reference(ours, reference):
 
     masks, scores, _ = reference.predict(
         np.array([[70, 60], [90, 75]]), np.array([1, 1]), None,
-        mask_input=first.logits[0].numpy()[None], multimask_output=True,
+        mask_input=first.logits[0].numpy()[None], multimask_output=False,
     )
-    np.testing.assert_allclose(refined.all_scores[0], scores, atol=1e-4)
-    _agree(refined.masks[0].to_array(), masks[int(np.argmax(scores))])
+    np.testing.assert_allclose(refined.all_scores[0, :1], scores, atol=1e-4)
+    _agree(refined.masks[0].to_array(), masks[0])
 
 
 def test_dense_mask_prompt_reaches_decoder(ours):
@@ -105,16 +120,16 @@ def test_batch_of_boxes_gives_one_mask_each_as_reference(ours, reference):
     predictor, embedding = ours
     boxes_rc = np.array([[30, 40, 95, 110], [90, 140, 160, 220], [120, 20, 180, 100]])
     result = predictor.predict(embedding, [Prompt.from_box(b) for b in boxes_rc])
-    assert len(result) == 3 and result.all_scores.shape == (3, 3)
+    assert len(result) == 3 and result.all_scores.shape == (3, 4)
 
     boxes_xy = torch.as_tensor(boxes_rc[:, [1, 0, 3, 2]], dtype=torch.float)
     masks, scores, _ = reference.predict_torch(
-        None, None, reference.transform.apply_boxes_torch(boxes_xy, reference.original_size)
+        None, None, reference.transform.apply_boxes_torch(boxes_xy, reference.original_size),
+        multimask_output=False,
     )
     for i in range(3):
-        best = int(scores[i].argmax())
-        np.testing.assert_allclose(result.all_scores[i], scores[i].numpy(), atol=1e-4)
-        _agree(result.masks[i].to_array(), masks[i, best].numpy())
+        np.testing.assert_allclose(result.all_scores[i, :1], scores[i].numpy(), atol=1e-4)
+        _agree(result.masks[i].to_array(), masks[i, 0].numpy())
 
 
 def test_mixed_prompt_kinds_come_back_in_order(ours):
@@ -188,5 +203,6 @@ def test_negative_point_removes_a_region_as_reference_does(ours, reference):
     with_negative = predictor.predict(embedding, prompt).masks[0].to_array()
     removed = alone & ~with_negative
     assert removed.sum() > 100
-    masks, scores, _ = reference.predict(np.array([[70, 60], [60, 150]]), np.array([1, 0]))
-    _agree(with_negative, masks[int(np.argmax(scores))])
+    masks, _, _ = reference.predict(np.array([[70, 60], [60, 150]]), np.array([1, 0]),
+                                    multimask_output=False)  # two points: one mask
+    _agree(with_negative, masks[0])

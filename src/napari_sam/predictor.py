@@ -2,9 +2,12 @@
 
 ``Predictor.embed(image)`` runs the image encoder once and returns an
 :class:`ImageEmbedding`; ``Predictor.predict(embedding, prompts)`` decodes as often as the
-user clicks. Every decode produces SAM's three candidate masks per object and keeps the one
-with the best predicted IoU; only that one is upsampled to the image's resolution. Prompts
-of one kind (same number of points, box or not, dense mask or not) decode as one batch.
+user clicks. Every decode produces SAM's four candidate masks per object. A single click is
+ambiguous (a nucleus, or its cluster?): it gets the best of the three ambiguity-aware masks by
+predicted IoU. A box, several points or a mask prompt is not: it gets the single-mask output,
+the mask SAM is trained to give for such prompts (SAM paper, section 3; our trainer does the
+same). Only the chosen mask is upsampled to the image's resolution. Prompts of one kind (same
+number of points, box or not, dense mask or not) decode as one batch.
 """
 
 from __future__ import annotations
@@ -75,11 +78,15 @@ class ImageEmbedding:
 class MaskPrediction:
     """Masks for B objects, in the order their prompts were given.
 
-    masks: the best of each object's three candidates at the image's resolution;
-    scores: (B,) float32 predicted IoU of those; all_scores: (B, 3) float32 predicted IoU of
-    every candidate; best: (B,) int64 index of the chosen candidate; logits: (B, L, L) float32
-    low-res logits of the chosen masks (feed back via ``Prompt.with_mask_logits``);
-    all_logits: (B, 3, L, L) float32 of every candidate.
+    Candidates 0-3 are SAM's four outputs: 0 the single-mask output (chosen for a box,
+    several points or a mask prompt), 1-3 the three ambiguity-aware masks (for a single
+    click, the one of best predicted IoU is chosen).
+
+    masks: each object's chosen candidate at the image's resolution; scores: (B,) float32
+    predicted IoU of those; all_scores: (B, 4) float32 predicted IoU of every candidate;
+    best: (B,) int64 index of the chosen candidate; logits: (B, L, L) float32 low-res logits
+    of the chosen masks (feed back via ``Prompt.with_mask_logits``); all_logits:
+    (B, 4, L, L) float32 of every candidate.
     """
 
     masks: tuple[ObjectMask, ...]
@@ -95,7 +102,7 @@ class MaskPrediction:
         return len(self.masks)
 
     def candidate(self, obj: int, k: int) -> ObjectMask:
-        """Candidate ``k`` (0-2) of object ``obj`` at the image's resolution."""
+        """Candidate ``k`` (0-3) of object ``obj`` at the image's resolution."""
         return upsample_mask(self.all_logits[obj, k], self.geometry, self.mask_threshold)
 
 
@@ -229,8 +236,8 @@ class Predictor:
         prompts = [prompt.within(geometry.original_size) for prompt in prompts]
         n = len(prompts)
         L = geometry.low_res_size
-        all_logits = torch.empty((n, 3, L, L), dtype=torch.float32)
-        all_scores = torch.empty((n, 3), dtype=torch.float32)
+        all_logits = torch.empty((n, 4, L, L), dtype=torch.float32)
+        all_scores = torch.empty((n, 4), dtype=torch.float32)
         groups: dict[tuple, list[int]] = {}
         for i, prompt in enumerate(prompts):
             groups.setdefault(prompt.kind, []).append(i)
@@ -240,7 +247,8 @@ class Predictor:
                 low, iou = self._decode_fitting(embedding, [prompts[i] for i in chunk])
                 all_logits[chunk] = low.to("cpu", torch.float32)
                 all_scores[chunk] = iou.to("cpu", torch.float32)
-        best = all_scores.argmax(1)
+        ambiguous = torch.tensor([p.kind == (1, False, False) for p in prompts])
+        best = torch.where(ambiguous, 1 + all_scores[:, 1:].argmax(1), 0)
         logits = all_logits[torch.arange(n), best]
         threshold = self.config.mask_threshold
         masks = tuple(upsample_mask(logits[i], geometry, threshold) for i in range(n))
@@ -263,7 +271,8 @@ class Predictor:
         automatic mode), as low-res logits (B, 3, L, L) and IoU predictions (B, 3) on the
         CPU; nothing upsampled. Prompts are not checked: :meth:`predict` is the checked
         path. Out of memory on the accelerator is handled as in :meth:`predict`."""
-        return self._decode_fitting(embedding, list(prompts))
+        low, iou = self._decode_fitting(embedding, list(prompts))
+        return low[:, 1:], iou[:, 1:]
 
     def _image_state(self, embedding: ImageEmbedding, dense: torch.Tensor | None = None):
         """The decoder's image-side tensors for ``embedding`` and a dense prompt embedding
@@ -310,7 +319,8 @@ class Predictor:
     def _decode(
         self, embedding: ImageEmbedding, prompts: list[Prompt]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts of one kind -> low-res logits (B, 3, L, L) and IoU predictions (B, 3)."""
+        """Prompts of one kind -> low-res logits (B, 4, L, L) and IoU predictions (B, 4) of
+        all four outputs (single-mask first)."""
         device = self.device
         geometry = embedding.geometry
         points = boxes = masks = None
@@ -330,4 +340,4 @@ class Predictor:
             masks = torch.stack(dense).to(device)
         sparse, dense_emb = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
         state = self._image_state(embedding, dense_emb if masks is not None else None)
-        return decode(self.model.mask_decoder, state, sparse, multimask_output=True)
+        return decode(self.model.mask_decoder, state, sparse, multimask_output=None)

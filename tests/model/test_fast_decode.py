@@ -141,8 +141,8 @@ def test_predictor_mask_prompt_matches_plain_decoder(model):
             None,
             torch.from_numpy(logits)[None, None],
         )
-        ref, ref_iou = model.mask_decoder(
-            embedding.features[None], model.prompt_encoder.get_dense_pe(), sparse, dense, True
-        )
-    _close(result.all_logits, ref)
+        ref, ref_iou = (torch.cat(pair, 1) for pair in zip(*(
+            model.mask_decoder(embedding.features[None], model.prompt_encoder.get_dense_pe(),
+                               sparse, dense, multimask) for multimask in (False, True))))
+    _close(result.all_logits, ref)  # single-mask output first, then the three
     _close(torch.from_numpy(result.all_scores), ref_iou)

@@ -284,18 +284,22 @@ def upscaled_masks(
 
 @torch.inference_mode()
 def decode(
-    decoder: MaskDecoder, image: ImageState, sparse: Tensor, multimask_output: bool
+    decoder: MaskDecoder, image: ImageState, sparse: Tensor, multimask_output: bool | None
 ) -> tuple[Tensor, Tensor]:
     """:meth:`MaskDecoder.forward`'s result for prompts on ``image``.
 
-    sparse (B, Ns, C) prompt tokens. Returns mask logits (B, 3 | 1, 4h, 4w) and IoU
-    predictions (B, 3 | 1).
+    sparse (B, Ns, C) prompt tokens. Returns mask logits (B, K, 4h, 4w) and IoU predictions
+    (B, K): K = 3 with ``multimask_output`` (the three ambiguity-aware masks), 1 without (the
+    single-mask output), 4 for None (the single-mask output first, then the three).
     """
     b = sparse.shape[0]
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat((output_tokens.expand(b, -1, -1), sparse), dim=1)  # (B, 5 + Ns, C)
     hs, keys = transformer_forward(decoder, image, tokens, output_tokens.shape[0])
-    sel = range(1, decoder.num_mask_tokens) if multimask_output else range(1)
+    if multimask_output is None:
+        sel = range(decoder.num_mask_tokens)
+    else:
+        sel = range(1, decoder.num_mask_tokens) if multimask_output else range(1)
     mlps = decoder.output_hypernetworks_mlps
     hyper = torch.stack([mlps[i](hs[:, 1 + i]) for i in sel], dim=1)  # (B, K, C/8)
     iou = decoder.iou_prediction_head(hs[:, 0])[:, list(sel)]  # (B, K)
