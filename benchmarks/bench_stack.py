@@ -12,9 +12,10 @@ with randomly initialised weights (no download here): same compute and memory as
 The propagation scenario uses the bundled model's weights file as it is now (it is trained
 separately, so its figure changes with it): a synthetic 3D nuclei volume with true labels, the
 largest nuclei each prompted with one point on its middle slice and propagated carrying a
-click at the previous mask's core with each dense prompt (logits, mask, none), and, as the
-reference, the previous mask's box with its logits; IoU with the truth on every slice the
-nucleus occupies (a missed slice is 0). ``--seed`` picks the volume.
+click at the previous mask's core with each dense prompt (logits, mask, none), the default
+(logits) also without zoom, and, as the reference, the previous mask's box with its logits (no
+zoom); IoU with the truth on every slice the nucleus occupies (a missed slice is 0).
+``--seeds`` picks the volumes.
 """
 
 from __future__ import annotations
@@ -146,8 +147,10 @@ def propagation(seeds: str = "2", objects: int = 3) -> dict:
 
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")
     # the carried click with each dense prompt, and the box + logits carry it replaced
-    variants = {"logits": ("logits", "point"), "mask": ("mask", "point"),
-                "click_only": ("none", "point"), "box+logits": ("logits", "box")}  # fmt: skip
+    variants = {"logits": ("logits", "point", "auto"),
+                "logits_nozoom": ("logits", "point", "off"),
+                "mask": ("mask", "point", "auto"), "click_only": ("none", "point", "auto"),
+                "box+logits": ("logits", "box", "off")}  # fmt: skip
     ious: dict[str, list[float]] = {name: [] for name in variants}
     seconds = dict.fromkeys(variants, 0.0)
     embed_s, n_slices, n_objects = 0.0, 0, 0
@@ -163,14 +166,14 @@ def propagation(seeds: str = "2", objects: int = 3) -> dict:
         ids, sizes = np.unique(volume.labels[volume.labels > 0], return_counts=True)
         chosen = ids[np.argsort(sizes)[::-1][:objects]]
         n_objects += len(chosen)
-        for name, (dense, carry) in variants.items():
+        for name, (dense, carry, zoom) in variants.items():
             t0 = time.perf_counter()
             for obj in chosen:
                 truth = volume.labels == obj
                 zs = np.nonzero(truth.any((1, 2)))[0]
                 mid = int(zs[len(zs) // 2])
                 point = deepest_point(ObjectMask(truth[mid], (0, 0), truth[mid].shape))
-                config = PropagationConfig(dense=dense, carry=carry)
+                config = PropagationConfig(dense=dense, carry=carry, zoom=zoom)
                 result = run(propagate(stack, predictor, {mid: Prompt.from_points([point])},
                                        slices=range(source.n_slices), config=config))  # fmt: skip
                 found = result.to_array(source.n_slices)

@@ -9,6 +9,7 @@ point on that object, or nothing found, gives an empty mask.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -35,10 +36,12 @@ class OraclePrediction:
 
 @dataclass(eq=False)
 class LabelOracle:
-    """``score(slice_index)``: the predicted IoU it reports; ``calls``: (slice, prompt) log."""
+    """``score(slice_index)``: the predicted IoU it reports; ``calls``: (slice, prompt) log;
+    ``config.name``: not a fast model, so ``zoom="auto"`` leaves it alone."""
 
     score: object = lambda s: 0.95
     calls: list = field(default_factory=list)
+    config: object = field(default_factory=lambda: SimpleNamespace(name="label-oracle"))
 
     def predict(self, emb: LabelWindow, prompt) -> OraclePrediction:
         self.calls.append((emb.slice_index, prompt))

@@ -103,3 +103,13 @@ def test_tiled_plane_with_a_real_model_gives_a_plane_mask(predictor):
     r0, c0, r1, c1 = stack.grid[result.tile].window
     inside = result.mask.to_array()[r0:r1, c0:c1]
     assert (inside | ~local.masks[0].to_array()).all()  # the routed tile's mask is all kept
+
+
+def test_zoom_window_of_a_stack_is_embedded_with_the_stacks_contrast(predictor):
+    data = np.random.default_rng(2).integers(0, 4000, (2, 90, 120), dtype=np.uint16)
+    stack = StackEmbeddings.open(SliceSource(data), PredictorEmbedder(predictor, (0, 4000)))
+    window = stack.window(1, (10, 20, 58, 68))
+    plain = predictor.embed(data[1, 10:58, 20:68], contrast_limits=(0, 4000))
+    assert window.original_size == (48, 48)
+    assert np.array_equal(window.features.numpy(), plain.features.numpy())
+    assert not stack.is_done()[1, 0]  # a window is not a tile: nothing stored

@@ -19,7 +19,8 @@ import torch
 
 from napari_sam.embeddings import EmbeddingStore, StoreError, StoreLayout, StoreSignature
 from napari_sam.lazy import SliceSource, fingerprint
-from napari_sam.tiling import TileGrid, default_grid
+from napari_sam.tiling import Box, TileGrid, default_grid
+from napari_sam.zoom import WindowCache
 
 E = TypeVar("E")
 
@@ -96,6 +97,7 @@ class StackEmbeddings:
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
         self._lock = threading.RLock()
+        self._windows = WindowCache()
         self.computed = 0  # embeddings computed by this object (not read from the store)
 
     @classmethod
@@ -163,6 +165,14 @@ class StackEmbeddings:
                     raise StoreError(f"embedding ({slice_index}, {tile}) did not read back")
             self._remember(key, value)
             return value
+
+    def window(self, slice_index: int, window: Box) -> Any:
+        """The embedding of any ``window`` (row0, col0, row1, col1) of slice ``slice_index``,
+        with the tiles' preprocessing; computed here, not stored (a few kept in memory)."""
+        return self._windows.get(
+            (slice_index, window),
+            lambda: self.embedder.embed(self.source.read(slice_index, window)),
+        )
 
     def get_at(self, slice_index: int, points_rc: np.ndarray) -> tuple[int, Any]:
         """Route a prompt's plane (row, col) points ``(N, 2)`` to a tile and return

@@ -5,7 +5,9 @@ pixels, routes it to the tile whose window holds it (:meth:`TileGrid.route`), de
 there with the predictor, continues the mask into the neighbouring tiles the object runs into
 (:func:`~napari_sam.tiling.grow_across_tiles`), and returns the object on the whole plane.
 An untiled slice is the grid of one tile whose window is the plane, so the plain case is this
-same code with no growth. CLI, propagation (:mod:`napari_sam.volume`) and widgets use it.
+same code with no growth. A small object is then decoded once more on a magnified window
+around it (:mod:`napari_sam.zoom`) when the embeddings can embed any window. CLI, propagation
+(:mod:`napari_sam.volume`) and widgets use it.
 
 Embeddings come from a :class:`TiledEmbeddings`: a :class:`~napari_sam.stack.StackEmbeddings`
 (store-backed, shared with the widget's cache) or :class:`WindowEmbeddings` (computed in
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,6 +26,7 @@ import numpy as np
 from napari_sam.prompts import PointLabel, Prompt
 from napari_sam.tiling import Box, Tile, TileGrid, grow_across_tiles
 from napari_sam.transforms import ObjectMask
+from napari_sam.zoom import WindowCache, ZoomConfig, resolve_zoom, zoom_window
 
 
 class TiledEmbeddings(Protocol):
@@ -36,6 +39,13 @@ class TiledEmbeddings(Protocol):
     def get(self, slice_index: int, tile: int = 0) -> Any: ...
 
 
+class WindowSource(Protocol):
+    """Embeddings that can also embed any ``window`` (row0, col0, row1, col1) of a slice,
+    with the same preprocessing as their tiles (what :mod:`napari_sam.zoom` needs)."""
+
+    def window(self, slice_index: int, window: Box) -> Any: ...
+
+
 class WindowEmbeddings:
     """:class:`TiledEmbeddings` computed on demand by ``embed(slice_index, window)`` (window:
     ``(row0, col0, row1, col1)`` of the plane) -> ``ImageEmbedding``; the last
@@ -46,6 +56,7 @@ class WindowEmbeddings:
     ) -> None:
         self.grid, self._embed, self.cache_size = grid, embed, cache_size
         self._cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self._windows = WindowCache()
         self.computed = 0
 
     def get(self, slice_index: int, tile: int = 0) -> Any:
@@ -57,6 +68,10 @@ class WindowEmbeddings:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         return self._cache[key]
+
+    def window(self, slice_index: int, window: Box) -> Any:
+        """The embedding of any ``window`` of slice ``slice_index`` (a few kept)."""
+        return self._windows.get((slice_index, window), lambda: self._embed(slice_index, window))
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +91,7 @@ class PlaneMask:
     logits: np.ndarray
     tiles: tuple[int, ...] = ()
     truncated: bool = False
+    zoomed: Box | None = None
 
 
 def anchor_points(prompt: Prompt) -> np.ndarray:
@@ -118,6 +134,7 @@ def segment_plane(
     *,
     tile: int | None = None,
     max_tiles: int = 16,
+    zoom: ZoomConfig | str | None = "auto",
 ) -> PlaneMask:
     """Segment the object ``prompt`` describes on slice ``slice_index``, whole.
 
@@ -125,6 +142,8 @@ def segment_plane(
     ``mask_logits`` are in the window frame of tile ``tile`` (e.g. ``PlaneMask.logits`` with
     ``PlaneMask.tile``), which must then be given. tile: prompt this tile (default: routed).
     predictor: a :class:`~napari_sam.predictor.Predictor` whose signature made the embeddings.
+    zoom: decode a small object again on a magnified window (see
+    :func:`~napari_sam.zoom.resolve_zoom`; needs embeddings with a ``window`` method).
     Raises ``ValueError`` for a prompt that does not fit the plane.
     """
     grid = embeddings.grid
@@ -141,8 +160,10 @@ def segment_plane(
     prediction = predictor.predict(embeddings.get(slice_index, tile), local)
     first = prediction.masks[0]
     score, logits = float(prediction.scores[0]), prediction.logits[0].numpy()
+    zoom = resolve_zoom(zoom, predictor.config.name) if hasattr(embeddings, "window") else None
     if grid.n_tiles == 1:
-        return PlaneMask(first, score, tile, logits, (tile,))
+        plane = PlaneMask(first, score, tile, logits, (tile,))
+        return _zoomed(embeddings, predictor, slice_index, prompt, plane, start, zoom)
 
     negatives = prompt.points[prompt.labels == PointLabel.NEGATIVE]
 
@@ -156,7 +177,51 @@ def segment_plane(
     stitched = grow_across_tiles(grid, tile, first.to_array(), predict_in_tile,
                                  max_tiles=max_tiles)  # fmt: skip
     mask = crop_mask(stitched.mask, stitched.origin, grid.shape)
-    return PlaneMask(mask, score, tile, logits, stitched.tiles, stitched.truncated)
+    plane = PlaneMask(mask, score, tile, logits, stitched.tiles, stitched.truncated)
+    if len(stitched.tiles) > 1:
+        return plane  # the object is not small
+    return _zoomed(embeddings, predictor, slice_index, prompt, plane, start, zoom)
+
+
+def _zoomed(
+    embeddings: WindowSource, predictor, slice_index: int, prompt: Prompt, plane: PlaneMask,
+    start: Tile, zoom: ZoomConfig | None,
+) -> PlaneMask:
+    """``plane`` with its mask decoded again on a magnified window around it; ``plane`` as
+    it is when there is no zoom, the window would not magnify, a positive point or the box
+    falls outside the window, or the new mask runs into the window's edge (inside the plane:
+    the object is larger than the first mask said)."""
+    if zoom is None:
+        return plane
+    shape = plane.mask.shape
+    window = zoom_window(plane.mask.bbox, shape, start.window, zoom)
+    if window is None:
+        return plane
+    view = Tile(-1, window, window)
+    local = localise(replace(prompt, mask_logits=None), view)
+    positives = int((prompt.labels == PointLabel.POSITIVE).sum())
+    kept = int((local.labels == PointLabel.POSITIVE).sum())
+    box_cut = prompt.box is not None and (local.box is None or not _contains(
+        window, prompt.box))
+    if kept < positives or box_cut or (not len(local.points) and local.box is None):
+        return plane
+    result = predictor.predict(embeddings.window(slice_index, window), local).masks[0]
+    if not result.area:
+        return plane
+    r0, c0, r1, c1 = result.bbox
+    h, w = window[2] - window[0], window[3] - window[1]
+    edges = ((r0 == 0, window[0] > 0), (c0 == 0, window[1] > 0),
+             (r1 == h, window[2] < shape[0]), (c1 == w, window[3] < shape[1]))
+    if any(at_edge and inside for at_edge, inside in edges):
+        return plane
+    mask = ObjectMask(result.crop, (window[0] + r0, window[1] + c0), shape)
+    return replace(plane, mask=mask, zoomed=window)
+
+
+def _contains(window: Box, box: np.ndarray) -> bool:
+    """Whether the (row0, col0, row1, col1) ``box`` lies inside ``window`` (pixel centres)."""
+    return bool(box[0] >= window[0] and box[1] >= window[1]
+                and box[2] <= window[2] - 1 and box[3] <= window[3] - 1)
 
 
 def crop_mask(mask: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> ObjectMask:

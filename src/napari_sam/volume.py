@@ -26,6 +26,7 @@ from napari_sam.prompts import PointLabel, Prompt
 from napari_sam.tiled import PlaneMask, TiledEmbeddings, segment_plane
 from napari_sam.tiling import Box
 from napari_sam.transforms import ObjectMask
+from napari_sam.zoom import ZoomConfig
 
 Progress = Generator[tuple[int, int], None, "Propagation"]
 
@@ -44,7 +45,9 @@ class PropagationConfig:
     low-res logits), ``"mask"`` (its binary mask) or ``"none"``; carry: the sparse prompt
     carried: ``"point"`` (a positive click at the previous mask's deepest pixel, see
     :func:`deepest_point`), ``"box"`` (the previous mask's box) or ``"point+box"``;
-    box_margin: that box grows by this fraction of its size per side (at least 1 px).
+    box_margin: that box grows by this fraction of its size per side (at least 1 px);
+    zoom: decode small objects again on a magnified window (:mod:`napari_sam.zoom`; ``"auto"``,
+    ``"on"``, ``"off"`` or a :class:`~napari_sam.zoom.ZoomConfig`).
 
     The default, a click and the logits, follows an object to its ends: a box carried from
     the previous slice makes the mask fill it, so a nucleus that narrows towards its pole in
@@ -59,6 +62,7 @@ class PropagationConfig:
     dense: Literal["logits", "mask", "none"] = "logits"
     carry: Literal["point", "box", "point+box"] = "point"
     box_margin: float = 0.1
+    zoom: ZoomConfig | str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.directions not in ("both", "forward", "backward"):
@@ -220,7 +224,7 @@ def propagate(
 
     def segment(position: int, prompt: Prompt, tile: int | None = None) -> PlaneMask:
         return segment_plane(embeddings, predictor, slices[position], prompt, tile=tile,
-                             max_tiles=max_tiles)  # fmt: skip
+                             max_tiles=max_tiles, zoom=config.zoom)  # fmt: skip
 
     results: dict[int, tuple[PlaneMask, int]] = {}
     ended: list[Stop] = []

@@ -245,3 +245,28 @@ def test_output_of_the_wrong_shape_notifies_and_changes_nothing(
     assert any(s == "error" and "shape" in m for s, m in notifications)
     assert not small.data.any() and np.asarray(c.preview.data).any()
     assert len(c.points.data) == 1
+
+
+def test_zoom_choice_reaches_the_preview(make_napari_viewer, qtbot, nuclei_truth):
+    # The bundled model zooms in on small objects by default ("auto"); "off" decodes them
+    # in the whole image only. Switching redraws the preview, and zoomed masks of the
+    # smallest isolated nuclei are at least as close to the truth.
+    _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
+    c = widget.controller
+    assert widget.zoom_combo.currentText() == "auto"
+    embed(widget, qtbot)
+    ious = {"off": [], "auto": []}
+    for point, lab in isolated_nuclei(nuclei_truth, 100)[-3:]:
+        truth = nuclei_truth == lab
+        widget.zoom_combo.setCurrentText("off")
+        add_point(widget, qtbot, point)
+        previews = {"off": np.asarray(c.preview.data) > 0}
+        with qtbot.waitSignal(widget.preview_updated, timeout=EMBED_TIMEOUT_MS):
+            widget.zoom_combo.setCurrentText("auto")
+        previews["auto"] = np.asarray(c.preview.data) > 0
+        assert not np.array_equal(previews["off"], previews["auto"])
+        for zoom, mask in previews.items():
+            assert mask[point]
+            ious[zoom].append((mask & truth).sum() / (mask | truth).sum())
+        widget.clear()
+    assert np.mean(ious["auto"]) >= np.mean(ious["off"]), ious

@@ -48,7 +48,8 @@ class LivePreview:
         self._requested = self._generation
         flat = stack.source.slice_index(index) if index else 0
         self.decoder.submit(
-            DecodeJob(self._generation, predictor, stack, tuple(prompts), index, flat)
+            DecodeJob(self._generation, predictor, stack, tuple(prompts), index, flat,
+                      self.zoom_combo.currentText())
         )
 
     def _on_decoded(self, result: DecodeResult) -> None:

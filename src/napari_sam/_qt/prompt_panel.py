@@ -1,5 +1,5 @@
 """The "Prompts and objects" section of :class:`~napari_sam._qt.widget.SamWidget`:
-negative-point toggle, output layer, label id, refine, Clear / Commit (the rows of
+negative-point toggle, output layer, label id, refine, zoom, Clear / Commit (the rows of
 segmenting through the stack are added by
 :class:`~napari_sam._qt.stack_propagation.StackPropagation`).
 """
@@ -66,6 +66,14 @@ class PromptPanel:
         row.addWidget(self.refine_spin)
         row.addWidget(self.pick_button)
         form.addRow("refine", row)
+        self.zoom_combo = QComboBox()
+        self.zoom_combo.addItems(["auto", "on", "off"])
+        self.zoom_combo.setToolTip("Zoom in on small objects: decode each object once more on "
+                                   "a magnified window around it (one more image embedding "
+                                   "per prompt). auto: on for the bundled model, whose "
+                                   "encoder is fast")  # fmt: skip
+        self.zoom_combo.currentTextChanged.connect(self._on_refine)
+        form.addRow("zoom", self.zoom_combo)
         self.clear_button = QPushButton("Clear (Shift+C)")
         self.clear_button.clicked.connect(self.clear)
         self.commit_button = QPushButton("Commit (C)")

@@ -113,7 +113,9 @@ class StackPropagation:
             return
         self._propagation_cancel = cancel = threading.Event()
         worker = start_propagation(self.models.predictor, self.embeddings, self._request(),
-                                   annotations, slices, PropagationConfig(), cancel)  # fmt: skip
+                                   annotations, slices,
+                                   PropagationConfig(zoom=self.zoom_combo.currentText()),
+                                   cancel)  # fmt: skip
         negatives = [p for p, prompt in annotations.items() if is_stop(prompt)]
         job = (c.output, index, axis, self.axis_combo.currentText(), lead_shape[axis], negatives)
         worker.yielded.connect(self._on_propagate_step)

@@ -136,7 +136,7 @@ def start_embedding(*args, **kwargs) -> GeneratorWorker:
 @dataclass(frozen=True)
 class DecodeJob:
     """Decode ``prompts`` (plane (row, col)) on slice ``index`` of ``embeddings``;
-    ``generation`` orders jobs."""
+    ``generation`` orders jobs; ``zoom``: auto, on or off (:mod:`napari_sam.zoom`)."""
 
     generation: int
     predictor: Predictor
@@ -144,6 +144,7 @@ class DecodeJob:
     prompts: tuple[Prompt, ...]
     index: tuple[int, ...]
     slice_index: int  # ``index`` as a flat slice index of ``embeddings``
+    zoom: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,8 @@ def _decode(job: DecodeJob) -> DecodeResult:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AcceleratorFallbackWarning)  # the notice
-            masks = tuple(segment_plane(job.embeddings, job.predictor, job.slice_index, p).mask
-                          for p in job.prompts)  # fmt: skip
+            masks = tuple(segment_plane(job.embeddings, job.predictor, job.slice_index, p,
+                                        zoom=job.zoom).mask for p in job.prompts)  # fmt: skip
     except RuntimeError as exc:
         raise WorkFailed(exc) from exc
     moved = job.predictor.fallback_note

@@ -13,7 +13,8 @@ the stack from every entry with its id: entries of negative points only mark sli
 not reach. Every slice is embedded once (per tile): in process, or read from ``--embeddings
 STORE.zarr`` made by ``napari-sam embed`` (a store made for other data, model, contrast or
 tiling is refused). Large planes are tiled (``--tile H W --halo H W``, default from the model
-input) and an object crossing tile borders is still segmented whole.
+input) and an object crossing tile borders is still segmented whole. A small object is decoded
+once more on a magnified window around it (``--zoom``, see :mod:`napari_sam.zoom`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="tile core size (default: from the image and model input size)")  # fmt: skip
     parser.add_argument("--halo", nargs=2, type=int, metavar=("H", "W"),
                         help="halo per tile side (default: 1/8 of the model input when tiled)")  # fmt: skip
+    parser.add_argument("--zoom", default="auto", choices=("auto", "on", "off"),
+                        help="decode small objects again on a magnified window (auto: on for "
+                             "the bundled model, whose encoder is fast)")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -114,8 +118,11 @@ class _Object:
     axis: int = 0
 
 
-def group_objects(objects: list[dict], leading: tuple[int, ...]) -> list[_Object]:
-    """Entries grouped by id; an id marked ``propagate`` collects all of its entries."""
+def group_objects(
+    objects: list[dict], leading: tuple[int, ...], zoom: str = "auto"
+) -> list[_Object]:
+    """Entries grouped by id; an id marked ``propagate`` collects all of its entries (its
+    propagation zooms as ``zoom`` unless its options say otherwise)."""
     from napari_sam.volume import PropagationConfig
 
     grouped: dict[int, _Object] = {}
@@ -135,6 +142,7 @@ def group_objects(objects: list[dict], leading: tuple[int, ...]) -> list[_Object
             if not leading:
                 raise ValueError(f"object {obj['id']}: propagation needs a stack, not a 2D image")
             options = dict(spec) if isinstance(spec, dict) else {}
+            options.setdefault("zoom", zoom)
             axis = int(options.pop("axis", 0))
             try:
                 config = PropagationConfig(**options)
@@ -155,7 +163,8 @@ def _grid(args: argparse.Namespace, plane: tuple[int, int], image_size: int):
 
 def _in_process(args: argparse.Namespace, predictor):
     """Embeddings computed here per (slice, tile), full precision: ``(embeddings, leading
-    shape)``. Untiled planes use their own contrast, tiles of a plane share the plane's."""
+    shape)``. Untiled planes use their own contrast; tiles and zoom windows of a plane share
+    the plane's."""
     from napari_sam.image import percentile_limits
     from napari_sam.tiled import WindowEmbeddings
 
@@ -173,8 +182,10 @@ def _in_process(args: argparse.Namespace, predictor):
         plane = image[(slice(None), *index)] if channel is not None else image[index]
         r0, c0, r1, c1 = window
         limits = None
-        if grid.n_tiles > 1 and channel is None and plane.dtype != np.uint8:
-            limits = percentile_limits(plane)
+        if window != (0, 0, *plane_shape) and plane.dtype != np.uint8:
+            # tiles and zoom windows share the plane's contrast
+            limits = ([percentile_limits(c) for c in plane] if channel is not None
+                      else percentile_limits(plane))  # fmt: skip
         part = plane[..., r0:r1, c0:c1] if channel is not None else plane[r0:r1, c0:c1]
         return predictor.embed(part, rgb=rgb, channel=channel, contrast_limits=limits)
 
@@ -202,15 +213,18 @@ def _stored(args: argparse.Namespace, predictor):
     return stack, source.leading_shape
 
 
-def _masks(obj: _Object, embeddings, predictor, leading: tuple[int, ...]):
-    """(leading index, plane ObjectMask) of every slice ``obj`` is segmented on."""
+def _masks(
+    obj: _Object, embeddings, predictor, leading: tuple[int, ...], zoom: str = "auto"
+):
+    """(leading index, plane ObjectMask) of every slice ``obj`` is segmented on; ``zoom``
+    as ``--zoom`` (a propagated object's own ``"zoom"`` option wins)."""
     from napari_sam.tiled import segment_plane
     from napari_sam.volume import axis_slices, propagate, run
 
     if obj.propagate is None:
         for index, prompt in obj.annotations.items():
             flat = int(np.ravel_multi_index(index, leading)) if leading else 0
-            yield index, segment_plane(embeddings, predictor, flat, prompt).mask
+            yield index, segment_plane(embeddings, predictor, flat, prompt, zoom=zoom).mask
         return
     if not 0 <= obj.axis < len(leading):
         raise ValueError(f"object {obj.id}: no leading axis {obj.axis} in {leading}")
@@ -244,11 +258,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"napari-sam segment: error: {exc}. Segment with the --model, --contrast, "
               "--tile and --halo the store was made with.", file=sys.stderr)  # fmt: skip
         return 2
-    work = group_objects(objects, leading)
+    work = group_objects(objects, leading, args.zoom)
     found = []  # computed slice by slice (embedding reuse), written in file order
     for obj in sorted(work, key=lambda o: (o.propagate is not None, min(o.annotations))):
-        found += [(obj.order, index, obj.id, m) for index, m in _masks(obj, embeddings,
-                                                                       predictor, leading)]  # fmt: skip
+        found += [(obj.order, index, obj.id, m)
+                  for index, m in _masks(obj, embeddings, predictor, leading, args.zoom)]
     dtype = np.uint16 if max(o["id"] for o in objects) < 2**16 else np.uint32
     labels = np.zeros((*leading, *embeddings.grid.shape), dtype=dtype)
     for _, index, obj_id, mask in sorted(found, key=lambda item: item[0]):

@@ -140,3 +140,36 @@ def evaluate_otsu(objects: Sequence[EvalObject]) -> float:
         box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
         ious.append(_iou(otsu_in_box(obj.pair.image, box), true))
     return float(np.mean(ious))
+
+
+def evaluate_prompting(
+    predictor, objects: Sequence[EvalObject], zoom="auto"
+) -> EvalResult:
+    """Box and centre-click mIoU through the plugin's own prompting path
+    (:func:`napari_sam.tiled.segment_plane`: what the widget, CLI and scripts run), with
+    ``zoom`` as there. Contrast limits are each image's 1st / 99.8th percentiles, as in
+    :func:`evaluate`; the prompts are the same tight boxes and deepest-pixel clicks."""
+    from napari_sam.prompts import Prompt
+    from napari_sam.tiled import WindowEmbeddings, segment_plane
+    from napari_sam.tiling import TileGrid
+
+    box_ious: list[float] = []
+    point_ious: list[float] = []
+    for pair, labels in _group(objects):
+        image = pair.image
+        limits = tuple(float(v) for v in np.percentile(image, [1.0, 99.8]))
+
+        def embed(_slice: int, window, image=image, limits=limits):
+            r0, c0, r1, c1 = window
+            return predictor.embed(image[r0:r1, c0:c1], contrast_limits=limits)
+
+        embeddings = WindowEmbeddings(TileGrid(image.shape), embed)
+        true = torch.as_tensor(pair.labels[None] == np.array(labels)[:, None, None])
+        boxes = boxes_from_masks(true).numpy()[:, [1, 0, 3, 2]]  # (row0, col0, row1, col1)
+        clicks = interior_points(true).numpy()[:, ::-1]  # (row, col)
+        for i in range(len(labels)):
+            for prompt, out in ((Prompt.from_box(boxes[i]), box_ious),
+                                (Prompt.from_points(clicks[i : i + 1]), point_ious)):
+                mask = segment_plane(embeddings, predictor, 0, prompt, zoom=zoom).mask
+                out.append(_iou(mask.to_array(), true[i].numpy()))
+    return EvalResult(float(np.mean(box_ious)), float(np.mean(point_ious)), len(box_ious))
