@@ -76,3 +76,29 @@ def test_segment_layers_writes_displayed_slice_undoably(session):
     assert refined.ids == (7,)
     with pytest.raises(ValueError, match="label 99 is not in the labels"):
         session.segment_layers(image, labels, refine_label=99)
+
+
+def test_scripts_zoom_in_on_small_objects_like_the_widget_and_cli():
+    """Session.segment with the bundled model decodes a small nucleus again on a magnified
+    window, exactly as the one prompting path (segment_plane) of the widget and CLI does."""
+    from napari_sam.image import percentile_limits
+    from napari_sam.tiled import WindowEmbeddings, segment_plane
+    from napari_sam.tiling import TileGrid
+    from napari_sam.training.synthetic import NucleiStyle, synthetic_nuclei
+
+    sample = synthetic_nuclei((256, 320), seed=3, style=NucleiStyle(radius=(5.0, 7.0)))
+    rows, cols = np.nonzero(sample.labels == 1)
+    box = Prompt.from_box([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1])
+    predictor = Predictor.load("bundled", device="cpu", precision="fp32")
+    limits = percentile_limits(sample.image)
+
+    def embed(_s, w):
+        return predictor.embed(sample.image[w[0] : w[2], w[1] : w[3]], contrast_limits=limits)
+
+    plane = segment_plane(WindowEmbeddings(TileGrid(sample.image.shape), embed), predictor, 0,
+                          box, zoom="auto")  # fmt: skip
+    assert plane.zoomed is not None
+    zoomed = Session(predictor).segment(sample.image, box, contrast_limits=limits)
+    np.testing.assert_array_equal(zoomed > 0, plane.mask.to_array())
+    plain = Session(predictor, zoom="off").segment(sample.image, box, contrast_limits=limits)
+    assert not np.array_equal(plain > 0, zoomed > 0)

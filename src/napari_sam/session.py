@@ -10,7 +10,9 @@ With a viewer (nothing here imports napari; layers are passed in)::
     session.segment_layers(image_layer, labels_layer, points=points_layer)  # one undo step
 
 A session keeps the embedding of the last image (or slice) it encoded, keyed by a hash of
-the pixels, so repeated prompts on the same image cost only the decoder.
+the pixels, so repeated prompts on the same image cost only the decoder. Small objects are
+decoded once more on a magnified window, as in the widget and the CLI (``zoom``, see
+:mod:`napari_sam.zoom`; ``"auto"``: on for the bundled model).
 """
 
 from __future__ import annotations
@@ -24,25 +26,33 @@ import xxhash
 from napari_sam.labels import apply_edit, plan_write, write_mask
 from napari_sam.predictor import ImageEmbedding, MaskPrediction, Predictor
 from napari_sam.prompts import Prompt
+from napari_sam.transforms import ObjectMask
+from napari_sam.zoom import ZoomConfig, resolve_zoom
 
 
 @dataclass(frozen=True, eq=False)
 class LayerSegmentation:
     """What :meth:`Session.segment_layers` wrote: ids (B,) per object in prompt order, the
-    slice ``index`` (leading data indices), and the predictions."""
+    slice ``index`` (leading data indices), the predictions of the whole-image decode, and
+    the masks written (those of ``prediction``, or their zoomed decode)."""
 
     ids: tuple[int, ...]
     index: tuple[int, ...]
     prediction: MaskPrediction
+    masks: tuple[ObjectMask, ...]
 
 
 class Session:
     """Segment Anything on arrays or napari layers. ``predictor``: a :class:`Predictor`;
-    ``viewer``: a napari viewer, needed only to find the displayed slice of nD layers."""
+    ``viewer``: a napari viewer, needed only to find the displayed slice of nD layers;
+    ``zoom``: ``"auto"``, ``"on"``, ``"off"`` or a :class:`~napari_sam.zoom.ZoomConfig`."""
 
-    def __init__(self, predictor: Predictor, viewer=None) -> None:
+    def __init__(
+        self, predictor: Predictor, viewer=None, zoom: ZoomConfig | str | None = "auto"
+    ) -> None:
         self.predictor = predictor
         self.viewer = viewer
+        self.zoom = zoom
         self._cache: tuple[str, ImageEmbedding] | None = None
 
     @classmethod
@@ -53,10 +63,11 @@ class Session:
         device: str = "auto",
         precision: str = "auto",
         viewer=None,
+        zoom: ZoomConfig | str | None = "auto",
     ) -> Session:
         """A session with ``model`` (a weights name or file path; default: the bundled
         model, else the default published one) on ``device`` in ``precision``."""
-        return cls(Predictor.load(model, device=device, precision=precision), viewer)
+        return cls(Predictor.load(model, device=device, precision=precision), viewer, zoom)
 
     def embed(self, image: np.ndarray, **image_kwargs) -> ImageEmbedding:
         """The embedding of a 2D image (cached: the same pixels are encoded once).
@@ -90,9 +101,9 @@ class Session:
         if labels is None:
             labels = np.zeros(embedding.original_size, dtype=np.int32)
         ids = _ids_for(prompts, ids, labels)
-        prediction = self.predictor.predict(embedding, prompts)
+        masks = self._masks(image, image_kwargs, embedding, prompts)
         out = np.array(labels)  # every object is written, or (on an error) none
-        for mask, label_id in zip(prediction.masks, ids):
+        for mask, label_id in zip(masks, ids):
             write_mask(out, mask, label_id, overwrite=overwrite)
         labels[...] = out
         return labels
@@ -132,14 +143,50 @@ class Session:
         first = label_id if label_id is not None else refine_label
         plane = np.asarray(labels_layer.data[index])
         ids = _ids_for(prompts, None, plane, first)
-        embedding = self.embed(nl.image_from_layer(image_layer, index), contrast_limits=(0, 255))
+        image = nl.image_from_layer(image_layer, index)
+        embedding = self.embed(image, contrast_limits=(0, 255))
         prediction = self.predictor.predict(embedding, prompts)
+        masks = self._zoom(image, {"contrast_limits": (0, 255)}, prompts, prediction.masks)
         trial = plane.copy()  # plan every write first: a bad id leaves the layer unchanged
-        for mask, obj_id in zip(prediction.masks, ids):
+        for mask, obj_id in zip(masks, ids):
             apply_edit(trial, plan_write(trial, mask, obj_id, overwrite=overwrite))
-        for mask, obj_id in zip(prediction.masks, ids):
+        for mask, obj_id in zip(masks, ids):
             nl.write_to_labels_layer(labels_layer, mask, obj_id, index, overwrite=overwrite)
-        return LayerSegmentation(tuple(ids), index, prediction)
+        return LayerSegmentation(tuple(ids), index, prediction, masks)
+
+    def _masks(self, image, image_kwargs: dict, embedding: ImageEmbedding,
+               prompts: list[Prompt]) -> tuple[ObjectMask, ...]:  # fmt: skip
+        """Each prompt's mask: decoded on ``embedding`` (one batch), then zoomed."""
+        masks = self.predictor.predict(embedding, prompts).masks
+        return self._zoom(image, image_kwargs, prompts, masks)
+
+    def _zoom(self, image, image_kwargs: dict, prompts: list[Prompt],
+              masks: Sequence[ObjectMask]) -> tuple[ObjectMask, ...]:  # fmt: skip
+        """``masks`` of ``prompts`` on the 2D ``image``, small ones decoded again on a
+        magnified window (:func:`~napari_sam.tiled.zoom_in`) when :attr:`zoom` says so.
+        Windows are cut from the model's view of the whole image, so they keep its
+        contrast."""
+        zoom = resolve_zoom(self.zoom, self.predictor.config.name)
+        if zoom is None:
+            return tuple(masks)
+        from napari_sam.image import to_model_image
+        from napari_sam.tiled import WindowEmbeddings, zoom_in
+        from napari_sam.tiling import TileGrid
+
+        model_image = to_model_image(np.asarray(image), **image_kwargs)  # (H, W, 3), 0-255
+
+        def embed(_slice: int, window):
+            r0, c0, r1, c1 = window
+            return self.predictor.embed(model_image[r0:r1, c0:c1], contrast_limits=(0, 255))
+
+        shape = model_image.shape[:2]
+        windows = WindowEmbeddings(TileGrid(shape), embed)
+        whole = (0, 0, *shape)
+        out = []
+        for prompt, mask in zip(prompts, masks):
+            zoomed = zoom_in(windows, self.predictor, 0, prompt, mask, whole, zoom)
+            out.append(mask if zoomed is None else zoomed[0])
+        return tuple(out)
 
     def _object_prompt(self, image_layer, labels_layer, points, refine_label, index) -> Prompt:
         from napari_sam import napari_layers as nl

@@ -187,35 +187,43 @@ def _zoomed(
     embeddings: WindowSource, predictor, slice_index: int, prompt: Prompt, plane: PlaneMask,
     start: Tile, zoom: ZoomConfig | None,
 ) -> PlaneMask:
-    """``plane`` with its mask decoded again on a magnified window around it; ``plane`` as
-    it is when there is no zoom, the window would not magnify, a positive point or the box
-    falls outside the window, or the new mask runs into the window's edge (inside the plane:
-    the object is larger than the first mask said)."""
+    """``plane`` with its mask from :func:`zoom_in` (as it is where that gives None)."""
     if zoom is None:
         return plane
-    shape = plane.mask.shape
-    window = zoom_window(plane.mask.bbox, shape, start.window, zoom)
+    zoomed = zoom_in(embeddings, predictor, slice_index, prompt, plane.mask, start.window, zoom)
+    return plane if zoomed is None else replace(plane, mask=zoomed[0], zoomed=zoomed[1])
+
+
+def zoom_in(
+    embeddings: WindowSource, predictor, slice_index: int, prompt: Prompt, mask: ObjectMask,
+    first_window: Box, zoom: ZoomConfig,
+) -> tuple[ObjectMask, Box] | None:
+    """The object of ``prompt`` (plane ``(row, col)``), first segmented as ``mask`` in
+    ``first_window``, decoded again on a magnified window around it: ``(plane mask,
+    window)``. None when the window would not magnify (:func:`~napari_sam.zoom.zoom_window`),
+    a positive point or the box falls outside it, or the new mask is empty or runs into the
+    window's edge inside the plane (the object is larger than the first mask said)."""
+    shape = mask.shape
+    window = zoom_window(mask.bbox, shape, first_window, zoom)
     if window is None:
-        return plane
-    view = Tile(-1, window, window)
-    local = localise(replace(prompt, mask_logits=None), view)
+        return None
+    local = localise(replace(prompt, mask_logits=None), Tile(-1, window, window))
     positives = int((prompt.labels == PointLabel.POSITIVE).sum())
     kept = int((local.labels == PointLabel.POSITIVE).sum())
     box_cut = prompt.box is not None and (local.box is None or not _contains(
         window, prompt.box))
     if kept < positives or box_cut or (not len(local.points) and local.box is None):
-        return plane
+        return None
     result = predictor.predict(embeddings.window(slice_index, window), local).masks[0]
     if not result.area:
-        return plane
+        return None
     r0, c0, r1, c1 = result.bbox
     h, w = window[2] - window[0], window[3] - window[1]
     edges = ((r0 == 0, window[0] > 0), (c0 == 0, window[1] > 0),
              (r1 == h, window[2] < shape[0]), (c1 == w, window[3] < shape[1]))
     if any(at_edge and inside for at_edge, inside in edges):
-        return plane
-    mask = ObjectMask(result.crop, (window[0] + r0, window[1] + c0), shape)
-    return replace(plane, mask=mask, zoomed=window)
+        return None
+    return ObjectMask(result.crop, (window[0] + r0, window[1] + c0), shape), window
 
 
 def _contains(window: Box, box: np.ndarray) -> bool:
