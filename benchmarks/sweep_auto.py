@@ -7,6 +7,7 @@ stability >= 0.5, NMS 0.95, no cleaning); every setting then filters, suppresses
 them as automatic mode does (minimum area 16).
 
     .venv/bin/python benchmarks/sweep_auto.py [--weights FILE] [--seeds 1,2,3] [--size 512]
+                                              [--crop-layers 1]
 """
 
 from __future__ import annotations
@@ -53,12 +54,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--top", type=int, default=10, help="best settings printed")
+    parser.add_argument("--crop-layers", type=int, default=0,
+                        help="crop layers of the decoded grid (small objects magnified)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     preset = PRESETS["nuclei"]
     loose = preset.with_values(pred_iou_thresh=0.3, stability_score_thresh=0.5,
-                               box_nms_thresh=0.95, min_mask_region_area=0)  # fmt: skip
+                               box_nms_thresh=0.95, min_mask_region_area=0,
+                               crop_n_layers=args.crop_layers)  # fmt: skip
     predictor = Predictor(load_model(args.weights).model)
     images, nuclei = [], 0
     for seed in (int(s) for s in args.seeds.split(",")):

@@ -51,8 +51,8 @@ class PropagationConfig:
 
     The default, a click and the logits, follows an object to its ends: a box carried from
     the previous slice makes the mask fill it, so a nucleus that narrows towards its pole in
-    z is over-segmented there (bench_stack, bundled model: mean per-slice IoU 0.84 with
-    point + logits, 0.63 with box + logits, on 130 slices of 9 nuclei).
+    z is over-segmented there (bench_stack, bundled model: mean per-slice IoU 0.97 with
+    point + logits, 0.89 with box + logits, on 124 slices of 9 nuclei).
     """
 
     min_score: float = 0.5
