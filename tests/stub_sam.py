@@ -123,7 +123,10 @@ class _DiscDecoder(nn.Module):
                 inside |= discs[positive].any(0)
                 inside &= ~discs[~positive].any(0)
                 out[b, k] = torch.where(inside, 8.0, -8.0)
-        return out, iou
+        # SAM's outputs: the single-mask output (the first disc), then the three; None: all
+        if multimask_output is None:
+            return torch.cat((out[:, :1], out), 1), torch.cat((iou[:, :1], iou), 1)
+        return (out, iou) if multimask_output else (out[:, :1], iou[:, :1])
 
 
 class DiscSam(nn.Module):
@@ -164,7 +167,7 @@ class DiscPredictor(Predictor):
                 else torch.from_numpy(p.mask_logits)[None] for p in prompts
             ])  # fmt: skip
         sparse, dense = self.model.prompt_encoder(points, boxes, masks)
-        return self.model.mask_decoder(None, None, sparse, dense, True)
+        return self.model.mask_decoder(None, None, sparse, dense, None)
 
 
 def disc_predictor(**kwargs) -> Predictor:
