@@ -12,9 +12,10 @@ with randomly initialised weights (no download here): same compute and memory as
 The propagation scenario uses the bundled model's weights file as it is now (it is trained
 separately, so its figure changes with it): a synthetic 3D nuclei volume with true labels, the
 largest nuclei each prompted with one point on its middle slice and propagated carrying a
-click at the previous mask's core with each dense prompt (logits, mask, none), the default
-(logits) also without zoom, and, as the reference, the previous mask's box with its logits (no
-zoom); IoU with the truth on every slice the nucleus occupies (a missed slice is 0).
+click at the previous mask's core with each dense prompt (none: the default, also without
+zoom; logits; mask), and, as the reference, the previous mask's box with its logits (no
+zoom); IoU with the truth on every slice the nucleus occupies (a missed slice is 0), and the
+slices past its ends that got a mask anyway.
 ``--seeds`` picks the volumes.
 """
 
@@ -147,12 +148,13 @@ def propagation(seeds: str = "2", objects: int = 3) -> dict:
 
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")
     # the carried click with each dense prompt, and the box + logits carry it replaced
-    variants = {"logits": ("logits", "point", "auto"),
-                "logits_nozoom": ("logits", "point", "off"),
-                "mask": ("mask", "point", "auto"), "click_only": ("none", "point", "auto"),
+    variants = {"click_only": ("none", "point", "auto"),
+                "click_only_nozoom": ("none", "point", "off"),
+                "logits": ("logits", "point", "auto"), "mask": ("mask", "point", "auto"),
                 "box+logits": ("logits", "box", "off")}  # fmt: skip
     ious: dict[str, list[float]] = {name: [] for name in variants}
     seconds = dict.fromkeys(variants, 0.0)
+    extra = dict.fromkeys(variants, 0)
     embed_s, n_slices, n_objects = 0.0, 0, 0
     for seed in (int(s) for s in seeds.split(",")):
         volume = synthetic_nuclei((24, 192, 192), seed=seed, style=EASY_STYLE, anisotropy=2.0)
@@ -179,12 +181,15 @@ def propagation(seeds: str = "2", objects: int = 3) -> dict:
                 found = result.to_array(source.n_slices)
                 ious[name] += [(found[z] & truth[z]).sum() / (found[z] | truth[z]).sum()
                                for z in zs]  # fmt: skip
+                # slices past the nucleus's ends that got a mask (not in the IoU figures)
+                extra[name] += int(np.sum(found.any((1, 2)) & ~truth.any((1, 2))))
             seconds[name] += time.perf_counter() - t0
     row: dict = {"objects": n_objects, "embed_s_per_slice": embed_s / n_slices}
     for name, values in ious.items():
         row[f"{name}_iou_mean"] = float(np.mean(values))
         row[f"{name}_iou_min"] = float(np.min(values))
         row[f"{name}_slices>=0.85"] = f"{int(np.sum(np.array(values) >= 0.85))}/{len(values)}"
+        row[f"{name}_slices_past_the_ends"] = extra[name]
         row[f"{name}_decode_s"] = seconds[name]
     return row
 
@@ -232,7 +237,8 @@ def main() -> None:
     print(f"{'scenario':<8} {'measure':<24} {'value':>14}   target")
     targets = {"store_mb_per_slice": "~2 MiB", "rss_browse_peak_mb": "< model + 1024",
                "embeddings_computed": "1 (not the stack)", "peak_mb": "< 4096 (big)",
-               "logits_iou_mean": ">= 0.85", "logits_slices>=0.85": "all"}  # fmt: skip
+               "click_only_iou_mean": ">= 0.85", "click_only_slices>=0.85": "all",
+               "click_only_slices_past_the_ends": "0"}  # fmt: skip
     for scenario, row in results.items():
         for key, value in row.items():
             text = f"{value:.2f}" if isinstance(value, float) else str(value)

@@ -111,10 +111,12 @@ def test_the_carried_click_is_the_previous_masks_deepest_pixel():
     mask = ObjectMask(crop, (100, 50), (256, 256))
     assert deepest_point(mask) == (104, 54)
     previous = PlaneMask(mask, 0.9, 0, np.zeros((8, 8), np.float32))
-    prompt = carried_prompt(previous, PropagationConfig())
+    prompt = carried_prompt(previous, PropagationConfig(dense="logits"))
     np.testing.assert_array_equal(prompt.points, [[104, 54]])
     np.testing.assert_array_equal(prompt.labels, [1])
     assert prompt.box is None and prompt.mask_logits is not None
+    alone = carried_prompt(previous, PropagationConfig())  # the default: the click alone
+    assert alone.box is None and alone.mask_logits is None and alone.mask is None
     both = carried_prompt(previous, PropagationConfig(carry="point+box", dense="none"))
     assert len(both.points) == 1 and both.box is not None and both.mask_logits is None
     # in a tile's window (end exclusive) the click stays inside it: the strip's core there

@@ -81,7 +81,8 @@ def test_propagation_from_slice_k_writes_its_neighbours_as_one_undo_step(
     assert set(np.unique(out)) == {0, 7}
     reached = [z for z in range(12) if out[z].any()]
     assert reached == list(range(9))  # from k down to the first slice, up to before slice 9
-    assert all(out[z, 32, 32] == 7 for z in reached)
+    # on every slice reached, the object is where it was prompted (within 4 px of the click)
+    assert all((out[z, 28:37, 28:37] == 7).any() for z in reached)
     assert len(c.points.data) == 0 and not np.asarray(c.preview.data).any()
     info = " ".join(_said(notifications, "info"))
     assert "Label 7 on 9 slices (z 0-8, from z 5)" in info
@@ -109,7 +110,7 @@ def test_4d_propagation_follows_the_slider_moved_last(make_napari_viewer, qtbot,
     add_point(widget, qtbot, (2, 3, 24, 24))
     _propagate(widget, qtbot)
     out = np.asarray(c.output.data)
-    assert all(out[2, z, 24, 24] == 1 for z in range(6))  # every z, at the displayed t
+    assert all((out[2, z, 20:29, 20:29] == 1).any() for z in range(6))  # every z, at this t
     assert not np.delete(out, 2, axis=0).any()
 
     widget.axis_combo.setCurrentIndex(0)  # the user picks t: moving z does not change it
@@ -119,7 +120,8 @@ def test_4d_propagation_follows_the_slider_moved_last(make_napari_viewer, qtbot,
     add_point(widget, qtbot, (2, 4, 10, 38))  # beside object 1 (kept: not overwritten)
     _propagate(widget, qtbot)
     out = np.asarray(c.output.data)
-    assert all(out[t, 4, 10, 38] == 2 for t in range(4)) and out[2, 4, 24, 24] == 1  # every t, at the displayed z
+    assert all((out[t, 4, 6:15, 34:43] == 2).any() for t in range(4))  # every t, at this z
+    assert (out[2, 4, 20:29, 20:29] == 1).any()  # object 1 kept
     infos = _said(notifications, "info")
     assert any("Label 1 on 6 slices (z 0-5, from z 3)" in m for m in infos), infos
     assert any("Label 2 on 4 slices (t 0-3, from t 2)" in m for m in infos), infos
