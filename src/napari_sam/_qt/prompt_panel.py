@@ -72,7 +72,7 @@ class PromptPanel:
                                    "a magnified window around it (one more image embedding "
                                    "per prompt). auto: on for the bundled model, whose "
                                    "encoder is fast")  # fmt: skip
-        self.zoom_combo.currentTextChanged.connect(self._on_refine)
+        self.zoom_combo.currentTextChanged.connect(lambda _text: self.request_preview())
         form.addRow("zoom", self.zoom_combo)
         self.clear_button = QPushButton("Clear (Shift+C)")
         self.clear_button.clicked.connect(self.clear)
