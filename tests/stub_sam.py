@@ -151,8 +151,9 @@ class DiscPredictor(Predictor):
     """The real predictor with the disc decoder in place of SAM's decode step."""
 
     def _decode(self, *args):
-        # (embedding, prompts) now; (features, image_pe, prompts, geometry) before
+        # (embedding, prompts[, multimask]) now; (features, image_pe, prompts, geometry) before
         prompts = next(a for a in args if isinstance(a, list))
+        multimask = args[2] if len(args) == 3 and not isinstance(args[2], list) else None
         geometry = next(a if isinstance(a, Geometry) else a.geometry
                         for a in args if isinstance(a, Geometry) or hasattr(a, "geometry"))  # fmt: skip
         points = boxes = masks = None
@@ -167,7 +168,7 @@ class DiscPredictor(Predictor):
                 else torch.from_numpy(p.mask_logits)[None] for p in prompts
             ])  # fmt: skip
         sparse, dense = self.model.prompt_encoder(points, boxes, masks)
-        return self.model.mask_decoder(None, None, sparse, dense, None)
+        return self.model.mask_decoder(None, None, sparse, dense, multimask)
 
 
 def disc_predictor(**kwargs) -> Predictor:

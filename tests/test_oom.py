@@ -49,11 +49,11 @@ def _decode_failing(predictor, fails) -> list[int]:
     ``fails(batch size)``. Returns the list of batch sizes tried."""
     original, tried = predictor._decode, []
 
-    def decode(embedding, prompts):
+    def decode(embedding, prompts, multimask=None):
         tried.append(len(prompts))
         if predictor.device.type != "cpu" and fails(len(prompts)):
             raise OOM
-        return original(embedding, prompts)
+        return original(embedding, prompts, multimask)
 
     predictor._decode = decode
     return tried

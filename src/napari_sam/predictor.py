@@ -271,8 +271,7 @@ class Predictor:
         automatic mode), as low-res logits (B, 3, L, L) and IoU predictions (B, 3) on the
         CPU; nothing upsampled. Prompts are not checked: :meth:`predict` is the checked
         path. Out of memory on the accelerator is handled as in :meth:`predict`."""
-        low, iou = self._decode_fitting(embedding, list(prompts))
-        return low[:, 1:], iou[:, 1:]
+        return self._decode_fitting(embedding, list(prompts), multimask=True)
 
     def _image_state(self, embedding: ImageEmbedding, dense: torch.Tensor | None = None):
         """The decoder's image-side tensors for ``embedding`` and a dense prompt embedding
@@ -294,13 +293,13 @@ class Predictor:
         return state
 
     def _decode_fitting(
-        self, embedding: ImageEmbedding, prompts: list[Prompt]
+        self, embedding: ImageEmbedding, prompts: list[Prompt], multimask: bool | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_decode`; when the accelerator runs out of memory, the batch is halved
+        """:meth:`_decode` (``multimask`` as there); when the accelerator runs out of memory, the batch is halved
         (each half retried the same way), and a single prompt that still does not fit moves
         the model to the CPU (:meth:`_fall_back_to_cpu`). Returns CPU tensors."""
         try:
-            low, iou = self._decode(embedding, prompts)
+            low, iou = self._decode(embedding, prompts, multimask)
             return low.cpu(), iou.cpu()
         except torch.OutOfMemoryError as exc:
             if self.device.type == "cpu":
@@ -310,17 +309,18 @@ class Predictor:
         _free_accelerator_memory()
         if len(prompts) == 1:
             self._fall_back_to_cpu(reason)
-            return self._decode_fitting(embedding, prompts)
+            return self._decode_fitting(embedding, prompts, multimask)
         half = len(prompts) // 2
-        first = self._decode_fitting(embedding, prompts[:half])
-        second = self._decode_fitting(embedding, prompts[half:])
+        first = self._decode_fitting(embedding, prompts[:half], multimask)
+        second = self._decode_fitting(embedding, prompts[half:], multimask)
         return torch.cat([first[0], second[0]]), torch.cat([first[1], second[1]])
 
     def _decode(
-        self, embedding: ImageEmbedding, prompts: list[Prompt]
+        self, embedding: ImageEmbedding, prompts: list[Prompt], multimask: bool | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts of one kind -> low-res logits (B, 4, L, L) and IoU predictions (B, 4) of
-        all four outputs (single-mask first)."""
+        """Prompts of one kind -> low-res logits (B, K, L, L) and IoU predictions (B, K):
+        ``multimask`` None: all four outputs (single-mask first); True: the three only (what
+        automatic mode filters; the fourth is not computed)."""
         device = self.device
         geometry = embedding.geometry
         points = boxes = masks = None
@@ -340,4 +340,4 @@ class Predictor:
             masks = torch.stack(dense).to(device)
         sparse, dense_emb = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
         state = self._image_state(embedding, dense_emb if masks is not None else None)
-        return decode(self.model.mask_decoder, state, sparse, multimask_output=None)
+        return decode(self.model.mask_decoder, state, sparse, multimask_output=multimask)

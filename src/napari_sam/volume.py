@@ -4,10 +4,11 @@ The stack axis is a sequence of slices (flat slice indices of a
 :class:`~napari_sam.stack.StackEmbeddings`, see :func:`axis_slices`); a *position* is an index
 into it. From prompts on one or more positions, :func:`propagate` segments the object on
 those slices, then slice by slice away from them, prompting each slice with the previous
-slice's mask: by default a positive click at its deepest pixel plus its low-res logits as
-the dense prompt (optionally its box, grown by a margin, instead of or with the click). A front stops when the predicted IoU or the
-overlap with the previous slice's mask drops below a threshold, when the mask is empty, or before a
-slice where the user put only negative points. Between two annotated slices the gap is
+slice's mask: by default a positive click at its deepest pixel (optionally with its low-res
+logits or mask as a dense prompt, and its box, grown by a margin, instead of or with the
+click). A front stops when the predicted IoU or the overlap with the previous slice's mask
+drops below a threshold, when the mask is empty, or before a slice where the user put only
+negative points. Between two annotated slices the gap is
 filled from both ends, alternately, until the fronts meet. Each slice goes through
 :func:`napari_sam.tiled.segment_plane`, so tiled slices propagate the same way.
 """

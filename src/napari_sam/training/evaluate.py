@@ -149,6 +149,7 @@ def evaluate_prompting(
     (:func:`napari_sam.tiled.segment_plane`: what the widget, CLI and scripts run), with
     ``zoom`` as there. Contrast limits are each image's 1st / 99.8th percentiles, as in
     :func:`evaluate`; the prompts are the same tight boxes and deepest-pixel clicks."""
+    from napari_sam.image import percentile_limits
     from napari_sam.prompts import Prompt
     from napari_sam.tiled import WindowEmbeddings, segment_plane
     from napari_sam.tiling import TileGrid
@@ -157,7 +158,7 @@ def evaluate_prompting(
     point_ious: list[float] = []
     for pair, labels in _group(objects):
         image = pair.image
-        limits = tuple(float(v) for v in np.percentile(image, [1.0, 99.8]))
+        limits = percentile_limits(image)
 
         def embed(_slice: int, window, image=image, limits=limits):
             r0, c0, r1, c1 = window
