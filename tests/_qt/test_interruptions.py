@@ -195,10 +195,10 @@ def test_decode_out_of_memory_falls_back_to_cpu_with_a_warning(
     predictor = made[0]
     decode = predictor._decode
 
-    def out_of_memory_on_the_accelerator(embedding, prompts):
+    def out_of_memory_on_the_accelerator(embedding, prompts, multimask=None):
         if predictor.device.type != "cpu":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return decode(embedding, prompts)
+        return decode(embedding, prompts, multimask)
 
     predictor._decode = out_of_memory_on_the_accelerator
     add_point(widget, qtbot, (32, 32))
