@@ -3,8 +3,10 @@ progress and cancel."""
 
 from __future__ import annotations
 
+import gc
 import inspect
 import itertools
+import weakref
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from napari_sam.automatic.mask_ops import (
     crop_boxes,
     paint_labels,
     point_grid,
+    tight_box,
 )
 from napari_sam.tiling import TileGrid
 from napari_sam.transforms import ObjectMask
@@ -111,6 +114,18 @@ def test_small_holes_filled_and_islands_dropped():
     np.testing.assert_array_equal(cleaned.crop, expected)
     _, changed = clean_small_regions(cleaned, 10)
     assert not changed
+
+
+def test_a_kept_mask_does_not_hold_the_image_sized_array():
+    # thousands of candidates are kept until NMS: each must hold its own pixels only
+    plane = np.zeros((512, 512), dtype=bool)
+    plane[10:14, 20:23] = True
+    trimmed, box = tight_box(ObjectMask(plane, (0, 0), plane.shape))
+    assert box == (10, 20, 13, 22) and trimmed.crop.all()
+    alive = weakref.ref(plane)
+    del plane
+    gc.collect()
+    assert alive() is None and trimmed.crop.nbytes == 12
 
 
 def test_labels_do_not_overlap_and_the_best_mask_is_whole():

@@ -84,6 +84,19 @@ def test_synthetic_sampler_gives_labelled_pairs():
         assert pair.labels.any() and 96 <= max(pair.image.shape) <= 128
 
 
+def test_synthetic_sampler_mixes_in_stack_slices():
+    config = SyntheticConfig(pool_size=6, sizes=(96, 128), volume_share=1.0,
+                             volume_depth=(10, 10), slices_per_volume=3)  # fmt: skip
+    sampler = SyntheticSampler(config)
+    assert len(sampler.pool) == 6 and all(p.image.ndim == 2 for p in sampler.pool)
+    # slices of one stack come in together: the first three share their shape
+    assert len({sampler.pool[i].image.shape for i in range(3)}) == 1
+    rng = np.random.default_rng(0)
+    assert sampler(rng, 0).labels.any()
+    with pytest.raises(ValueError, match="volume_share"):
+        SyntheticConfig(volume_share=1.5)
+
+
 def test_augment_keeps_image_and_labels_aligned():
     lab = _labels()
     pair = ImagePair((lab * 1000).astype(np.uint16), lab)

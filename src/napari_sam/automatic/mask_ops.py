@@ -51,14 +51,15 @@ def crop_boxes(
 
 
 def tight_box(mask: ObjectMask) -> tuple[ObjectMask, Box] | None:
-    """``mask`` trimmed to its pixels and its inclusive box; None when it is empty."""
+    """``mask`` trimmed to its pixels and its inclusive box; None when it is empty. The
+    trimmed crop is a copy: a view would keep the whole (image-sized) array alive."""
     crop = mask.crop
     rows = np.flatnonzero(crop.any(1))
     if rows.size == 0:
         return None
     cols = np.flatnonzero(crop.any(0))
     r0, r1, c0, c1 = rows[0], rows[-1], cols[0], cols[-1]
-    trimmed = ObjectMask(crop[r0 : r1 + 1, c0 : c1 + 1],
+    trimmed = ObjectMask(crop[r0 : r1 + 1, c0 : c1 + 1].copy(),
                          (mask.offset[0] + int(r0), mask.offset[1] + int(c0)), mask.shape)  # fmt: skip
     R, C = mask.offset
     return trimmed, (R + int(r0), C + int(c0), R + int(r1), C + int(c1))

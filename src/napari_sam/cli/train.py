@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="synthetic nuclei, a pool of N images refreshed as training goes")
     data.add_argument("--curriculum-steps", type=int, default=3000,
                       help="synthetic data goes from easy to the full range over these steps")
+    data.add_argument("--volume-share", type=float, default=0.0,
+                      help="synthetic: share of new pool images that are slices of 3D stacks "
+                           "(nuclei cut near their poles)")
     p.add_argument("--model", required=True,
                    help="weights to start from (a name or a file), or with --from-scratch an "
                         "architecture name (e.g. vit_nano)")
@@ -68,7 +71,8 @@ def _sampler(args: argparse.Namespace, start_step: int):
         raise ValueError("give exactly one data source: --images/--labels, --zarr or --synthetic")
     if args.synthetic is not None:
         config = data.SyntheticConfig(pool_size=args.synthetic, seed=args.seed,
-                                      curriculum_steps=args.curriculum_steps)
+                                      curriculum_steps=args.curriculum_steps,
+                                      volume_share=args.volume_share)
         return data.SyntheticSampler(config, start_step)
     if args.zarr is not None:
         return data.SliceSampler(data.ZarrPairs(args.zarr))

@@ -156,7 +156,11 @@ class SyntheticConfig:
     """The synthetic training stream: a pool of generated images, refreshed as it is used.
 
     ``sizes``: (min, max) image side in pixels; ``curriculum_steps``: steps over which the
-    style goes from easy (large, bright, isolated) to the broad default.
+    style goes from easy (large, bright, isolated) to the broad default; ``volume_share``:
+    the share of refreshes that generate a 3D stack (``volume_depth`` slices, anisotropy in
+    ``anisotropy``) and put ``slices_per_volume`` of its slices in the pool. Slices of a
+    stack show what single images do not: nuclei cut near their poles, small and dim under
+    the out-of-focus light of the slices next to them, labelled by their true cross-section.
     """
 
     pool_size: int = 48
@@ -164,6 +168,14 @@ class SyntheticConfig:
     sizes: tuple[int, int] = (192, 640)
     curriculum_steps: int = 3000
     seed: int = 0
+    volume_share: float = 0.0
+    volume_depth: tuple[int, int] = (8, 16)
+    anisotropy: tuple[float, float] = (1.5, 3.0)
+    slices_per_volume: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.volume_share <= 1.0:
+            raise ValueError(f"volume_share must be in [0, 1], got {self.volume_share}")
 
 
 class SyntheticSampler:
@@ -176,9 +188,13 @@ class SyntheticSampler:
     def __init__(self, config: SyntheticConfig = SyntheticConfig(), start_step: int = 0) -> None:
         self.config = config
         self.rng = np.random.default_rng([config.seed, start_step])
-        self.pool = [self._generate(start_step) for _ in range(config.pool_size)]
+        self.pool: list[ImagePair] = []
+        while len(self.pool) < config.pool_size:
+            self.pool += self._generate(start_step)
+        del self.pool[config.pool_size :]
 
-    def _generate(self, step: int) -> ImagePair:
+    def _generate(self, step: int) -> list[ImagePair]:
+        """New images for the pool: one 2D image, or slices of one 3D stack."""
         cfg = self.config
         difficulty = step / cfg.curriculum_steps if cfg.curriculum_steps > 0 else 1.0
         # Mix in some harder images early and easier ones late, so nothing is forgotten.
@@ -188,12 +204,20 @@ class SyntheticSampler:
         shape = (side, max(64, int(side * aspect)))
         if self.rng.random() < 0.5:
             shape = shape[::-1]
-        sample = synthetic_nuclei(shape, seed=self.rng, style=curriculum_style(difficulty))
-        return ImagePair(sample.image, sample.labels)
+        style = curriculum_style(difficulty)
+        if cfg.volume_share == 0 or self.rng.random() >= cfg.volume_share:
+            sample = synthetic_nuclei(shape, seed=self.rng, style=style)
+            return [ImagePair(sample.image, sample.labels)]
+        depth = int(self.rng.integers(cfg.volume_depth[0], cfg.volume_depth[1] + 1))
+        stack = synthetic_nuclei((depth, *shape), seed=self.rng, style=style,
+                                 anisotropy=float(self.rng.uniform(*cfg.anisotropy)))  # fmt: skip
+        picks = self.rng.choice(depth, min(cfg.slices_per_volume, depth), replace=False)
+        return [ImagePair(stack.image[z], stack.labels[z]) for z in sorted(picks)]
 
     def __call__(self, rng: np.random.Generator, step: int) -> ImagePair:
         if step % self.config.refresh_every == 0:
-            self.pool[int(rng.integers(len(self.pool)))] = self._generate(step)
+            for pair in self._generate(step):
+                self.pool[int(rng.integers(len(self.pool)))] = pair
         for _ in range(100):
             pair = self.pool[int(rng.integers(len(self.pool)))]
             if pair.labels.any():
