@@ -23,7 +23,7 @@ from _reference import make_reference_importable
 REPO = Path(__file__).resolve().parents[1]
 make_reference_importable()
 
-from napari_sam.automatic import PRESETS, generate_masks, masks_to_labels  # noqa: E402
+from napari_sam.automatic import PRESETS, config_labels, generate_masks  # noqa: E402
 from napari_sam.model.checkpoints import load_model  # noqa: E402
 from napari_sam.predictor import Predictor  # noqa: E402
 from napari_sam.training.augment import normalise  # noqa: E402
@@ -60,7 +60,7 @@ def run_nuclei(
     """Preset ``name`` on ``rgb`` (H, W, 3) uint8: its masks and their labels (H, W)."""
     preset = PRESETS[name]
     masks = generate_masks(predictor, rgb, preset, rgb=True)
-    return masks, masks_to_labels(masks, rgb.shape[:2], preset.min_mask_region_area)
+    return masks, config_labels(masks, rgb.shape[:2], preset)
 
 
 def nuclei_f1(
@@ -72,6 +72,8 @@ def nuclei_f1(
         synth = synthetic_nuclei((size, size), seed=seed)
         labels = run_nuclei(predictor, to_rgb(synth.image), name)[1]
         counts.append(match_counts(labels, synth.labels))
+        print(f"  seed {seed}: {counts[-1][2]} nuclei, {counts[-1][1]} objects, "
+              f"{counts[-1][0]} matched, F1@0.5 {f1_from(counts[-1:]):.3f}", flush=True)
     return f1_from(counts), sum(c[2] for c in counts)
 
 
@@ -125,7 +127,7 @@ def main() -> None:
          else np.zeros((0, *gray.shape)))  # fmt: skip
     ours_matched, ref_matched = matched_fraction(a, b) if len(a) and len(b) else (
         float(len(a) == len(b)), float(len(a) == len(b)))  # fmt: skip
-    f1 = f1_at(masks_to_labels(ours, gray.shape, config.min_mask_region_area), synth.labels)
+    f1 = f1_at(config_labels(ours, gray.shape, config), synth.labels)
     nuclei_masks, f1_nuclei, t3 = [], float("nan"), 0.0
     t4 = t3
     if not args.no_nuclei:

@@ -1,10 +1,11 @@
-"""Which automatic-mode filters suit a model on dense synthetic nuclei: F1 at IoU 0.5 for a
-grid of (predicted-IoU threshold, stability threshold, box NMS threshold), beside the
-nuclei preset's own values, pooled over several images.
+"""Which automatic-mode settings suit a model on dense synthetic nuclei: F1 at IoU 0.5 for a
+grid of (predicted-IoU threshold, stability threshold, box NMS threshold, stability rank
+weight, minimum free fraction), beside the nuclei presets, pooled over several images.
 
 The grid's candidates are decoded once per image with loose filters (predicted IoU > 0.3,
-stability >= 0.5, NMS 0.95, no cleaning); every setting then filters, suppresses and paints
-them as automatic mode does (minimum area 16).
+stability >= 0.5, no NMS, no cleaning); every setting then goes
+through what automatic mode does after decoding (``automatic.select_masks``: filters, NMS
+within and between crops, cleaning) and paints (``automatic.config_labels``).
 
     .venv/bin/python benchmarks/sweep_auto.py [--weights FILE] [--seeds 1,2,3] [--size 512]
                                               [--crop-layers 1]
@@ -17,33 +18,29 @@ import itertools
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from bench_auto import f1_from, match_counts, to_rgb
 
-from napari_sam.automatic import PRESETS, generate_masks, masks_to_labels
-from napari_sam.automatic.mask_ops import box_nms
+from napari_sam.automatic import PRESETS, config_labels, generate_masks, select_masks
 from napari_sam.model.checkpoints import load_model
 from napari_sam.predictor import Predictor
 from napari_sam.training.synthetic import synthetic_nuclei
 
 REPO = Path(__file__).resolve().parents[1]
-PRED_IOU = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-STABILITY = (0.5, 0.7, 0.8, 0.9)
-NMS = (0.3, 0.45, 0.6)
-MIN_AREA = 16
+PRED_IOU = (0.4, 0.45, 0.5, 0.6)
+STABILITY = (0.75, 0.8, 0.85)
+NMS = (0.3, 0.45)
+RANK_WEIGHT = (0.0, 1.0)
+MIN_FREE = (0.0, 0.6)
+COLUMNS = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
+           "stability_rank_weight", "min_free_fraction")  # fmt: skip
 
 
-def f1_with(images: list, pred_iou: float, stability: float, nms: float) -> tuple[float, int, int]:
-    """Pooled F1 of one setting over ``images`` [(truth labels, loose candidates)];
+def f1_with(images: list, config) -> tuple[float, int, int]:
+    """Pooled F1 of ``config`` over ``images`` [(truth labels, loose candidates)];
     (F1, matches, predicted objects)."""
-    counts = []
-    for truth, candidates in images:
-        kept = [m for m in candidates if m.predicted_iou > pred_iou
-                and m.stability_score >= stability]  # fmt: skip
-        boxes = np.array([m.box for m in kept]).reshape(-1, 4)
-        kept = [kept[i] for i in box_nms(boxes, np.array([m.predicted_iou for m in kept]), nms)]
-        counts.append(match_counts(masks_to_labels(kept, truth.shape, MIN_AREA), truth))
+    counts = [match_counts(config_labels(select_masks(candidates, config), truth.shape, config),
+                           truth) for truth, candidates in images]  # fmt: skip
     return f1_from(counts), sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
@@ -54,15 +51,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--top", type=int, default=10, help="best settings printed")
-    parser.add_argument("--crop-layers", type=int, default=0,
+    parser.add_argument("--crop-layers", type=int, default=1,
                         help="crop layers of the decoded grid (small objects magnified)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    preset = PRESETS["nuclei"]
-    loose = preset.with_values(pred_iou_thresh=0.3, stability_score_thresh=0.5,
-                               box_nms_thresh=0.95, min_mask_region_area=0,
-                               crop_n_layers=args.crop_layers)  # fmt: skip
+    base = PRESETS["nuclei"].with_values(crop_n_layers=args.crop_layers)
+    loose = base.with_values(pred_iou_thresh=0.3, stability_score_thresh=0.5,
+                             box_nms_thresh=1.0, crop_nms_thresh=1.0,
+                             min_mask_region_area=0)  # fmt: skip
     predictor = Predictor(load_model(args.weights).model)
     images, nuclei = [], 0
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -72,19 +69,28 @@ def main() -> None:
         images.append((synth.labels, candidates))
         nuclei += int(synth.labels.max())
         print(f"seed {seed}: {synth.labels.max()} nuclei, {len(candidates)} candidates "
-              f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
-    rows = [(*f1_with(images, p, s, n), p, s, n)
-            for p, s, n in itertools.product(PRED_IOU, STABILITY, NMS)]  # fmt: skip
+              f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+    rows = []
+    for values in itertools.product(PRED_IOU, STABILITY, NMS, RANK_WEIGHT, MIN_FREE):
+        config = base.with_values(**dict(zip(COLUMNS, values)))
+        rows.append((*f1_with(images, config), *values))
     rows.sort(key=lambda r: -r[0])
-    print(f"\n{Path(args.weights).name}, {len(images)} images of {args.size} px, {nuclei} nuclei")
-    print(f"{'pred IoU >':>10}{'stability >=':>14}{'NMS':>6}{'F1@0.5':>8}{'matched':>9}"
-          f"{'objects':>9}")  # fmt: skip
-    ref = f1_with(images, preset.pred_iou_thresh, preset.stability_score_thresh,
-                  preset.box_nms_thresh)  # fmt: skip
-    for f1, tp, n, p, s, nms in rows[: args.top]:
-        print(f"{p:>10.2f}{s:>14.2f}{nms:>6.2f}{f1:>8.3f}{tp:>9}{n:>9}")
-    print(f"{preset.pred_iou_thresh:>10.2f}{preset.stability_score_thresh:>14.2f}"
-          f"{preset.box_nms_thresh:>6.2f}{ref[0]:>8.3f}{ref[1]:>9}{ref[2]:>9}  <- nuclei preset")
+    print(f"\n{Path(args.weights).name}, {len(images)} images of {args.size} px, {nuclei} nuclei, "
+          f"{args.crop_layers} crop layer(s)")  # fmt: skip
+    print(f"{'pred IoU >':>10}{'stability >=':>14}{'NMS':>6}{'rank w':>8}{'min free':>10}"
+          f"{'F1@0.5':>8}{'matched':>9}{'objects':>9}")  # fmt: skip
+
+    def line(f1, tp, n, *values, note=""):
+        p, s, nms, w, free = values
+        print(f"{p:>10.2f}{s:>14.2f}{nms:>6.2f}{w:>8.1f}{free:>10.2f}{f1:>8.3f}{tp:>9}{n:>9}"
+              f"{note}")  # fmt: skip
+
+    for row in rows[: args.top]:
+        line(*row)
+    for name in ("nuclei", "nuclei-bundled"):
+        preset = PRESETS[name].with_values(crop_n_layers=args.crop_layers)
+        line(*f1_with(images, preset), *(getattr(preset, c) for c in COLUMNS),
+             note=f"  <- {name} preset")
 
 
 if __name__ == "__main__":

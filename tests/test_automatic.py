@@ -139,6 +139,22 @@ def test_labels_do_not_overlap_and_the_best_mask_is_whole():
     assert set(np.unique(labels[b & ~a])) == {2}
 
 
+def test_a_mask_mostly_taken_by_better_ones_is_not_painted():
+    whole = np.zeros((20, 20), bool)
+    whole[2:12, 2:12] = True  # 100 px, the best
+    part = np.zeros((20, 20), bool)
+    part[6:12, 6:16] = True  # 60 px, 36 of them inside the whole one: a part of it
+    other = np.zeros((20, 20), bool)
+    other[11:19, 11:19] = True  # 64 px, 1 taken: a neighbour
+    masks = [ObjectMask(m, (0, 0), (20, 20)) for m in (whole, part, other)]
+    kept = paint_labels(masks, (20, 20), min_free=0.5)
+    assert (kept[whole] == 1).all() and set(np.unique(kept[other & ~whole])) == {2}
+    assert kept.max() == 2 and not (kept[part & ~whole & ~other]).any()
+    every = paint_labels(masks, (20, 20))  # min_free 0: the part's leftover is an object
+    assert every.max() == 3
+    assert AutoMaskConfig().min_free_fraction == 0.5
+
+
 # ----------------------------------------------------------------------------- stacks and tiles
 
 
@@ -251,6 +267,26 @@ def test_masks_to_labels_paints_best_first(predictor):
     assert (labels[best.mask.to_array()] == 1).all()
 
 
+def test_loose_candidates_selected_again_give_the_strict_settings_masks():
+    from napari_sam.automatic import generate_masks, select_masks
+    from napari_sam.predictor import Predictor
+    from napari_sam.training.synthetic import synthetic_nuclei
+
+    predictor = Predictor.load("bundled", device="cpu", precision="fp32")
+    image = synthetic_nuclei((128, 128), seed=3).image
+    loose = LOOSE.with_values(points_per_side=8, crop_n_layers=1, box_nms_thresh=1.0,
+                              crop_nms_thresh=1.0)  # nothing suppressed
+    candidates = generate_masks(predictor, image, loose)
+    scores = sorted(m.predicted_iou for m in candidates)
+    strict = loose.with_values(pred_iou_thresh=scores[len(scores) // 2], box_nms_thresh=0.3,
+                               crop_nms_thresh=0.5, stability_rank_weight=1.0,
+                               min_mask_region_area=4)  # fmt: skip
+    direct = generate_masks(predictor, image, strict)
+    again = select_masks(candidates, strict)
+    assert 0 < len(direct) < len(candidates)
+    assert [m.box for m in again] == [m.box for m in direct]
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -288,3 +324,22 @@ def test_cli_loads_no_qt():
             "import napari_sam.automatic; print('qtpy' in sys.modules, 'napari' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_stability_rank_weight_puts_the_steadier_mask_first():
+    from napari_sam.automatic import AutoMask, config_labels
+
+    def auto(rows, cols, iou, stability):
+        plane = np.zeros((20, 20), bool)
+        plane[rows, cols] = True
+        return AutoMask(ObjectMask(plane, (0, 0), plane.shape), (0, 0, 19, 19), iou, stability,
+                        (0.0, 0.0), (0, 0, 20, 20))  # fmt: skip
+
+    shaky = auto(slice(2, 12), slice(2, 12), 0.9, 0.5)  # a part-and-background blob
+    steady = auto(slice(4, 14), slice(4, 14), 0.8, 0.95)
+    config = AutoMaskConfig(min_free_fraction=0.7)
+    by_iou = config_labels([steady, shaky], (20, 20), config)
+    assert (by_iou[2:12, 2:12] == 1).all() and by_iou.max() == 1  # steady: 36 % free, dropped
+    by_both = config_labels([shaky, steady], (20, 20),
+                            config.with_values(stability_rank_weight=1.0))  # fmt: skip
+    assert (by_both[4:14, 4:14] == 1).all() and by_both.max() == 1

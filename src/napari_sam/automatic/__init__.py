@@ -11,7 +11,13 @@ from one embedding), :mod:`~.mask_ops` (grid, crops, boxes, NMS, clean-up),
 """
 
 from napari_sam.automatic.config import PRESETS, AutoMaskConfig
-from napari_sam.automatic.plane import AutoMask, generate_masks_steps, masks_to_labels
+from napari_sam.automatic.plane import (
+    AutoMask,
+    config_labels,
+    generate_masks_steps,
+    masks_to_labels,
+    select_masks,
+)
 from napari_sam.automatic.run import (
     drain,
     generate_masks,
@@ -24,6 +30,7 @@ __all__ = [
     "PRESETS",
     "AutoMask",
     "AutoMaskConfig",
+    "config_labels",
     "drain",
     "generate_masks",
     "generate_masks_steps",
@@ -33,4 +40,5 @@ __all__ = [
     "merge_tiles",
     "segment_everything",
     "segment_everything_steps",
+    "select_masks",
 ]

@@ -22,8 +22,13 @@ class AutoMaskConfig:
     """Settings of automatic instance segmentation (see docs/automatic.md).
 
     Units: pixels of the image (areas in pixels); thresholds in [0, 1] except the stability
-    offset (logit units). ``link_iou_thresh`` is ours: the IoU at which masks on adjacent
-    slices, or seen by two overlapping tiles, are taken to be one object.
+    offset (logit units). Three fields are ours: ``stability_rank_weight``, how much the
+    stability score counts in ranking masks for NMS and painting (0 ranks by predicted IoU
+    alone, as the official generator does); ``min_free_fraction``, below which share of
+    its pixels left free by better masks a mask is not painted (it is a part or a duplicate
+    of objects already there; 0 paints every leftover), and ``link_iou_thresh``, the IoU at
+    which masks on adjacent slices, or seen by two overlapping tiles, are taken to be one
+    object.
     """
 
     points_per_side: int = _param(32, "grid points along each side of the image", 1, 256)
@@ -48,6 +53,23 @@ class AutoMaskConfig:
     )
     min_mask_region_area: int = _param(
         0, "fill holes and drop islands smaller than this (pixels); 0: off", 0, 100000
+    )
+    stability_rank_weight: float = _param(
+        0.0,
+        "rank masks (NMS, painting) by predicted IoU x stability score ** this (0: predicted "
+        "IoU alone)",
+        0.0,
+        4.0,
+        0.1,
+        official=False,
+    )
+    min_free_fraction: float = _param(
+        0.5,
+        "paint a mask only where at least this fraction of it is not taken by better masks",
+        0.0,
+        1.0,
+        0.01,
+        official=False,
     )
     link_iou_thresh: float = _param(
         0.5,
@@ -96,10 +118,12 @@ PRESETS: dict[str, AutoMaskConfig] = {
     "default": AutoMaskConfig(),
     "nuclei": _NUCLEI,
     # the nuclei preset for the bundled model (vit_nano), whose predicted IoUs and stability
-    # scores run lower than the official models': looser filters, tighter NMS, and one crop
-    # layer (four crops magnified 2x) for small nuclei (benchmarks/sweep_auto.py)
+    # scores run lower than the official models': looser filters, tighter NMS, one crop
+    # layer (four crops magnified 1.5x) for small nuclei, masks ranked by predicted IoU x
+    # stability, and parts of painted nuclei left out (benchmarks/sweep_auto.py)
     "nuclei-bundled": _NUCLEI.with_values(
-        pred_iou_thresh=0.5, stability_score_thresh=0.8, box_nms_thresh=0.3, crop_n_layers=1
+        pred_iou_thresh=0.45, stability_score_thresh=0.8, box_nms_thresh=0.3, crop_n_layers=1,
+        stability_rank_weight=1.0, min_free_fraction=0.6,
     ),
 }
 """Named configurations; ``PRESETS["default"]`` equals ``AutoMaskConfig()``."""

@@ -131,17 +131,20 @@ def clean_small_regions(mask: ObjectMask, min_area: int) -> tuple[ObjectMask, bo
     return ObjectMask(crop, mask.offset, mask.shape), changed
 
 
-def paint_labels(masks: list[ObjectMask], shape: tuple[int, int], min_area: int = 1) -> np.ndarray:
+def paint_labels(masks: list[ObjectMask], shape: tuple[int, int], min_area: int = 1,
+                 min_free: float = 0.0) -> np.ndarray:  # fmt: skip
     """Instance labels (rows, cols) int32 from masks given best first: each mask takes the
-    pixels no better mask took; a mask left with fewer than ``min_area`` pixels is dropped.
-    Ids are 1..n in painting order."""
+    pixels no better mask took; a mask left with fewer than ``min_area`` pixels, or with less
+    than the ``min_free`` fraction of its own, is dropped (a part or a duplicate of objects
+    already painted). Ids are 1..n in painting order."""
     labels = np.zeros(shape, dtype=np.int32)
     next_id = 1
     for mask in masks:
         r0, c0, r1, c1 = mask.bbox
         window = labels[r0:r1, c0:c1]
         free = mask.crop & (window == 0)
-        if np.count_nonzero(free) < max(min_area, 1):
+        n_free = np.count_nonzero(free)
+        if n_free < max(min_area, 1) or n_free < min_free * mask.area:
             continue
         window[free] = next_id
         next_id += 1

@@ -57,6 +57,12 @@ class AutoMask:
     def area(self) -> int:
         return self.mask.area
 
+    def quality(self, stability_weight: float = 0.0) -> float:
+        """The ranking score: predicted IoU x stability score ** ``stability_weight``."""
+        if stability_weight == 0:
+            return self.predicted_iou
+        return self.predicted_iou * self.stability_score**stability_weight
+
 
 def plan_steps(shape: tuple[int, int], config: AutoMaskConfig) -> int:
     """Progress steps of :func:`generate_masks_steps` on a ``shape`` image: one per crop
@@ -101,10 +107,29 @@ def generate_masks_steps(
             in_crop.extend(masks)
             done += 1
             yield done, total
-        keep = box_nms(np.array([m.box for m in in_crop]).reshape(-1, 4),
-                       np.array([m.predicted_iou for m in in_crop]), config.box_nms_thresh)  # fmt: skip
-        found.extend(_uncrop(in_crop[i], crop, shape) for i in keep)
-    if len(crops) > 1:
+        # NMS within the crop now, so that only its survivors are held
+        found.extend(_uncrop(m, crop, shape) for m in _crop_nms(in_crop, config))
+    return select_masks(found, config)
+
+
+def select_masks(masks: list[AutoMask], config: AutoMaskConfig) -> list[AutoMask]:
+    """The masks of ``masks`` (decoded candidates, image coordinates) that automatic mode
+    keeps: those passing the quality filters; NMS within each crop (by
+    :meth:`AutoMask.quality`); with crop layers, NMS between crops (masks of smaller crops
+    preferred); then holes and islands cleaned (``min_mask_region_area``).
+
+    :func:`generate_masks_steps` ends with it. Applied to candidates decoded once with loose
+    filters, it gives what stricter settings would have (``benchmarks/sweep_auto.py``).
+    """
+    by_crop: dict[Box, list[AutoMask]] = {}
+    for m in masks:
+        if config.pred_iou_thresh > 0 and not m.predicted_iou > config.pred_iou_thresh:
+            continue
+        if config.stability_score_thresh > 0 and m.stability_score < config.stability_score_thresh:
+            continue
+        by_crop.setdefault(m.crop, []).append(m)
+    found = [m for group in by_crop.values() for m in _crop_nms(group, config)]
+    if config.crop_n_layers > 0:
         # between crops prefer masks from smaller crops
         scores = [1 / ((m.crop[2] - m.crop[0]) * (m.crop[3] - m.crop[1])) for m in found]
         keep = box_nms(np.array([m.box for m in found]).reshape(-1, 4), np.array(scores),
@@ -113,6 +138,14 @@ def generate_masks_steps(
     if config.min_mask_region_area > 0:
         found = _clean(found, config)
     return found
+
+
+def _crop_nms(masks: list[AutoMask], config: AutoMaskConfig) -> list[AutoMask]:
+    """Box NMS among the masks of one crop, best (:meth:`AutoMask.quality`) first."""
+    keep = box_nms(np.array([m.box for m in masks]).reshape(-1, 4),
+                   np.array([m.quality(config.stability_rank_weight) for m in masks]),
+                   config.box_nms_thresh)  # fmt: skip
+    return [masks[i] for i in keep]
 
 
 _UPSAMPLE_CHUNK = 16  # candidates upsampled together (each (rows, cols) float32 at once)
@@ -209,12 +242,22 @@ def _clean(found: list[AutoMask], config: AutoMaskConfig) -> list[AutoMask]:
     return [cleaned[i] for i in keep]
 
 
-def rank(masks: list[AutoMask]) -> list[AutoMask]:
-    """Best first: by predicted IoU, then stability score."""
-    return sorted(masks, key=lambda m: (-m.predicted_iou, -m.stability_score))
+def rank(masks: list[AutoMask], stability_weight: float = 0.0) -> list[AutoMask]:
+    """Best first: by :meth:`AutoMask.quality`, then stability score."""
+    return sorted(masks, key=lambda m: (-m.quality(stability_weight), -m.stability_score))
 
 
-def masks_to_labels(masks: list[AutoMask], shape: tuple[int, int], min_area: int = 0) -> np.ndarray:
-    """(rows, cols) int32 instance labels: masks painted best first without overlap (see
-    :func:`~napari_sam.automatic.mask_ops.paint_labels`); ids 1..n, best first."""
-    return paint_labels([m.mask for m in rank(masks)], shape, min_area)
+def masks_to_labels(masks: list[AutoMask], shape: tuple[int, int], min_area: int = 0,
+                    min_free: float = 0.0, stability_weight: float = 0.0) -> np.ndarray:  # fmt: skip
+    """(rows, cols) int32 instance labels: masks painted best first (:func:`rank`) without
+    overlap (see :func:`~napari_sam.automatic.mask_ops.paint_labels`); ids 1..n, best
+    first."""
+    return paint_labels([m.mask for m in rank(masks, stability_weight)], shape, min_area,
+                        min_free)  # fmt: skip
+
+
+def config_labels(masks: list[AutoMask], shape: tuple[int, int],
+                  config: AutoMaskConfig) -> np.ndarray:  # fmt: skip
+    """:func:`masks_to_labels` with the painting settings of ``config``."""
+    return masks_to_labels(masks, shape, config.min_mask_region_area, config.min_free_fraction,
+                           config.stability_rank_weight)  # fmt: skip

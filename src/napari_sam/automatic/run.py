@@ -16,8 +16,8 @@ from napari_sam.automatic.config import AutoMaskConfig
 from napari_sam.automatic.plane import (
     AutoMask,
     Progress,
+    config_labels,
     generate_masks_steps,
-    masks_to_labels,
     plan_steps,
 )
 from napari_sam.automatic.stitch import link_slices, merge_tiles
@@ -113,7 +113,7 @@ def segment_everything_steps(
                 done = base + step
                 yield done, total
             done = base + per_tile[t.index] - 1
-            windows.append(masks_to_labels(masks, t.window_shape, config.min_mask_region_area))
+            windows.append(config_labels(masks, t.window_shape, config))
         planes.append(windows[0] if grid.n_tiles == 1 else
                       merge_tiles(grid, windows, config.link_iou_thresh))  # fmt: skip
     return _link(planes, source.leading_shape, config.link_iou_thresh)
