@@ -18,6 +18,8 @@ from _widget_helpers import (
 from napari.layers import Labels, Points, Shapes
 from qtpy.QtCore import Qt
 
+from napari_sam.automatic import PRESETS
+
 LEFT = Qt.MouseButton.LeftButton
 
 
@@ -40,6 +42,13 @@ def test_widget_makes_prompt_layers_and_lists_models(make_napari_viewer, qtbot):
     assert any(t.startswith("vit_b ") and "(download" in t for t in labels)
     assert not widget.propagate_button.isEnabled()  # a 2D image has no stack
     assert widget.propagate_button.toolTip()
+    # the Automatic tab starts from the preset made for the chosen model
+    assert widget.auto_panel.preset.currentText() == "nuclei-bundled"
+    widget.model_combo.setCurrentIndex(next(i for i, t in enumerate(labels)
+                                            if t.startswith("vit_b ")))  # fmt: skip
+    assert widget.auto_panel.preset.currentText() == "default"
+    widget.model_combo.setCurrentIndex(0)
+    assert widget.auto_panel.config() == PRESETS["nuclei-bundled"]
 
 
 def test_point_commit_second_object_and_undo(make_napari_viewer, qtbot, nuclei_truth):

@@ -168,8 +168,20 @@ class SamWidget(ModelPanel, EmbeddingControl, PromptPanel, LivePreview, StackPro
         self.tabs.addTab(interactive, "Interactive")
         self.auto_panel = AutoPanel(viewer, self.engine)
         self.tabs.addTab(self.auto_panel, "Automatic")
+        self.model_combo.currentIndexChanged.connect(self._suggest_auto_preset)
+        self._suggest_auto_preset()
         outer.addWidget(self.tabs)
         self._update_status()
+
+    def _suggest_auto_preset(self, _=None) -> None:
+        """The Automatic tab starts from the preset made for the chosen model: the bundled
+        model's predicted IoUs and stability scores run lower than the official models', so
+        the official defaults would pass none of its masks."""
+        from napari_sam.model.download import BUNDLED
+
+        choice = self.model_combo.itemData(self._model_index)
+        bundled = choice is not None and choice.source == BUNDLED
+        self.auto_panel.preset.setCurrentText("nuclei-bundled" if bundled else "default")
 
     # ------------------------------------------------------------------ layers
 
