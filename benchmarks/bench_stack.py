@@ -14,9 +14,8 @@ separately, so its figure changes with it): a synthetic 3D nuclei volume with tr
 largest nuclei each prompted with one point on its middle slice and propagated carrying a
 click at the previous mask's core with each dense prompt (none: the default, also without
 zoom; logits; mask), and, as the reference, the previous mask's box with its logits (no
-zoom; the dense prompts and the box stop below a predicted IoU of 0.5, the click alone at the
-default 0.7); IoU with the truth on every slice the nucleus occupies (a missed slice is 0),
-and the slices past its ends that got a mask anyway.
+zoom); IoU with the truth on every slice the nucleus occupies (a missed slice is 0), and the
+slices past its ends that got a mask anyway.
 ``--seeds`` picks the volumes.
 """
 
@@ -148,14 +147,11 @@ def propagation(seeds: str = "2", objects: int = 3) -> dict:
     from napari_sam.volume import PropagationConfig, deepest_point, propagate, run
 
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")
-    # the carried click with each dense prompt, and the box + logits carry it replaced; the
-    # dense prompts stop at a predicted IoU of 0.5, not the default 0.7: the bundled model's
-    # predicted IoUs run lower with a mask prompt (at 0.7 they stop after a few slices)
-    variants = {"click_only": ("none", "point", "auto", 0.7),
-                "click_only_nozoom": ("none", "point", "off", 0.7),
-                "logits": ("logits", "point", "auto", 0.5),
-                "mask": ("mask", "point", "auto", 0.5),
-                "box+logits": ("logits", "box", "off", 0.5)}  # fmt: skip
+    # the carried click with each dense prompt, and the box + logits carry it replaced
+    variants = {"click_only": ("none", "point", "auto"),
+                "click_only_nozoom": ("none", "point", "off"),
+                "logits": ("logits", "point", "auto"), "mask": ("mask", "point", "auto"),
+                "box+logits": ("logits", "box", "off")}  # fmt: skip
     ious: dict[str, list[float]] = {name: [] for name in variants}
     seconds = dict.fromkeys(variants, 0.0)
     extra = dict.fromkeys(variants, 0)
@@ -172,15 +168,14 @@ def propagation(seeds: str = "2", objects: int = 3) -> dict:
         ids, sizes = np.unique(volume.labels[volume.labels > 0], return_counts=True)
         chosen = ids[np.argsort(sizes)[::-1][:objects]]
         n_objects += len(chosen)
-        for name, (dense, carry, zoom, min_score) in variants.items():
+        for name, (dense, carry, zoom) in variants.items():
             t0 = time.perf_counter()
             for obj in chosen:
                 truth = volume.labels == obj
                 zs = np.nonzero(truth.any((1, 2)))[0]
                 mid = int(zs[len(zs) // 2])
                 point = deepest_point(ObjectMask(truth[mid], (0, 0), truth[mid].shape))
-                config = PropagationConfig(dense=dense, carry=carry, zoom=zoom,
-                                           min_score=min_score)  # fmt: skip
+                config = PropagationConfig(dense=dense, carry=carry, zoom=zoom)
                 result = run(propagate(stack, predictor, {mid: Prompt.from_points([point])},
                                        slices=range(source.n_slices), config=config))  # fmt: skip
                 found = result.to_array(source.n_slices)
