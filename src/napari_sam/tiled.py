@@ -79,12 +79,10 @@ class PlaneMask:
     """One object segmented on one slice.
 
     mask: the object on the whole plane (``mask.shape`` = the plane's (H, W)); score: the
-    predicted IoU (float) in the tile first prompted, or in the zoom window when the mask
-    comes from there; tile: that tile's index; logits: (L, L) float32 low-res logits of the
-    first decode's mask in that tile's window frame (feed back with
-    ``Prompt.with_mask_logits`` and ``tile=``); tiles: every tile that contributed;
-    truncated: the object still went on when ``max_tiles`` stopped the growth; zoomed: the
-    zoom window the mask was decoded in (None: not zoomed).
+    predicted IoU (float) in the tile first prompted; tile: that tile's index; logits:
+    (L, L) float32 low-res logits of the chosen mask in that tile's window frame (feed back
+    with ``Prompt.with_mask_logits`` and ``tile=``); tiles: every tile that contributed;
+    truncated: the object still went on when ``max_tiles`` stopped the growth.
     """
 
     mask: ObjectMask
@@ -193,19 +191,16 @@ def _zoomed(
     if zoom is None:
         return plane
     zoomed = zoom_in(embeddings, predictor, slice_index, prompt, plane.mask, start.window, zoom)
-    if zoomed is None:
-        return plane
-    mask, window, score = zoomed
-    return replace(plane, mask=mask, score=score, zoomed=window)
+    return plane if zoomed is None else replace(plane, mask=zoomed[0], zoomed=zoomed[1])
 
 
 def zoom_in(
     embeddings: WindowSource, predictor, slice_index: int, prompt: Prompt, mask: ObjectMask,
     first_window: Box, zoom: ZoomConfig,
-) -> tuple[ObjectMask, Box, float] | None:
+) -> tuple[ObjectMask, Box] | None:
     """The object of ``prompt`` (plane ``(row, col)``), first segmented as ``mask`` in
     ``first_window``, decoded again on a magnified window around it: ``(plane mask,
-    window, predicted IoU)``. None when the window would not magnify (:func:`~napari_sam.zoom.zoom_window`),
+    window)``. None when the window would not magnify (:func:`~napari_sam.zoom.zoom_window`),
     a positive point or the box falls outside it, or the new mask is empty or runs into the
     window's edge inside the plane (the object is larger than the first mask said)."""
     shape = mask.shape
@@ -219,8 +214,7 @@ def zoom_in(
         window, prompt.box))
     if kept < positives or box_cut or (not len(local.points) and local.box is None):
         return None
-    prediction = predictor.predict(embeddings.window(slice_index, window), local)
-    result = prediction.masks[0]
+    result = predictor.predict(embeddings.window(slice_index, window), local).masks[0]
     if not result.area:
         return None
     r0, c0, r1, c1 = result.bbox
@@ -229,8 +223,7 @@ def zoom_in(
              (r1 == h, window[2] < shape[0]), (c1 == w, window[3] < shape[1]))
     if any(at_edge and inside for at_edge, inside in edges):
         return None
-    plane_mask = ObjectMask(result.crop, (window[0] + r0, window[1] + c0), shape)
-    return plane_mask, window, float(prediction.scores[0])
+    return ObjectMask(result.crop, (window[0] + r0, window[1] + c0), shape), window
 
 
 def _contains(window: Box, box: np.ndarray) -> bool:

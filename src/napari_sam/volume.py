@@ -58,7 +58,7 @@ class PropagationConfig:
     logits).
     """
 
-    min_score: float = 0.7
+    min_score: float = 0.5
     min_overlap: float = 0.3
     max_slices: int | None = None
     directions: Literal["both", "forward", "backward"] = "both"
