@@ -154,8 +154,8 @@ def main() -> None:
         seeds = range(args.seed + 1, args.seed + 1 + args.f1_images)
         with torch.inference_mode():
             f1_pooled, n = nuclei_f1(predictor, args.size, seeds, args.nuclei_preset)
-        print(f"{args.nuclei_preset} preset on {len(seeds)} more images (seeds {seeds.start}-{seeds.stop - 1},"
-              f" {n} nuclei): F1@0.5 {f1_pooled:.3f}")
+        print(f"{args.nuclei_preset} preset on {len(seeds)} more images (seeds "
+              f"{seeds.start}-{seeds.stop - 1}, {n} nuclei): F1@0.5 {f1_pooled:.3f}")
 
 
 if __name__ == "__main__":

@@ -295,9 +295,10 @@ class Predictor:
     def _decode_fitting(
         self, embedding: ImageEmbedding, prompts: list[Prompt], multimask: bool | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_decode` (``multimask`` as there); when the accelerator runs out of memory, the batch is halved
-        (each half retried the same way), and a single prompt that still does not fit moves
-        the model to the CPU (:meth:`_fall_back_to_cpu`). Returns CPU tensors."""
+        """:meth:`_decode` (``multimask`` as there); when the accelerator runs out of memory,
+        the batch is halved (each half retried the same way), and a single prompt that still
+        does not fit moves the model to the CPU (:meth:`_fall_back_to_cpu`). Returns CPU
+        tensors."""
         try:
             low, iou = self._decode(embedding, prompts, multimask)
             return low.cpu(), iou.cpu()

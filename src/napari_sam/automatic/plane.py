@@ -109,7 +109,7 @@ def generate_masks_steps(
             yield done, total
         # NMS within the crop now, so that only its survivors are held
         found.extend(_uncrop(m, crop, shape) for m in _crop_nms(in_crop, config))
-    return select_masks(found, config)
+    return _across_crops(found, config)
 
 
 def select_masks(masks: list[AutoMask], config: AutoMaskConfig) -> list[AutoMask]:
@@ -118,8 +118,9 @@ def select_masks(masks: list[AutoMask], config: AutoMaskConfig) -> list[AutoMask
     :meth:`AutoMask.quality`); with crop layers, NMS between crops (masks of smaller crops
     preferred); then holes and islands cleaned (``min_mask_region_area``).
 
-    :func:`generate_masks_steps` ends with it. Applied to candidates decoded once with loose
-    filters, it gives what stricter settings would have (``benchmarks/sweep_auto.py``).
+    :func:`generate_masks_steps` does the same as it decodes (filters in low res, NMS per
+    crop as each crop ends). Applied to candidates decoded once with loose filters, it gives
+    what stricter settings would have (``benchmarks/sweep_auto.py``).
     """
     by_crop: dict[Box, list[AutoMask]] = {}
     for m in masks:
@@ -128,7 +129,13 @@ def select_masks(masks: list[AutoMask], config: AutoMaskConfig) -> list[AutoMask
         if config.stability_score_thresh > 0 and m.stability_score < config.stability_score_thresh:
             continue
         by_crop.setdefault(m.crop, []).append(m)
-    found = [m for group in by_crop.values() for m in _crop_nms(group, config)]
+    return _across_crops([m for group in by_crop.values() for m in _crop_nms(group, config)],
+                         config)  # fmt: skip
+
+
+def _across_crops(found: list[AutoMask], config: AutoMaskConfig) -> list[AutoMask]:
+    """Masks already suppressed within their crop: NMS between crops (with crop layers),
+    then holes and islands cleaned."""
     if config.crop_n_layers > 0:
         # between crops prefer masks from smaller crops
         scores = [1 / ((m.crop[2] - m.crop[0]) * (m.crop[3] - m.crop[1])) for m in found]
@@ -247,8 +254,10 @@ def rank(masks: list[AutoMask], stability_weight: float = 0.0) -> list[AutoMask]
     return sorted(masks, key=lambda m: (-m.quality(stability_weight), -m.stability_score))
 
 
-def masks_to_labels(masks: list[AutoMask], shape: tuple[int, int], min_area: int = 0,
-                    min_free: float = 0.0, stability_weight: float = 0.0) -> np.ndarray:  # fmt: skip
+def masks_to_labels(
+    masks: list[AutoMask], shape: tuple[int, int], min_area: int = 0, min_free: float = 0.0,
+    stability_weight: float = 0.0,
+) -> np.ndarray:
     """(rows, cols) int32 instance labels: masks painted best first (:func:`rank`) without
     overlap (see :func:`~napari_sam.automatic.mask_ops.paint_labels`); ids 1..n, best
     first."""
