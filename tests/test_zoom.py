@@ -7,7 +7,8 @@ import pytest
 
 from label_oracle import LabelOracle, LabelWindow, oracle_embeddings
 from napari_sam.prompts import Prompt
-from napari_sam.tiled import segment_plane
+from napari_sam.tiled import segment_plane, zoom_in
+from napari_sam.transforms import ObjectMask
 from napari_sam.zoom import FAST_MODELS, ZoomConfig, resolve_zoom, zoom_window
 
 PLANE = (512, 512)
@@ -89,6 +90,17 @@ def test_no_zoom_when_a_positive_point_is_outside_the_window():
     prompt = Prompt.from_points([[205, 305], [30, 30]])  # the oracle follows the first
     result = segment_plane(oracle_embeddings(labels), oracle, 0, prompt, zoom="on")
     assert result.zoomed is None and len(oracle.calls) == 1
+
+
+def test_no_zoom_and_no_error_when_the_first_mask_misses_the_only_click():
+    # a model may answer a click with a mask beside it (propagation met it on a synthetic
+    # volume): its window then holds nothing of the prompt, and the first mask stays
+    labels = _two_nuclei()
+    oracle = LabelOracle()
+    beside = ObjectMask(labels[0, 20:40, 20:40] == 2, (20, 20), PLANE)
+    assert zoom_in(oracle_embeddings(labels), oracle, 0, Prompt.from_points([[205, 305]]),
+                   beside, WHOLE, ZoomConfig()) is None  # fmt: skip
+    assert not oracle.calls
 
 
 def test_off_and_auto_for_other_models_decode_once():

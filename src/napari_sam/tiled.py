@@ -207,7 +207,10 @@ def zoom_in(
     window = zoom_window(mask.bbox, shape, first_window, zoom)
     if window is None:
         return None
-    local = localise(replace(prompt, mask_logits=None), Tile(-1, window, window))
+    try:
+        local = localise(replace(prompt, mask_logits=None), Tile(-1, window, window))
+    except ValueError:  # nothing of the prompt is in the window (the mask missed the click)
+        return None
     positives = int((prompt.labels == PointLabel.POSITIVE).sum())
     kept = int((local.labels == PointLabel.POSITIVE).sum())
     box_cut = prompt.box is not None and (local.box is None or not _contains(
