@@ -2,7 +2,8 @@
 propagation quality.
 
     .venv/bin/python benchmarks/bench_stack.py [--slices 200] [--side 1024] [--big 10000]
-                                               [--only propagate]
+                                               [--only propagate] [--seeds 2,3]
+                                               [--weights FILE]
 
 Each scenario runs in its own process so its peak resident set (ru_maxrss) is its own.
 Honesty notes, printed with the table: the browsing scenario uses the block-mean stand-in
@@ -15,8 +16,10 @@ largest nuclei each prompted with one point on its middle slice and propagated c
 click at the previous mask's core with each dense prompt (none: the default, also without
 zoom; logits; mask), and, as the reference, the previous mask's box with its logits (no
 zoom); IoU with the truth on every slice the nucleus occupies (a missed slice is 0), and the
-slices past its ends that got a mask anyway.
-``--seeds`` picks the volumes.
+slices past its ends that got a mask anyway. Then the nucleus the demo clicks in the widget's
+3D sample (denser, textured nuclei; one touches it), with the default settings.
+``--seeds`` picks the volumes; ``--weights FILE`` also runs other weights (a training run's)
+with the default settings, beside the shipped ones ("candidate" rows).
 """
 
 from __future__ import annotations
@@ -137,14 +140,14 @@ def big_2d(side: int, workdir: Path) -> dict:
             "peak_mb_before": before, "peak_mb": _peak_mb(), "model_mb": weights_mb}  # fmt: skip
 
 
-def propagation(seeds: str = "2", objects: int = 3) -> dict:
+def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) -> dict:
     from napari_sam.lazy import SliceSource, sample_limits
     from napari_sam.predictor import Predictor
-    from napari_sam.prompts import Prompt
+    from napari_sam.sample_data import _SAMPLE_STYLE, nuclei_3d
     from napari_sam.stack import PredictorEmbedder, StackEmbeddings
     from napari_sam.training.synthetic import EASY_STYLE, synthetic_nuclei
     from napari_sam.transforms import ObjectMask
-    from napari_sam.volume import PropagationConfig, deepest_point, propagate, run
+    from napari_sam.volume import deepest_point
 
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")
     # the carried click with each dense prompt, and the box + logits carry it replaced
@@ -152,6 +155,10 @@ def propagation(seeds: str = "2", objects: int = 3) -> dict:
                 "click_only_nozoom": ("none", "point", "off"),
                 "logits": ("logits", "point", "auto"), "mask": ("mask", "point", "auto"),
                 "box+logits": ("logits", "box", "off")}  # fmt: skip
+    models = {name: predictor for name in variants}
+    if weights:  # other weights with the default settings, beside the shipped ones
+        variants["candidate"] = variants["click_only"]
+        models["candidate"] = Predictor.load(weights, device="cpu", precision="fp32")
     ious: dict[str, list[float]] = {name: [] for name in variants}
     seconds = dict.fromkeys(variants, 0.0)
     extra = dict.fromkeys(variants, 0)
@@ -159,12 +166,16 @@ def propagation(seeds: str = "2", objects: int = 3) -> dict:
     for seed in (int(s) for s in seeds.split(",")):
         volume = synthetic_nuclei((24, 192, 192), seed=seed, style=EASY_STYLE, anisotropy=2.0)
         source = SliceSource(volume.image)
-        stack = StackEmbeddings.open(source, PredictorEmbedder(predictor, sample_limits(source)),
-                                     cache_size=source.n_slices)  # fmt: skip
-        t0 = time.perf_counter()
-        for s in range(source.n_slices):
-            stack.get(s)
-        embed_s, n_slices = embed_s + time.perf_counter() - t0, n_slices + source.n_slices
+        stacks = {}
+        for model in set(models.values()):
+            stacks[model] = StackEmbeddings.open(
+                source, PredictorEmbedder(model, sample_limits(source)), cache_size=source.n_slices)
+            t0 = time.perf_counter()
+            for s in range(source.n_slices):
+                stacks[model].get(s)
+            if model is predictor:
+                embed_s += time.perf_counter() - t0
+        n_slices += source.n_slices
         ids, sizes = np.unique(volume.labels[volume.labels > 0], return_counts=True)
         chosen = ids[np.argsort(sizes)[::-1][:objects]]
         n_objects += len(chosen)
@@ -175,10 +186,8 @@ def propagation(seeds: str = "2", objects: int = 3) -> dict:
                 zs = np.nonzero(truth.any((1, 2)))[0]
                 mid = int(zs[len(zs) // 2])
                 point = deepest_point(ObjectMask(truth[mid], (0, 0), truth[mid].shape))
-                config = PropagationConfig(dense=dense, carry=carry, zoom=zoom)
-                result = run(propagate(stack, predictor, {mid: Prompt.from_points([point])},
-                                       slices=range(source.n_slices), config=config))  # fmt: skip
-                found = result.to_array(source.n_slices)
+                found = _propagated(stacks[models[name]], models[name], mid, point,
+                                    dense=dense, carry=carry, zoom=zoom)  # fmt: skip
                 ious[name] += [(found[z] & truth[z]).sum() / (found[z] | truth[z]).sum()
                                for z in zs]  # fmt: skip
                 # slices past the nucleus's ends that got a mask (not in the IoU figures)
@@ -191,7 +200,36 @@ def propagation(seeds: str = "2", objects: int = 3) -> dict:
         row[f"{name}_slices>=0.85"] = f"{int(np.sum(np.array(values) >= 0.85))}/{len(values)}"
         row[f"{name}_slices_past_the_ends"] = extra[name]
         row[f"{name}_decode_s"] = seconds[name]
+    # the widget's 3D sample (denser, textured): the nucleus the demo clicks (the brightest
+    # pixel of slice 16), embedded with the data's range as napari's contrast
+    image = nuclei_3d()[0][0]
+    labels = synthetic_nuclei(image.shape, seed=2025, style=_SAMPLE_STYLE, anisotropy=2.0).labels
+    r, c = np.unravel_index(np.argmax(image[16]), image.shape[1:])
+    nucleus = labels == labels[16, r, c]
+    limits = (float(image.min()), float(image.max()))
+    for name in dict.fromkeys(("click_only", "candidate")) & models.keys():
+        model = models[name]
+        stack = StackEmbeddings.open(SliceSource(image), PredictorEmbedder(model, limits))
+        found = _propagated(stack, model, 16, (r, c))
+        values = [(found[z] & nucleus[z]).sum() / (found[z] | nucleus[z]).sum()
+                  for z in np.nonzero(nucleus.any((1, 2)))[0]]  # fmt: skip
+        key = "sample" if name == "click_only" else "candidate_sample"
+        row[f"{key}_iou_mean"] = float(np.mean(values))
+        row[f"{key}_iou_min"] = float(np.min(values))
+        row[f"{key}_slices>=0.85"] = f"{int(np.sum(np.array(values) >= 0.85))}/{len(values)}"
+        row[f"{key}_slices_past_the_ends"] = int(np.sum(found.any((1, 2)) & ~nucleus.any((1, 2))))
     return row
+
+
+def _propagated(stack, predictor, position: int, point, **config) -> np.ndarray:
+    """(Z, H, W) bool: the object clicked at ``point`` on slice ``position``, propagated."""
+    from napari_sam.prompts import Prompt
+    from napari_sam.volume import PropagationConfig, propagate, run
+
+    n = stack.source.n_slices
+    result = run(propagate(stack, predictor, {position: Prompt.from_points([point])},
+                           slices=range(n), config=PropagationConfig(**config)))  # fmt: skip
+    return result.to_array(n)
 
 
 def _point_prompt(points_rc):
@@ -208,6 +246,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="scenarios to run (default: all)")
     parser.add_argument("--seeds", default="2", help="propagation: volume seeds, e.g. 3,4,5")
     parser.add_argument("--objects", type=int, default=3, help="propagation: nuclei per volume")
+    parser.add_argument("--weights", help="propagation: also other weights (default settings)")
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -216,7 +255,7 @@ def main() -> None:
         runs = {"browse": lambda: browse(args.slices, args.side, workdir),
                 "first": lambda: first_prompt(args.slices, args.side, workdir),
                 "big": lambda: big_2d(args.big, workdir),
-                "propagate": lambda: propagation(args.seeds, args.objects)}  # fmt: skip
+                "propagate": lambda: propagation(args.seeds, args.objects, args.weights)}  # fmt: skip
         print(json.dumps(runs[args.scenario](), default=str))
         return
     workdir = Path(tempfile.mkdtemp(prefix="napari-sam-bench-"))
@@ -226,6 +265,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--scenario", scenario, "--workdir", str(workdir),
                    "--slices", str(args.slices), "--side", str(args.side), "--big", str(args.big),
                    "--seeds", args.seeds, "--objects", str(args.objects)]  # fmt: skip
+            cmd += ["--weights", args.weights] if args.weights else []
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 results[scenario] = {"error": out.stderr.strip().splitlines()[-1]}
@@ -234,7 +274,7 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(__doc__.split("\n\n")[-1].strip(), "\n")
-    print(f"{'scenario':<8} {'measure':<24} {'value':>14}   target")
+    print(f"{'scenario':<8} {'measure':<38} {'value':>8}   target")
     targets = {"store_mb_per_slice": "~2 MiB", "rss_browse_peak_mb": "< model + 1024",
                "embeddings_computed": "1 (not the stack)", "peak_mb": "< 4096 (big)",
                "click_only_iou_mean": ">= 0.85", "click_only_slices>=0.85": "all",
@@ -242,7 +282,7 @@ def main() -> None:
     for scenario, row in results.items():
         for key, value in row.items():
             text = f"{value:.2f}" if isinstance(value, float) else str(value)
-            print(f"{scenario:<8} {key:<24} {text:>14}   {targets.get(key, '')}")
+            print(f"{scenario:<8} {key:<38} {text:>8}   {targets.get(key, '')}")
 
 
 if __name__ == "__main__":
