@@ -143,7 +143,7 @@ def big_2d(side: int, workdir: Path) -> dict:
 def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) -> dict:
     from napari_sam.lazy import SliceSource, sample_limits
     from napari_sam.predictor import Predictor
-    from napari_sam.sample_data import _SAMPLE_STYLE, nuclei_3d
+    from napari_sam.sample_data import synthetic_3d
     from napari_sam.stack import PredictorEmbedder, StackEmbeddings
     from napari_sam.training.synthetic import EASY_STYLE, synthetic_nuclei
     from napari_sam.transforms import ObjectMask
@@ -202,12 +202,12 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
         row[f"{name}_decode_s"] = seconds[name]
     # the widget's 3D sample (denser, textured): the nucleus the demo clicks (the brightest
     # pixel of slice 16), embedded with the data's range as napari's contrast
-    image = nuclei_3d()[0][0]
-    labels = synthetic_nuclei(image.shape, seed=2025, style=_SAMPLE_STYLE, anisotropy=2.0).labels
+    sample = synthetic_3d()
+    image, labels = sample.image, sample.labels
     r, c = np.unravel_index(np.argmax(image[16]), image.shape[1:])
     nucleus = labels == labels[16, r, c]
     limits = (float(image.min()), float(image.max()))
-    for name in dict.fromkeys(("click_only", "candidate")) & models.keys():
+    for name in [name for name in ("click_only", "candidate") if name in models]:
         model = models[name]
         stack = StackEmbeddings.open(SliceSource(image), PredictorEmbedder(model, limits))
         found = _propagated(stack, model, 16, (r, c))

@@ -187,12 +187,10 @@ def test_real_model_propagates_through_a_store(tiny_sam):
 
 def test_bundled_model_follows_the_3d_samples_nucleus_to_its_ends():
     # the widget's 3D sample (File > Open Sample), clicked where the demo clicks it: the
-    # brightest pixel of slice 16; its true labels come from the same generator call
-    from napari_sam.sample_data import _SAMPLE_STYLE, nuclei_3d
-    from napari_sam.training.synthetic import synthetic_nuclei
+    # brightest pixel of slice 16
+    from napari_sam.sample_data import nuclei_3d, synthetic_3d
 
-    image = nuclei_3d()[0][0]
-    truth = synthetic_nuclei(image.shape, seed=2025, style=_SAMPLE_STYLE, anisotropy=2.0).labels
+    image, truth = nuclei_3d()[0][0], synthetic_3d().labels
     r, c = np.unravel_index(np.argmax(image[16]), image.shape[1:])
     nucleus = truth == truth[16, r, c]
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")

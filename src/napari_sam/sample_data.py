@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from napari_sam.training.synthetic import NucleiStyle, synthetic_nuclei
+from napari_sam.training.synthetic import NucleiStyle, SyntheticImage, synthetic_nuclei
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -18,14 +18,23 @@ _SAMPLE_STYLE = NucleiStyle(
 )
 
 
+def synthetic_2d() -> SyntheticImage:
+    """The 2D sample with its true labels: 512 x 512 uint16 nuclei (fixed seed)."""
+    return synthetic_nuclei((512, 512), seed=2024, style=_SAMPLE_STYLE)
+
+
+def synthetic_3d() -> SyntheticImage:
+    """The 3D sample with its true labels: 32 x 256 x 256 uint16 nuclei, z voxels 2x the xy
+    size (fixed seed)."""
+    return synthetic_nuclei((32, 256, 256), seed=2025, style=_SAMPLE_STYLE, anisotropy=2.0)
+
+
 def nuclei_2d() -> list[LayerData]:
-    """A 512 x 512 uint16 image of nuclei (fixed seed)."""
-    sample = synthetic_nuclei((512, 512), seed=2024, style=_SAMPLE_STYLE)
-    return [(sample.image, {"name": "nuclei", "colormap": "gray"}, "image")]
+    """A 512 x 512 uint16 image of nuclei (:func:`synthetic_2d`)."""
+    return [(synthetic_2d().image, {"name": "nuclei", "colormap": "gray"}, "image")]
 
 
 def nuclei_3d() -> list[LayerData]:
-    """A 32 x 256 x 256 uint16 stack of nuclei (z voxels 2x the xy size, fixed seed)."""
-    sample = synthetic_nuclei((32, 256, 256), seed=2025, style=_SAMPLE_STYLE, anisotropy=2.0)
+    """A 32 x 256 x 256 uint16 stack of nuclei (:func:`synthetic_3d`)."""
     meta = {"name": "nuclei 3D", "colormap": "gray", "scale": (2.0, 1.0, 1.0)}
-    return [(sample.image, meta, "image")]
+    return [(synthetic_3d().image, meta, "image")]

@@ -23,11 +23,10 @@ def notifications():
 
 @pytest.fixture(scope="session")
 def nuclei_truth():
-    """Ground-truth labels of the 2D sample (the same generator call as the sample)."""
-    from napari_sam.sample_data import _SAMPLE_STYLE
-    from napari_sam.training.synthetic import synthetic_nuclei
+    """Ground-truth labels of the 2D sample."""
+    from napari_sam.sample_data import synthetic_2d
 
-    return synthetic_nuclei((512, 512), seed=2024, style=_SAMPLE_STYLE).labels
+    return synthetic_2d().labels
 
 
 @pytest.fixture(autouse=True)
