@@ -254,19 +254,17 @@ def rank(masks: list[AutoMask], stability_weight: float = 0.0) -> list[AutoMask]
     return sorted(masks, key=lambda m: (-m.quality(stability_weight), -m.stability_score))
 
 
-def masks_to_labels(
-    masks: list[AutoMask], shape: tuple[int, int], min_area: int = 0, min_free: float = 0.0,
-    stability_weight: float = 0.0,
-) -> np.ndarray:
-    """(rows, cols) int32 instance labels: masks painted best first (:func:`rank`) without
-    overlap (see :func:`~napari_sam.automatic.mask_ops.paint_labels`); ids 1..n, best
-    first."""
-    return paint_labels([m.mask for m in rank(masks, stability_weight)], shape, min_area,
-                        min_free)  # fmt: skip
+def masks_to_labels(masks: list[AutoMask], shape: tuple[int, int], min_area: int = 0) -> np.ndarray:
+    """(rows, cols) int32 instance labels: masks painted best first without overlap (see
+    :func:`~napari_sam.automatic.mask_ops.paint_labels`); ids 1..n, best first."""
+    return paint_labels([m.mask for m in rank(masks)], shape, min_area)
 
 
 def config_labels(masks: list[AutoMask], shape: tuple[int, int],
                   config: AutoMaskConfig) -> np.ndarray:  # fmt: skip
-    """:func:`masks_to_labels` with the painting settings of ``config``."""
-    return masks_to_labels(masks, shape, config.min_mask_region_area, config.min_free_fraction,
-                           config.stability_rank_weight)  # fmt: skip
+    """:func:`masks_to_labels` with the painting settings of ``config``: ranked by
+    :meth:`AutoMask.quality`; a mask left with fewer than ``min_mask_region_area`` pixels, or
+    with less than ``min_free_fraction`` of its own, is dropped."""
+    ranked = rank(masks, config.stability_rank_weight)
+    return paint_labels([m.mask for m in ranked], shape, config.min_mask_region_area,
+                        config.min_free_fraction)  # fmt: skip
