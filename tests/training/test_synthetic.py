@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,38 @@ def test_no_nucleus_is_hidden_behind_others():
     capped = solidities((0.25, 0.25))
     assert len(capped) > 100 and capped.min() > 0.7
     assert (solidities((1.0, 1.0)) < 0.5).sum() > 10  # uncapped: crescents behind others
+
+
+def test_wide_style_lobes_press_nuclei_together_and_adds_haze():
+    from skimage.measure import regionprops
+
+    from napari_sam.training.synthetic import WIDE_STYLE
+
+    base = NucleiStyle(radius=(12.0, 16.0), coverage=(0.3, 0.3), cluster_fraction=(0.8, 0.8),
+                       blur=(0.0, 0.0), illumination=(0.0, 0.0))  # fmt: skip
+
+    def solidity(style):
+        return np.mean([p.solidity for s in range(3) for p in regionprops(
+            synthetic_nuclei((192, 192), seed=s, style=style).labels) if p.area > 50])  # fmt: skip
+
+    def touching(style):  # pixels of one nucleus next to another's
+        total = 0
+        for s in range(3):
+            lab = synthetic_nuclei((192, 192), seed=s, style=style).labels
+            a, b = lab[:, :-1], lab[:, 1:]
+            total += int(((a > 0) & (b > 0) & (a != b)).sum())
+        return total
+
+    assert solidity(replace(base, lobes=(0.4, 0.4))) < solidity(base) - 0.03
+    assert touching(replace(base, contact=(1.0, 1.0))) > 1.5 * touching(base)
+    def background(style):  # light outside the nuclei, relative to the nuclei's
+        ratios = []
+        for s in range(3):
+            sample = synthetic_nuclei((192, 192), seed=s, style=style)
+            ratios.append(sample.image[sample.labels == 0].mean()
+                          / sample.image[sample.labels > 0].mean())  # fmt: skip
+        return np.mean(ratios)
+
+    assert background(replace(base, haze=(0.5, 0.5))) > 1.2 * background(base)
+    assert WIDE_STYLE.radius[0] <= 2.5  # nuclei down to 5 px across
+

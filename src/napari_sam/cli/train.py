@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--volume-share", type=float, default=0.0,
                       help="synthetic: share of new pool images that are slices of 3D stacks "
                            "(nuclei cut near their poles)")
+    data.add_argument("--style", default="broad", choices=("broad", "wide"),
+                      help="synthetic: the full-difficulty style (wide: lobed, pressed together, "
+                           "dim beside bright, haze, nucleoli, smaller nuclei)")
+    data.add_argument("--anisotropy", type=float, nargs=2, default=(1.5, 3.0),
+                      metavar=("LOW", "HIGH"),
+                      help="synthetic stacks: z voxel size / xy, drawn in this range")
     p.add_argument("--model", required=True,
                    help="weights to start from (a name or a file), or with --from-scratch an "
                         "architecture name (e.g. vit_nano)")
@@ -72,7 +78,8 @@ def _sampler(args: argparse.Namespace, start_step: int):
     if args.synthetic is not None:
         config = data.SyntheticConfig(pool_size=args.synthetic, seed=args.seed,
                                       curriculum_steps=args.curriculum_steps,
-                                      volume_share=args.volume_share)
+                                      volume_share=args.volume_share, style=args.style,
+                                      anisotropy=tuple(args.anisotropy))
         return data.SyntheticSampler(config, start_step)
     if args.zarr is not None:
         return data.SliceSampler(data.ZarrPairs(args.zarr))

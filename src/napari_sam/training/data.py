@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from napari_sam.training.synthetic import curriculum_style, synthetic_nuclei
+from napari_sam.training.synthetic import STYLES, curriculum_style, synthetic_nuclei
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -161,6 +161,8 @@ class SyntheticConfig:
     ``anisotropy``) and put ``slices_per_volume`` of its slices in the pool. Slices of a
     stack show what single images do not: nuclei cut near their poles, small and dim under
     the out-of-focus light of the slices next to them, labelled by their true cross-section.
+    ``style``: the full-difficulty end of the curriculum, a name in
+    :data:`~napari_sam.training.synthetic.STYLES` ("broad", or "wide" for the widened one).
     """
 
     pool_size: int = 48
@@ -172,10 +174,15 @@ class SyntheticConfig:
     volume_depth: tuple[int, int] = (8, 16)
     anisotropy: tuple[float, float] = (1.5, 3.0)
     slices_per_volume: int = 4
+    style: str = "broad"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.volume_share <= 1.0:
             raise ValueError(f"volume_share must be in [0, 1], got {self.volume_share}")
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {sorted(STYLES)}, got {self.style!r}")
+        if not 0 < self.anisotropy[0] <= self.anisotropy[1]:
+            raise ValueError(f"anisotropy must be 0 < low <= high, got {self.anisotropy}")
 
 
 class SyntheticSampler:
@@ -204,7 +211,7 @@ class SyntheticSampler:
         shape = (side, max(64, int(side * aspect)))
         if self.rng.random() < 0.5:
             shape = shape[::-1]
-        style = curriculum_style(difficulty)
+        style = curriculum_style(difficulty, hard=STYLES[cfg.style])
         if cfg.volume_share == 0 or self.rng.random() >= cfg.volume_share:
             sample = synthetic_nuclei(shape, seed=self.rng, style=style)
             return [ImagePair(sample.image, sample.labels)]

@@ -3,6 +3,12 @@
 Nuclei are textured ellipses (ellipsoids in 3D), touching and overlapping, of varied size and
 brightness, under out-of-focus blur, uneven illumination, an intensity nonlinearity and
 Poisson + Gaussian noise. Used for the sample data, the tests and the bundled model's training.
+
+:data:`WIDE_STYLE` widens that against what fails on nuclei from elsewhere: lobed outlines,
+neighbours that meet along a shared border with no dark gap, dim nuclei beside bright ones
+(lognormal brightness), nucleoli, haze from out-of-focus nuclei that have no label, and
+nuclei down to 5 px across. Each of those is off in :class:`NucleiStyle`'s defaults, and off
+it draws no random number, so an image of the default style is the same as before.
 """
 
 from __future__ import annotations
@@ -35,6 +41,12 @@ class NucleiStyle:
     photons: tuple[float, float] = (10.0, 5000.0)  # photons at peak brightness (Poisson)
     read_noise: tuple[float, float] = (0.0, 0.08)  # Gaussian noise, relative
     hidden: tuple[float, float] = (0.0, 0.25)  # share of a nucleus later ones may cover
+    # Off by default (0, 0); see WIDE_STYLE.
+    lobes: tuple[float, float] = (0.0, 0.0)  # amplitude of the outline's harmonics 2-5
+    contact: tuple[float, float] = (0.0, 0.0)  # share of clustered nuclei pressed together
+    brightness_spread: tuple[float, float] = (0.0, 0.0)  # lognormal sigma of brightness
+    nucleoli: tuple[float, float] = (0.0, 0.0)  # relative contrast of 0-3 spots per nucleus
+    haze: tuple[float, float] = (0.0, 0.0)  # brightness of unlabelled out-of-focus nuclei
 
 
 # The easy end of the training curriculum: large, bright, isolated, clean nuclei.
@@ -53,6 +65,22 @@ EASY_STYLE = NucleiStyle(
     read_noise=(0.0, 0.01),
     hidden=(0.0, 0.05),
 )
+
+
+# The broad style widened against nuclei from elsewhere (the bundled model v2's training
+# distribution at full difficulty; docs/training.md).
+WIDE_STYLE = NucleiStyle(
+    radius=(2.5, 40.0),
+    brightness=(0.1, 1.0),
+    lobes=(0.0, 0.4),
+    contact=(0.0, 0.8),
+    brightness_spread=(0.0, 0.8),
+    nucleoli=(0.0, 0.5),
+    haze=(0.0, 0.5),
+)
+
+STYLES: dict[str, NucleiStyle] = {"broad": NucleiStyle(), "wide": WIDE_STYLE}
+"""The full-difficulty styles a training run can name (``napari-sam train --style``)."""
 
 
 def curriculum_style(
@@ -97,20 +125,26 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma: float
 
 
 def _centres(
-    rng: np.random.Generator, shape: tuple[int, ...], n: int, radius: float, cluster: float
-) -> np.ndarray:
-    """(n, ndim) float centres; a ``cluster`` share of them sits about one diameter from
-    an earlier centre, so nuclei touch and overlap."""
+    rng: np.random.Generator, shape: tuple[int, ...], n: int, radius: float, cluster: float,
+    contact: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, ndim) float centres and (n,) bool ``pressed``; a ``cluster`` share of the centres
+    sits about one diameter from an earlier centre, so nuclei touch and overlap; a
+    ``contact`` share of those closer (1.2-1.6 radii): pressed against that neighbour, they
+    fill only the space it leaves, along a shared border."""
     centres = np.empty((n, len(shape)))
+    pressed = np.zeros(n, bool)
     for i in range(n):
         if i > 0 and rng.random() < cluster:
             direction = rng.standard_normal(len(shape))
             direction /= np.linalg.norm(direction) + 1e-8
-            c = centres[rng.integers(i)] + direction * radius * rng.uniform(1.4, 2.1)
+            pressed[i] = contact > 0 and rng.random() < contact
+            near = (1.2, 1.6) if pressed[i] else (1.4, 2.1)
+            c = centres[rng.integers(i)] + direction * radius * rng.uniform(*near)
             centres[i] = np.clip(c, 0, np.array(shape) - 1)
         else:
             centres[i] = rng.uniform(0, np.array(shape) - 1)
-    return centres
+    return centres, pressed
 
 
 # Placements tried for a nucleus (each a step away from those it would hide too much of).
@@ -119,13 +153,16 @@ PLACEMENT_TRIES = 4
 
 def _ellipse(
     centre: np.ndarray, axes: np.ndarray, theta: float, scale: np.ndarray,
-    shape: tuple[int, ...],
+    shape: tuple[int, ...], lobes: np.ndarray | None = None,
 ) -> tuple[tuple[slice, ...], np.ndarray] | None:
     """The bounding box (slices of ``shape``) of an ellipse (ellipsoid) at ``centre`` with
-    semi-axes ``axes`` (([z,] v, u): u is the in-plane axis turned by ``theta`` from x), and its normalised squared distance there (<= 1 inside); None when it has no
-    pixel inside ``shape``."""
+    semi-axes ``axes`` (([z,] v, u): u is the in-plane axis turned by ``theta`` from x), and
+    its normalised squared distance there (<= 1 inside); None when it has no pixel inside
+    ``shape``. ``lobes``: (K, 2) amplitude and phase of the outline's harmonics 2..K+1 (its
+    radius at angle phi is scaled by 1 + sum a_k cos(k phi + p_k))."""
+    bulge = 1.0 if lobes is None else 1.0 + float(np.abs(lobes[:, 0]).sum())
     # Turned in-plane, the y and x extents reach up to the longest in-plane semi-axis.
-    reach = np.concatenate([axes[:-2], np.full(2, axes[-2:].max())]) / scale
+    reach = np.concatenate([axes[:-2], np.full(2, axes[-2:].max() * bulge)]) / scale
     lo = np.maximum(np.floor(centre - reach).astype(int) - 1, 0)
     hi = np.minimum(np.ceil(centre + reach).astype(int) + 2, shape)
     if np.any(hi <= lo):
@@ -138,11 +175,46 @@ def _ellipse(
     u = np.cos(theta) * x + np.sin(theta) * y
     v = -np.sin(theta) * x + np.cos(theta) * y
     dist2 = (u / axes[-1]) ** 2 + (v / axes[-2]) ** 2
+    if lobes is not None:
+        phi = np.arctan2(v / axes[-2], u / axes[-1])
+        radius = 1.0 + sum(a * np.cos((k + 2) * phi + p) for k, (a, p) in enumerate(lobes))
+        dist2 = dist2 / np.maximum(radius, 0.3) ** 2
     if len(shape) == 3:
         dist2 = dist2 + (grids[0] / axes[0]) ** 2
     if not np.any(dist2 <= 1.0):
         return None
     return tuple(slice(a, b) for a, b in zip(lo, hi)), dist2
+
+
+def _nucleoli(
+    rng: np.random.Generator, box: tuple[slice, ...], centre: np.ndarray, radius: float,
+    scale: np.ndarray, contrast: float,
+) -> np.ndarray:
+    """A multiplicative field over ``box``: 0-3 round spots (radius / 5 .. radius / 3) near
+    the nucleus's centre, each brighter or darker by up to ``contrast``."""
+    grids = np.meshgrid(*[np.arange(b.start, b.stop) * s for b, s in zip(box, scale)],
+                        indexing="ij")  # fmt: skip
+    field = np.ones(grids[0].shape, np.float32)
+    for _ in range(int(rng.integers(0, 4))):
+        at = centre * scale + rng.uniform(-0.5, 0.5, len(box)) * radius
+        size = rng.uniform(radius / 5, radius / 3) + 0.5
+        d2 = sum((g - a) ** 2 for g, a in zip(grids, at)) / size**2
+        field += float(rng.choice([-1, 1]) * rng.uniform(0.3, 1) * contrast) * np.exp(-d2)
+    return np.clip(field, 0.2, None)
+
+
+def _haze(
+    rng: np.random.Generator, shape: tuple[int, ...], radius: float, n: int, level: float,
+    anisotropy: float,
+) -> np.ndarray:
+    """Out-of-focus nuclei with no label: ``n`` blobs about ``radius`` in size, blurred by
+    about their radius, peaking at up to ``level`` (float32, ``shape``)."""
+    haze = np.zeros(shape, np.float32)
+    at = (rng.uniform(0, 1, (n, len(shape))) * (np.array(shape) - 1)).astype(int)
+    haze[tuple(at.T)] = rng.uniform(0.3, 1.0, n) * level
+    sigma = radius * rng.uniform(0.6, 1.0)
+    haze = ndi.gaussian_filter(haze, [sigma / anisotropy, sigma, sigma][-len(shape):])
+    return haze * (level / max(float(haze.max()), 1e-6))
 
 
 def synthetic_nuclei(
@@ -168,7 +240,10 @@ def synthetic_nuclei(
     coverage = _draw(rng, style.coverage)
     area = float(np.prod(shape[-2:]))
     n = max(1, int(coverage * area / (np.pi * mean_r**2)))
-    centres = _centres(rng, shape, n, mean_r, _draw(rng, style.cluster_fraction))
+    wide = {f: (_draw(rng, getattr(style, f)) if max(getattr(style, f)) > 0 else 0.0)
+            for f in ("lobes", "contact", "brightness_spread", "nucleoli", "haze")}  # fmt: skip
+    centres, pressed = _centres(rng, shape, n, mean_r, _draw(rng, style.cluster_fraction),
+                                wide["contact"])  # fmt: skip
 
     labels = np.zeros(shape, np.int32)
     signal = np.zeros(shape, np.float32)
@@ -184,12 +259,18 @@ def synthetic_nuclei(
             [r_minor, r_major]
         )
         theta = rng.uniform(0, np.pi)  # in-plane rotation
+        lobes = None
+        if wide["lobes"] > 0:
+            lobes = np.stack([rng.uniform(0, wide["lobes"], 4) / np.arange(1, 5),
+                              rng.uniform(0, 2 * np.pi, 4)], axis=1)  # fmt: skip
         for _ in range(PLACEMENT_TRIES):
-            placed = _ellipse(centre, axes, theta, scale, shape)
+            placed = _ellipse(centre, axes, theta, scale, shape, lobes)
             if placed is None:
                 break
             box, dist2 = placed
             inside = dist2 <= 1.0
+            if pressed[i - 1]:  # fills the space its neighbours leave: covers none of them
+                inside &= labels[box] == 0
             covered = np.bincount(labels[box][inside], minlength=n + 1)
             covered[0] = 0
             if not np.any(drawn - visible + covered > max_hidden * drawn):
@@ -206,15 +287,21 @@ def synthetic_nuclei(
         visible -= covered
         drawn[i] = visible[i] = int(inside.sum())
         brightness = _draw(rng, style.brightness)
+        if wide["brightness_spread"] > 0:
+            brightness *= float(np.clip(np.exp(rng.normal(0, wide["brightness_spread"])), 0.1, 2.5))
         texture = _draw(rng, style.texture)
         profile = np.clip(1.0 - dist2, 0, 1) ** 0.3  # flat top, soft rim
         value = brightness * profile * (1 + texture * texture_field[box])
+        if wide["nucleoli"] > 0:
+            value = value * _nucleoli(rng, box, centre, r_minor, scale, wide["nucleoli"])
         labels[box][inside] = i
         signal[box][inside] = np.maximum(value[inside], 0.05 * brightness)
 
     blur = _draw(rng, style.blur)
     if blur > 0:
         signal = ndi.gaussian_filter(signal, [blur / anisotropy, blur, blur][-ndim:])
+    if wide["haze"] > 0:
+        signal = signal + _haze(rng, shape, mean_r, max(n // 2, 1), wide["haze"], anisotropy)
     illum = 1 + _draw(rng, style.illumination) * _smooth_field(rng, shape, max(shape) / 4) / 2
     image = (signal + _draw(rng, style.background)) * np.clip(illum, 0.2, None)
     image = np.clip(image / max(float(image.max()), 1e-6), 0, 1) ** _draw(rng, style.gamma)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +50,14 @@ class TrainConfig:
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps <= self.warmup_steps:
+            peak = self.lr * self.steps / max(self.warmup_steps, 1)
+            warnings.warn(f"the run ({self.steps} steps) ends inside its warm-up "
+                          f"({self.warmup_steps} steps): the learning rate never gets above "
+                          f"{peak:.2g} of the {self.lr:g} asked for; shorten the warm-up "
+                          "(--warmup)", UserWarning, stacklevel=3)  # fmt: skip
 
 
 @dataclass(frozen=True)
