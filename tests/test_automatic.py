@@ -74,8 +74,19 @@ def test_cli_options_come_from_the_config(tmp_path):
         ["auto", "in.tif", "-o", str(tmp_path / "out.tif"), "--preset", "nuclei",
          "--points-per-side", "8", "--stability-score-offset", "0.5"]
     )  # fmt: skip
-    config = config_from_args(args)
+    config = config_from_args(args, "vit_b")
     assert config == PRESETS["nuclei"].with_values(points_per_side=8, stability_score_offset=0.5)
+
+
+def test_cli_without_a_preset_starts_from_the_models_own_settings(tmp_path):
+    from napari_sam.cli import build_parser
+    from napari_sam.cli.auto import config_from_args
+
+    args = build_parser().parse_args(["auto", "in.tif", "-o", str(tmp_path / "o.tif"),
+                                      "--box-nms-thresh", "0.2"])  # fmt: skip
+    assert config_from_args(args, "vit_nano") == PRESETS["nuclei-bundled"].with_values(
+        box_nms_thresh=0.2)
+    assert config_from_args(args, "vit_b") == PRESETS["default"].with_values(box_nms_thresh=0.2)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -294,6 +305,7 @@ def test_cli_writes_3d_labels(tmp_path, monkeypatch, predictor, capsys):
     import tifffile
 
     from napari_sam.cli import main
+    from napari_sam.cli.auto import NOTHING_FOUND
     from napari_sam.predictor import Predictor
     from napari_sam.training.synthetic import synthetic_nuclei
 
@@ -312,8 +324,39 @@ def test_cli_writes_3d_labels(tmp_path, monkeypatch, predictor, capsys):
     assert main(["auto", str(tmp_path / "stack.tif"), "-o", str(out), "--box-nms-thresh", "2"]) == 2
     strict = ["auto", str(tmp_path / "stack.tif"), "-o", str(out), "--points-per-side", "4",
               "--pred-iou-thresh", "1", "--quiet"]  # fmt: skip
-    assert main(strict) == 0 and tifffile.imread(out).max() == 0
-    assert "no object passed the quality filters (--pred-iou-thresh 1" in capsys.readouterr().err
+    # nothing found: the (empty) labels are written, the exit status says so, with a hint
+    assert main(strict) == NOTHING_FOUND != 0 and tifffile.imread(out).max() == 0
+    err = capsys.readouterr().err
+    assert "no object found" in err and "lower --pred-iou-thresh (now 1)" in err
+    assert "--preset nuclei-bundled" in err
+
+
+def test_a_blank_or_constant_image_has_no_objects(predictor):
+    from napari_sam.automatic import segment_everything
+
+    loose = AutoMaskConfig(points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0)
+    for value in (0, 1234):
+        image = np.full((48, 48), value, np.uint16)
+        assert not segment_everything(predictor, image, loose).any()
+    stack = np.zeros((2, 48, 48), np.float32)
+    stack[1] = np.random.default_rng(0).random((48, 48))  # one blank slice, one not
+    found = segment_everything(predictor, stack, loose)
+    assert not found[0].any() and found[1].any()
+
+
+def test_progress_in_a_log_is_one_line_per_tenth(capsys, monkeypatch):
+    import sys
+
+    from napari_sam.cli.auto import _Progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    report = _Progress(quiet=False)
+    for done in range(1, 101):
+        report(done, 100)
+    report.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 11 and "\r" not in "".join(lines)  # the start, then each tenth
+    assert lines[-1] == "segmenting: 100/100 steps"
 
 
 def test_cli_loads_no_qt():

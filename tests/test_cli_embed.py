@@ -77,3 +77,17 @@ def test_embed_path_loads_no_qt():
             "print(sorted(m for m in ('qtpy', 'PyQt5', 'PyQt6', 'napari') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_embed_uses_the_same_default_model_as_every_command(monkeypatch, image, tmp_path):
+    # no --model: the bundled model (what segment, auto and the widget default to), so the
+    # README's own `napari-sam embed` works offline and builds the store segment will use
+    from napari_sam.model import checkpoints
+
+    loaded = []
+    real = checkpoints.load_model
+    monkeypatch.setattr(checkpoints, "load_model", lambda name, *a, **k: loaded.append(name)
+                        or real(name, *a, **k))  # fmt: skip
+    path, _ = image
+    assert main(["embed", str(path), "--out", str(tmp_path / "s.zarr")]) == 0
+    assert loaded == ["bundled"]

@@ -174,6 +174,11 @@ def test_server_down_is_a_download_error(tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="refused") as err:
         fetch_weights(_info(url), root=tmp_path)
     assert url in str(err.value) and isinstance(err.value, WeightsError)
+    # what to do offline: the bundled model, a file of one's own, or the cache folder's path
+    message = str(err.value)
+    assert "use the bundled model ('bundled'" in message and "give a weights file" in message
+    assert str(tmp_path) in message
+    assert "weights_only" not in message and "pickle" not in message
     assert _leftovers(tmp_path) == []
 
 

@@ -174,14 +174,18 @@ class SamWidget(ModelPanel, EmbeddingControl, PromptPanel, LivePreview, StackPro
         self._update_status()
 
     def _suggest_auto_preset(self, _=None) -> None:
-        """The Automatic tab starts from the preset made for the chosen model: the bundled
-        model's predicted IoUs and stability scores run lower than the official models', so
-        the official defaults would pass none of its masks."""
-        from napari_sam.model.download import BUNDLED
+        """The Automatic tab starts from the chosen model's own automatic settings (its
+        architecture's ``auto_preset``, as the CLI and the Python API): the bundled model's
+        predicted IoUs and stability scores run lower than the official models', so the
+        official defaults would pass none of its masks. A weights file starts from the
+        official defaults."""
+        from napari_sam.model.config import get_config
+        from napari_sam.model.download import WEIGHTS
 
         choice = self.model_combo.itemData(self._model_index)
-        bundled = choice is not None and choice.source == BUNDLED
-        self.auto_panel.preset.setCurrentText("nuclei-bundled" if bundled else "default")
+        info = WEIGHTS.get(choice.source) if choice is not None and choice.source else None
+        preset = get_config(info.architecture).auto_preset if info is not None else "default"
+        self.auto_panel.preset.setCurrentText(preset)
 
     # ------------------------------------------------------------------ layers
 

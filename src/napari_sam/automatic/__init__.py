@@ -10,7 +10,7 @@ from one embedding), :mod:`~.mask_ops` (grid, crops, boxes, NMS, clean-up),
 :mod:`~.stitch` (tiles and slices), :mod:`~.run` (entry points).
 """
 
-from napari_sam.automatic.config import PRESETS, AutoMaskConfig
+from napari_sam.automatic.config import PRESETS, AutoMaskConfig, config_for_model
 from napari_sam.automatic.plane import (
     AutoMask,
     config_labels,
@@ -30,6 +30,7 @@ __all__ = [
     "PRESETS",
     "AutoMask",
     "AutoMaskConfig",
+    "config_for_model",
     "config_labels",
     "drain",
     "generate_masks",

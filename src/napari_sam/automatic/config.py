@@ -127,3 +127,14 @@ PRESETS: dict[str, AutoMaskConfig] = {
     ),
 }
 """Named configurations; ``PRESETS["default"]`` equals ``AutoMaskConfig()``."""
+
+
+def config_for_model(model) -> AutoMaskConfig:
+    """The automatic settings a model carries: ``model`` is its ``SamConfig`` (e.g.
+    ``predictor.config``) or a registered architecture name, whose ``auto_preset`` names a
+    preset (:mod:`napari_sam.model.config`). What the CLI, the Python API and the widget use
+    when the user chooses none."""
+    from napari_sam.model.config import get_config
+
+    config = get_config(model) if isinstance(model, str) else model
+    return PRESETS[config.auto_preset]

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from napari_sam.automatic.config import AutoMaskConfig
+from napari_sam.automatic.config import AutoMaskConfig, config_for_model
 from napari_sam.automatic.plane import (
     AutoMask,
     Progress,
@@ -71,15 +71,18 @@ def segment_everything_steps(
     widget's; its tiling is used), else an in-memory one is made with ``tile`` / ``halo``
     (default: :func:`~napari_sam.tiling.default_grid`).
 
+    config: default the model's own settings (:func:`config_for_model`).
+
     Returns int32 labels ``(*leading, H, W)``: 0 background, objects 1..n. Objects on
     adjacent slices along the last leading axis that overlap with IoU >=
     ``config.link_iou_thresh`` share an id (3D objects); tiles are merged across borders.
+    A constant tile (blank, or one value throughout) holds no object.
     """
     from napari_sam.image import to_model_image
     from napari_sam.lazy import SliceSource, sample_limits
     from napari_sam.stack import PredictorEmbedder, StackEmbeddings
 
-    config = config or AutoMaskConfig()
+    config = config or config_for_model(predictor.config)
     if embeddings is None:
         source = SliceSource(data, rgb=rgb)
         if contrast_limits is None and np.dtype(source.dtype) != np.uint8:
@@ -95,6 +98,11 @@ def segment_everything_steps(
     for s in range(source.n_slices):
         windows = []
         for t in grid.tiles:
+            if _constant(source.read(s, t.window)):
+                done += per_tile[t.index]
+                yield done, total
+                windows.append(np.zeros(t.window_shape, np.int32))
+                continue
             embedding = embeddings.get(s, t.index)
             done += 1
             yield done, total
@@ -117,6 +125,14 @@ def segment_everything_steps(
         planes.append(windows[0] if grid.n_tiles == 1 else
                       merge_tiles(grid, windows, config.link_iou_thresh))  # fmt: skip
     return _link(planes, source.leading_shape, config.link_iou_thresh)
+
+
+def _constant(window: np.ndarray) -> bool:
+    """Whether a tile holds one value only (NaN ignored): nothing there to segment."""
+    values = np.asarray(window)
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]
+    return values.size == 0 or bool(values.min() == values.max())
 
 
 def _link(planes: list[np.ndarray], leading: tuple[int, ...], iou: float) -> np.ndarray:

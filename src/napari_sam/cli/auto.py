@@ -1,8 +1,10 @@
 """``napari-sam auto``: segment everything in an image into a label image, no viewer, no Qt.
 
 Every :class:`~napari_sam.automatic.AutoMaskConfig` field is an option (``--points-per-side``
-...), generated from the dataclass; ``--preset`` picks the starting values. 3D / nD data is
-segmented slice by slice and linked into 3D objects; large planes are tiled.
+...), generated from the dataclass; ``--preset`` picks the starting values (default: the
+model's own, :func:`~napari_sam.automatic.config_for_model`). 3D / nD data is segmented slice
+by slice and linked into 3D objects; large planes are tiled. Finding nothing exits with
+:data:`NOTHING_FOUND` and a hint.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+#: exit status when no object was found (the label image is still written)
+NOTHING_FOUND = 3
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from napari_sam.automatic.config import PRESETS, AutoMaskConfig
@@ -23,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("image", type=Path, help="TIFF, PNG, zarr or npy image")
     parser.add_argument("-o", "--output", type=Path, required=True, help="LABELS.tif")
-    parser.add_argument("--preset", default="default", choices=sorted(PRESETS),
-                        help="starting settings (options below override them)")  # fmt: skip
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help="starting settings (options below override them; default: the "
+                             "model's own)")  # fmt: skip
     group = parser.add_argument_group("segmentation settings (default: the preset's)")
     for f in fields(AutoMaskConfig):
         group.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
@@ -44,12 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace):
-    """The :class:`AutoMaskConfig` of the parsed options (preset, then overrides)."""
-    from napari_sam.automatic.config import PRESETS, AutoMaskConfig
+def config_from_args(args: argparse.Namespace, model):
+    """The :class:`AutoMaskConfig` of the parsed options: the preset (default: the own of
+    ``model``, a ``SamConfig`` or architecture name), then the options given."""
+    from napari_sam.automatic.config import PRESETS, AutoMaskConfig, config_for_model
 
     changes = {f.name: getattr(args, f.name) for f in fields(AutoMaskConfig)}
-    return PRESETS[args.preset].with_values(**changes)
+    start = config_for_model(model) if args.preset is None else PRESETS[args.preset]
+    return start.with_values(**changes)
 
 
 def _read(path: Path):
@@ -69,16 +77,14 @@ def run(args: argparse.Namespace) -> int:
     from napari_sam.automatic import segment_everything
     from napari_sam.predictor import Predictor
 
-    config = config_from_args(args)
     data = _read(args.image)
     rgb = bool(args.rgb)
     if rgb and data.shape[-1] not in (3, 4):
         raise ValueError(f"--rgb needs a last axis of 3 or 4, the image is {data.shape}")
     predictor = Predictor.load(args.model, device=args.device, precision=args.precision)
+    config = config_from_args(args, predictor.config)
 
-    def report(done: int, total: int) -> None:
-        if not args.quiet:
-            print(f"\rsegmenting: {done}/{total} steps", end="", file=sys.stderr, flush=True)
+    report = _Progress(args.quiet)
 
     labels = segment_everything(
         predictor, data, config, report, rgb=rgb,
@@ -86,15 +92,40 @@ def run(args: argparse.Namespace) -> int:
         tile=tuple(args.tile) if args.tile else None,
         halo=tuple(args.halo) if args.halo else None,
     )  # fmt: skip
-    if not args.quiet:
-        print(file=sys.stderr)
+    report.close()
     n = int(np.count_nonzero(np.unique(labels)))
     out = labels.astype(np.uint16 if n < 2**16 else np.uint32)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(args.output, out, compression="zlib")
     print(f"wrote {n} objects to {args.output} ({out.shape}, {out.dtype})")
     if n == 0:
-        print(f"no object passed the quality filters (--pred-iou-thresh {config.pred_iou_thresh:g}, "
-              f"--stability-score-thresh {config.stability_score_thresh:g}): lower them, or use "
-              "a stronger --model", file=sys.stderr)  # fmt: skip
+        print(f"no object found. If the image holds objects: lower --pred-iou-thresh (now "
+              f"{config.pred_iou_thresh:g}) and --stability-score-thresh (now "
+              f"{config.stability_score_thresh:g}), try --preset nuclei-bundled with the "
+              "bundled model or --preset nuclei with a microscopy model (--model vit_b_lm), "
+              "or set --contrast-limits", file=sys.stderr)  # fmt: skip
+        return NOTHING_FOUND
     return 0
+
+
+class _Progress:
+    """Progress on stderr: one line rewritten in place on a terminal; elsewhere (a log
+    file, a pipe) a new line at each tenth of the work, so the log stays readable."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.tty, self.shown = quiet, sys.stderr.isatty(), -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            print(f"\rsegmenting: {done}/{total} steps", end="", file=sys.stderr, flush=True)
+            return
+        tenth = 10 * done // max(total, 1)
+        if tenth > self.shown:
+            self.shown = tenth
+            print(f"segmenting: {done}/{total} steps", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if not self.quiet and self.tty:
+            print(file=sys.stderr)

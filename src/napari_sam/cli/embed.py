@@ -20,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("image", help=".tif/.tiff, .zarr (OME-Zarr multiscale too) or .npy")
     parser.add_argument("--out", required=True, help="the embedding store (a .zarr folder)")
-    parser.add_argument("--model", default="vit_b_lm", help="weights name or file (vit_b_lm)")
+    parser.add_argument("--model", default=None,
+                        help="weights name or file (default: the bundled model, as every "
+                             "command and the widget)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
     parser.add_argument("--tile", nargs=2, type=int, metavar=("H", "W"),
                         help="tile core size (default: from the image size)")  # fmt: skip
@@ -43,10 +45,11 @@ def make_embedder(args: argparse.Namespace, source):
     from napari_sam.device import resolve_device
     from napari_sam.lazy import sample_limits
     from napari_sam.model.checkpoints import load_model
+    from napari_sam.model.download import default_weights
     from napari_sam.predictor import Predictor
     from napari_sam.stack import PredictorEmbedder
 
-    loaded = load_model(args.model, resolve_device(args.device))
+    loaded = load_model(args.model or default_weights(), resolve_device(args.device))
     limits = tuple(args.contrast) if args.contrast else sample_limits(source)
     predictor = Predictor(loaded.model, weights_id=loaded.weights_hash)
     return PredictorEmbedder(predictor, limits, args.rgb or None)

@@ -223,8 +223,18 @@ def fetch_weights(
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(path)
-    _download(info, path, progress)
+    try:
+        _download(info, path, progress)
+    except DownloadError as exc:
+        raise DownloadError(f"{exc}. {offline_hint(info, path)}") from exc
     return path
+
+
+def offline_hint(info: WeightsInfo, path: Path) -> str:
+    """What to do when ``info`` cannot be downloaded (offline, blocked)."""
+    return (f"Without a connection: use the bundled model ({BUNDLED!r}, no download), give a "
+            f"weights file you have (a path instead of {info.name!r}), or put "
+            f"{info.filename} ({info.url}) in the cache folder as {path}")
 
 
 def _cached_file_ok(path: Path, info: WeightsInfo) -> bool:
