@@ -41,9 +41,10 @@ class LabelOracle:
 
     score: object = lambda s: 0.95
     calls: list = field(default_factory=list)
-    config: object = field(default_factory=lambda: SimpleNamespace(name="label-oracle"))
+    config: object = field(default_factory=lambda: SimpleNamespace(name="label-oracle",
+                                                                 mask_threshold=0.0))
 
-    def predict(self, emb: LabelWindow, prompt) -> OraclePrediction:
+    def predict(self, emb: LabelWindow, prompt, multimask: str = "auto") -> OraclePrediction:
         self.calls.append((emb.slice_index, prompt))
         labels, obj = emb.labels, 0
         positive = prompt.points[prompt.labels == PointLabel.POSITIVE]

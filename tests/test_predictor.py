@@ -7,7 +7,7 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from napari_sam.predictor import ImageEmbedding, Predictor
+from napari_sam.predictor import ImageEmbedding, Predictor, prompt_family
 from napari_sam.prompts import PointLabel, Prompt
 from napari_sam.transforms import upsample_logits
 
@@ -56,12 +56,13 @@ PROMPTS = {
 }
 
 
+@pytest.mark.parametrize("multimask", ["auto", "best", "single", "any"])
 @pytest.mark.parametrize("name", list(PROMPTS))
-def test_prompt_gives_reference_mask(name, ours, reference):
+def test_prompt_gives_reference_mask(name, multimask, ours, reference):
     predictor, embedding = ours
     spec = PROMPTS[name]
     prompt = Prompt(**{k: np.asarray(v) for k, v in spec.items()})
-    result = predictor.predict(embedding, prompt)
+    result = predictor.predict(embedding, prompt, multimask)
 
     xy = np.asarray(spec["points"])[:, ::-1] if "points" in spec else None
     box = np.asarray(spec["box"])[[1, 0, 3, 2]] if "box" in spec else None
@@ -80,9 +81,14 @@ def test_prompt_gives_reference_mask(name, ours, reference):
                                rtol=0)  # fmt: skip
     torch.testing.assert_close(result.all_logits[0, :1], torch.from_numpy(single_low),
                                atol=1e-3, rtol=0)  # fmt: skip
-    # A single click is ambiguous: the best of the three by predicted IoU. Anything more
-    # (a box, two points) gets the single-mask output, as SAM's authors use it.
-    if name == "one point":
+    # "best": the best of the three by predicted IoU, as the reference's multimask output
+    # ranks them; "single": the reference's single-mask output; "any": the better of those
+    # two by predicted IoU; "auto": per prompt family, as the model's configuration says
+    if multimask == "auto":
+        multimask = dict(predictor.config.auto_multimask).get(prompt_family(prompt), "single")
+    if multimask == "any":
+        multimask = "best" if scores.max() > single_score[0] else "single"
+    if multimask == "best":
         best = int(np.argmax(scores))
         assert result.best[0] == best + 1
         assert result.scores[0] == pytest.approx(scores[best], abs=1e-4)
@@ -200,9 +206,21 @@ def test_negative_point_removes_a_region_as_reference_does(ours, reference):
     predictor, embedding = ours
     alone = predictor.predict(embedding, Prompt.from_points([[60, 70]])).masks[0].to_array()
     prompt = Prompt.from_points([[60, 70], [150, 60]], [PointLabel.POSITIVE, PointLabel.NEGATIVE])
-    with_negative = predictor.predict(embedding, prompt).masks[0].to_array()
+    with_negative = predictor.predict(embedding, prompt, "single").masks[0].to_array()
     removed = alone & ~with_negative
     assert removed.sum() > 100
     masks, _, _ = reference.predict(np.array([[70, 60], [60, 150]]), np.array([1, 0]),
                                     multimask_output=False)  # two points: one mask
     _agree(with_negative, masks[0])
+
+
+def test_prompt_families_and_a_bad_multimask_mode(ours):
+    assert prompt_family(Prompt.from_points([[1, 2]])) == "click"
+    assert prompt_family(Prompt.from_points([[1, 2]], [0])) == "clicks"
+    assert prompt_family(Prompt.from_points([[1, 2], [3, 4]], [1, 0])) == "clicks"
+    assert prompt_family(Prompt.from_box([1, 2, 5, 6])) == "box"
+    assert prompt_family(Prompt(points=[[2, 3]], labels=[1], box=[1, 2, 5, 6])) == "box+points"
+    assert prompt_family(Prompt(mask=np.ones((4, 4), bool))) == "mask"
+    predictor, embedding = ours
+    with pytest.raises(ValueError, match="multimask must be one of auto, best, single, any"):
+        predictor.predict(embedding, Prompt.from_points([[60, 70]]), "three")

@@ -2,12 +2,15 @@
 
 ``Predictor.embed(image)`` runs the image encoder once and returns an
 :class:`ImageEmbedding`; ``Predictor.predict(embedding, prompts)`` decodes as often as the
-user clicks. Every decode produces SAM's four candidate masks per object. A single click is
-ambiguous (a nucleus, or its cluster?): it gets the best of the three ambiguity-aware masks by
-predicted IoU. A box, several points or a mask prompt is not: it gets the single-mask output,
-the mask SAM is trained to give for such prompts (SAM paper, section 3; our trainer does the
-same). Only the chosen mask is upsampled to the image's resolution. Prompts of one kind (same
-number of points, box or not, dense mask or not) decode as one batch.
+user clicks. Every decode produces SAM's four candidate masks per object: the single-mask
+output and three ambiguity-aware masks. Which one a prompt gets is the ``multimask`` choice
+(:data:`Multimask`): ``"best"`` takes the best of the three by predicted IoU, ``"single"`` the
+single-mask output, ``"any"`` the best of all four, ``"auto"`` decides per prompt family
+(:func:`prompt_family`) as the model's configuration says (``SamConfig.auto_multimask``; for
+the bundled model chosen by measurement on nuclei we did not make and on ours:
+docs/prompting.md). Only the chosen mask is
+upsampled to the image's resolution. Prompts of one kind (same number of points, box or not,
+dense mask or not) decode as one batch.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from napari_sam.image import Channel, to_model_image
 from napari_sam.model.fast_decode import ImageState, decode, prepare_image
-from napari_sam.prompts import Prompt
+from napari_sam.prompts import PointLabel, Prompt
 from napari_sam.transforms import (
     Geometry,
     ObjectMask,
@@ -37,6 +41,52 @@ from napari_sam.transforms import (
 TRANSFORM_VERSION = "resize-longest-antialias/pad-br/v1"
 # Image states (per-embedding decoder tensors, ~14 MB each for vit_b) kept per predictor.
 IMAGE_STATE_CACHE = 4
+
+
+Multimask = Literal["auto", "best", "single", "any"]
+"""Which of SAM's four masks a prompt gets: ``"best"`` the best of the three ambiguity-aware
+masks by predicted IoU, ``"single"`` the single-mask output, ``"any"`` the best of all four by
+predicted IoU, ``"auto"`` what the model's configuration says for the prompt's family
+(``SamConfig.auto_multimask``)."""
+MULTIMASK_MODES: tuple[str, ...] = ("auto", "best", "single", "any")
+#: the prompt families (:func:`prompt_family`)
+PROMPT_FAMILIES: tuple[str, ...] = ("click", "clicks", "box", "box+points", "mask")
+
+
+def prompt_family(prompt: Prompt) -> str:
+    """The family of a prompt: "click" (one positive point), "clicks" (several points, or
+    negative ones, no box), "box", "box+points" or "mask" (a dense prompt, with anything)."""
+    if prompt.mask is not None or prompt.mask_logits is not None:
+        return "mask"
+    if prompt.box is not None:
+        return "box+points" if len(prompt.points) else "box"
+    single = len(prompt.points) == 1 and prompt.labels[0] == PointLabel.POSITIVE
+    return "click" if single else "clicks"
+
+
+def mask_choice(
+    prompt: Prompt, multimask: Multimask = "auto",
+    auto: tuple[tuple[str, str], ...] = (("click", "best"),),
+) -> str:
+    """The mode ``prompt`` is decoded in: ``multimask`` itself, or for ``"auto"`` the mode
+    ``auto`` (the model's ``SamConfig.auto_multimask``: family -> mode pairs) gives its
+    family; a family it does not name gets the single-mask output."""
+    if multimask not in MULTIMASK_MODES:
+        raise ValueError(f"multimask must be one of {', '.join(MULTIMASK_MODES)}, got "
+                         f"{multimask!r}")  # fmt: skip
+    if multimask != "auto":
+        return multimask
+    return dict(auto).get(prompt_family(prompt), "single")
+
+
+def chosen_candidate(mode: str, scores: torch.Tensor) -> torch.Tensor:
+    """(B,) int64 index (0-3) of the mask ``mode`` picks among the four candidates whose
+    predicted IoUs are ``scores`` (B, 4): 0 is the single-mask output."""
+    if mode == "single":
+        return torch.zeros(len(scores), dtype=torch.int64)
+    if mode == "best":
+        return 1 + scores[:, 1:].argmax(1)
+    return scores.argmax(1)
 
 
 class AcceleratorFallbackWarning(UserWarning):
@@ -78,9 +128,8 @@ class ImageEmbedding:
 class MaskPrediction:
     """Masks for B objects, in the order their prompts were given.
 
-    Candidates 0-3 are SAM's four outputs: 0 the single-mask output (chosen for a box,
-    several points or a mask prompt), 1-3 the three ambiguity-aware masks (for a single
-    click, the one of best predicted IoU is chosen).
+    Candidates 0-3 are SAM's four outputs: 0 the single-mask output, 1-3 the three
+    ambiguity-aware masks (which one is chosen: :func:`mask_choice`).
 
     masks: each object's chosen candidate at the image's resolution; scores: (B,) float32
     predicted IoU of those; all_scores: (B, 4) float32 predicted IoU of every candidate;
@@ -215,12 +264,14 @@ class Predictor:
 
     @torch.inference_mode()
     def predict(
-        self, embedding: ImageEmbedding, prompts: Prompt | Sequence[Prompt]
+        self, embedding: ImageEmbedding, prompts: Prompt | Sequence[Prompt],
+        multimask: Multimask = "auto",
     ) -> MaskPrediction:
-        """Decode the masks of one or more objects on an embedded image.
+        """Decode the masks of one or more objects on an embedded image; ``multimask`` picks
+        each object's mask among the four (:func:`mask_choice`).
 
-        Raises ``ValueError`` for prompts that do not fit the image, or an embedding made
-        with another model or preprocessing.
+        Raises ``ValueError`` for prompts that do not fit the image, an unknown
+        ``multimask``, or an embedding made with another model or preprocessing.
         """
         if embedding.signature != self.signature:
             raise ValueError(
@@ -230,6 +281,7 @@ class Predictor:
         prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts)
         if not prompts:
             raise ValueError("no prompts to segment from")
+        modes = [mask_choice(p, multimask, self.config.auto_multimask) for p in prompts]
         geometry = embedding.geometry
         for prompt in prompts:
             prompt.validate(geometry.original_size)
@@ -247,8 +299,8 @@ class Predictor:
                 low, iou = self._decode_fitting(embedding, [prompts[i] for i in chunk])
                 all_logits[chunk] = low.to("cpu", torch.float32)
                 all_scores[chunk] = iou.to("cpu", torch.float32)
-        ambiguous = torch.tensor([p.kind == (1, False, False) for p in prompts])
-        best = torch.where(ambiguous, 1 + all_scores[:, 1:].argmax(1), 0)
+        best = torch.stack([chosen_candidate(mode, all_scores[i : i + 1])[0]
+                            for i, mode in enumerate(modes)])
         logits = all_logits[torch.arange(n), best]
         threshold = self.config.mask_threshold
         masks = tuple(upsample_mask(logits[i], geometry, threshold) for i in range(n))

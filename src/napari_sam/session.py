@@ -45,14 +45,18 @@ class LayerSegmentation:
 class Session:
     """Segment Anything on arrays or napari layers. ``predictor``: a :class:`Predictor`;
     ``viewer``: a napari viewer, needed only to find the displayed slice of nD layers;
-    ``zoom``: ``"auto"``, ``"on"``, ``"off"`` or a :class:`~napari_sam.zoom.ZoomConfig`."""
+    ``zoom``: ``"auto"``, ``"on"``, ``"off"`` or a :class:`~napari_sam.zoom.ZoomConfig`;
+    ``multimask``: which of SAM's masks an object gets, ``"auto"``, ``"best"`` or
+    ``"single"`` or ``"any"`` (:func:`~napari_sam.predictor.mask_choice`)."""
 
     def __init__(
-        self, predictor: Predictor, viewer=None, zoom: ZoomConfig | str | None = "auto"
+        self, predictor: Predictor, viewer=None, zoom: ZoomConfig | str | None = "auto",
+        multimask: str = "auto",
     ) -> None:
         self.predictor = predictor
         self.viewer = viewer
         self.zoom = zoom
+        self.multimask = multimask
         self._cache: tuple[str, ImageEmbedding] | None = None
 
     @classmethod
@@ -64,10 +68,12 @@ class Session:
         precision: str = "auto",
         viewer=None,
         zoom: ZoomConfig | str | None = "auto",
+        multimask: str = "auto",
     ) -> Session:
         """A session with ``model`` (a weights name or file path; default: the bundled
         model, else the default published one) on ``device`` in ``precision``."""
-        return cls(Predictor.load(model, device=device, precision=precision), viewer, zoom)
+        return cls(Predictor.load(model, device=device, precision=precision), viewer, zoom,
+                   multimask)  # fmt: skip
 
     def embed(self, image: np.ndarray, **image_kwargs) -> ImageEmbedding:
         """The embedding of a 2D image (cached: the same pixels are encoded once).
@@ -145,7 +151,7 @@ class Session:
         ids = _ids_for(prompts, None, plane, first)
         image = nl.image_from_layer(image_layer, index)
         embedding = self.embed(image, contrast_limits=(0, 255))
-        prediction = self.predictor.predict(embedding, prompts)
+        prediction = self.predictor.predict(embedding, prompts, self.multimask)
         masks = self._zoom(image, {"contrast_limits": (0, 255)}, prompts, prediction.masks)
         trial = plane.copy()  # plan every write first: a bad id leaves the layer unchanged
         for mask, obj_id in zip(masks, ids):
@@ -157,7 +163,7 @@ class Session:
     def _masks(self, image, image_kwargs: dict, embedding: ImageEmbedding,
                prompts: list[Prompt]) -> tuple[ObjectMask, ...]:  # fmt: skip
         """Each prompt's mask: decoded on ``embedding`` (one batch), then zoomed."""
-        masks = self.predictor.predict(embedding, prompts).masks
+        masks = self.predictor.predict(embedding, prompts, self.multimask).masks
         return self._zoom(image, image_kwargs, prompts, masks)
 
     def _zoom(self, image, image_kwargs: dict, prompts: list[Prompt],
@@ -184,7 +190,8 @@ class Session:
         whole = (0, 0, *shape)
         out = []
         for prompt, mask in zip(prompts, masks):
-            zoomed = zoom_in(windows, self.predictor, 0, prompt, mask, whole, zoom)
+            zoomed = zoom_in(windows, self.predictor, 0, prompt, mask, whole, zoom,
+                             self.multimask)  # fmt: skip
             out.append(mask if zoomed is None else zoomed[0])
         return tuple(out)
 

@@ -135,6 +135,7 @@ def segment_plane(
     tile: int | None = None,
     max_tiles: int = 16,
     zoom: ZoomConfig | str | None = "auto",
+    multimask: str = "auto",
 ) -> PlaneMask:
     """Segment the object ``prompt`` describes on slice ``slice_index``, whole.
 
@@ -144,7 +145,9 @@ def segment_plane(
     predictor: a :class:`~napari_sam.predictor.Predictor` whose signature made the embeddings.
     zoom: decode a small object again on a magnified window (see
     :func:`~napari_sam.zoom.resolve_zoom`; needs embeddings with a ``window`` method).
-    Raises ``ValueError`` for a prompt that does not fit the plane.
+    multimask: which of SAM's masks the prompt gets
+    (:func:`~napari_sam.predictor.mask_choice`). Raises ``ValueError`` for a prompt that does
+    not fit the plane.
     """
     grid = embeddings.grid
     prompt.validate(grid.shape)
@@ -157,13 +160,13 @@ def segment_plane(
         local = localise(prompt, start)
     except ValueError:
         raise ValueError(f"the prompt lies outside tile {tile}'s window {start.window}") from None
-    prediction = predictor.predict(embeddings.get(slice_index, tile), local)
+    prediction = predictor.predict(embeddings.get(slice_index, tile), local, multimask)
     first = prediction.masks[0]
     score, logits = float(prediction.scores[0]), prediction.logits[0].numpy()
     zoom = resolve_zoom(zoom, predictor.config.name) if hasattr(embeddings, "window") else None
     if grid.n_tiles == 1:
         plane = PlaneMask(first, score, tile, logits, (tile,))
-        return _zoomed(embeddings, predictor, slice_index, prompt, plane, start, zoom)
+        return _zoomed(embeddings, predictor, slice_index, prompt, plane, start, zoom, multimask)
 
     negatives = prompt.points[prompt.labels == PointLabel.NEGATIVE]
 
@@ -171,7 +174,7 @@ def segment_plane(
         seeds = Prompt.from_points(np.concatenate([points, negatives]),
                                    [1] * len(points) + [0] * len(negatives))  # fmt: skip
         result = predictor.predict(embeddings.get(slice_index, neighbour.index),
-                                   localise(seeds, neighbour))  # fmt: skip
+                                   localise(seeds, neighbour), multimask)  # fmt: skip
         return result.masks[0].to_array()
 
     stitched = grow_across_tiles(grid, tile, first.to_array(), predict_in_tile,
@@ -180,23 +183,24 @@ def segment_plane(
     plane = PlaneMask(mask, score, tile, logits, stitched.tiles, stitched.truncated)
     if len(stitched.tiles) > 1:
         return plane  # the object is not small
-    return _zoomed(embeddings, predictor, slice_index, prompt, plane, start, zoom)
+    return _zoomed(embeddings, predictor, slice_index, prompt, plane, start, zoom, multimask)
 
 
 def _zoomed(
     embeddings: WindowSource, predictor, slice_index: int, prompt: Prompt, plane: PlaneMask,
-    start: Tile, zoom: ZoomConfig | None,
+    start: Tile, zoom: ZoomConfig | None, multimask: str = "auto",
 ) -> PlaneMask:
     """``plane`` with its mask from :func:`zoom_in` (as it is where that gives None)."""
     if zoom is None:
         return plane
-    zoomed = zoom_in(embeddings, predictor, slice_index, prompt, plane.mask, start.window, zoom)
+    zoomed = zoom_in(embeddings, predictor, slice_index, prompt, plane.mask, start.window, zoom,
+                     multimask)  # fmt: skip
     return plane if zoomed is None else replace(plane, mask=zoomed[0], zoomed=zoomed[1])
 
 
 def zoom_in(
     embeddings: WindowSource, predictor, slice_index: int, prompt: Prompt, mask: ObjectMask,
-    first_window: Box, zoom: ZoomConfig,
+    first_window: Box, zoom: ZoomConfig, multimask: str = "auto",
 ) -> tuple[ObjectMask, Box] | None:
     """The object of ``prompt`` (plane ``(row, col)``), first segmented as ``mask`` in
     ``first_window``, decoded again on a magnified window around it: ``(plane mask,
@@ -217,7 +221,7 @@ def zoom_in(
         window, prompt.box))
     if kept < positives or box_cut or (not len(local.points) and local.box is None):
         return None
-    result = predictor.predict(embeddings.window(slice_index, window), local).masks[0]
+    result = predictor.predict(embeddings.window(slice_index, window), local, multimask).masks[0]
     if not result.area:
         return None
     r0, c0, r1, c1 = result.bbox

@@ -49,7 +49,7 @@ class LivePreview:
         flat = stack.source.slice_index(index) if index else 0
         self.decoder.submit(
             DecodeJob(self._generation, predictor, stack, tuple(prompts), index, flat,
-                      self.zoom_combo.currentText())
+                      self.zoom_combo.currentText(), self.multimask_combo.currentText())
         )
 
     def _on_decoded(self, result: DecodeResult) -> None:

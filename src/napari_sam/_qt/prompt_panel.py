@@ -1,5 +1,5 @@
 """The "Prompts and objects" section of :class:`~napari_sam._qt.widget.SamWidget`:
-negative-point toggle, output layer, label id, refine, zoom, Clear / Commit (the rows of
+negative-point toggle, output layer, label id, refine, zoom, mask choice, Clear / Commit (the rows of
 segmenting through the stack are added by
 :class:`~napari_sam._qt.stack_propagation.StackPropagation`).
 """
@@ -74,6 +74,15 @@ class PromptPanel:
                                    "encoder is fast")  # fmt: skip
         self.zoom_combo.currentTextChanged.connect(lambda _text: self.request_preview())
         form.addRow("zoom", self.zoom_combo)
+        self.multimask_combo = QComboBox()
+        self.multimask_combo.addItems(["auto", "best", "single", "any"])
+        self.multimask_combo.setToolTip("Which of SAM's masks an object gets. best: the best "
+                                        "of its three masks by predicted IoU; single: its "
+                                        "single-mask output; any: the best of all four; "
+                                        "auto: per kind of prompt, as the model says "
+                                        "(docs/prompting.md)")  # fmt: skip
+        self.multimask_combo.currentTextChanged.connect(lambda _text: self.request_preview())
+        form.addRow("mask", self.multimask_combo)
         self.clear_button = QPushButton("Clear (Shift+C)")
         self.clear_button.clicked.connect(self.clear)
         self.commit_button = QPushButton("Commit (C)")

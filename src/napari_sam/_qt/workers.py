@@ -136,7 +136,8 @@ def start_embedding(*args, **kwargs) -> GeneratorWorker:
 @dataclass(frozen=True)
 class DecodeJob:
     """Decode ``prompts`` (plane (row, col)) on slice ``index`` of ``embeddings``;
-    ``generation`` orders jobs; ``zoom``: auto, on or off (:mod:`napari_sam.zoom`)."""
+    ``generation`` orders jobs; ``zoom``: auto, on or off (:mod:`napari_sam.zoom`);
+    ``multimask``: auto, best, single or any (:func:`~napari_sam.predictor.mask_choice`)."""
 
     generation: int
     predictor: Predictor
@@ -145,6 +146,7 @@ class DecodeJob:
     index: tuple[int, ...]
     slice_index: int  # ``index`` as a flat slice index of ``embeddings``
     zoom: str = "auto"
+    multimask: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,8 @@ def _decode(job: DecodeJob) -> DecodeResult:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AcceleratorFallbackWarning)  # the notice
             masks = tuple(segment_plane(job.embeddings, job.predictor, job.slice_index, p,
-                                        zoom=job.zoom).mask for p in job.prompts)  # fmt: skip
+                                        zoom=job.zoom, multimask=job.multimask).mask
+                          for p in job.prompts)  # fmt: skip
     except RuntimeError as exc:
         raise WorkFailed(exc) from exc
     moved = job.predictor.fallback_note

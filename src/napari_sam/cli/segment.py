@@ -57,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--zoom", default="auto", choices=("auto", "on", "off"),
                         help="decode small objects again on a magnified window (auto: on for "
                              "the bundled model, whose encoder is fast)")  # fmt: skip
+    parser.add_argument("--multimask", default="auto", choices=("auto", "best", "single", "any"),
+                        help="which of SAM's masks an object gets: best (of its three, by "
+                             "predicted IoU), single (the single-mask output), any (the best "
+                             "of all four) or auto (per kind of prompt, as the model says; "
+                             "docs/prompting.md)")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -119,10 +124,11 @@ class _Object:
 
 
 def group_objects(
-    objects: list[dict], leading: tuple[int, ...], zoom: str = "auto"
+    objects: list[dict], leading: tuple[int, ...], zoom: str = "auto", multimask: str = "auto"
 ) -> list[_Object]:
     """Entries grouped by id; an id marked ``propagate`` collects all of its entries (its
-    propagation zooms as ``zoom`` unless its options say otherwise)."""
+    propagation zooms as ``zoom`` and picks masks as ``multimask`` unless its options say
+    otherwise)."""
     from napari_sam.volume import PropagationConfig
 
     grouped: dict[int, _Object] = {}
@@ -143,6 +149,7 @@ def group_objects(
                 raise ValueError(f"object {obj['id']}: propagation needs a stack, not a 2D image")
             options = dict(spec) if isinstance(spec, dict) else {}
             options.setdefault("zoom", zoom)
+            options.setdefault("multimask", multimask)
             axis = int(options.pop("axis", 0))
             try:
                 config = PropagationConfig(**options)
@@ -214,17 +221,20 @@ def _stored(args: argparse.Namespace, predictor):
 
 
 def _masks(
-    obj: _Object, embeddings, predictor, leading: tuple[int, ...], zoom: str = "auto"
+    obj: _Object, embeddings, predictor, leading: tuple[int, ...], zoom: str = "auto",
+    multimask: str = "auto",
 ):
     """(leading index, plane ObjectMask) of every slice ``obj`` is segmented on; ``zoom``
-    as ``--zoom`` (a propagated object's own ``"zoom"`` option wins)."""
+    and ``multimask`` as ``--zoom`` and ``--multimask`` (a propagated object's own options
+    win)."""
     from napari_sam.tiled import segment_plane
     from napari_sam.volume import axis_slices, propagate, run
 
     if obj.propagate is None:
         for index, prompt in obj.annotations.items():
             flat = int(np.ravel_multi_index(index, leading)) if leading else 0
-            yield index, segment_plane(embeddings, predictor, flat, prompt, zoom=zoom).mask
+            yield index, segment_plane(embeddings, predictor, flat, prompt, zoom=zoom,
+                                       multimask=multimask).mask
         return
     if not 0 <= obj.axis < len(leading):
         raise ValueError(f"object {obj.id}: no leading axis {obj.axis} in {leading}")
@@ -258,11 +268,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"napari-sam segment: error: {exc}. Segment with the --model, --contrast, "
               "--tile and --halo the store was made with.", file=sys.stderr)  # fmt: skip
         return 2
-    work = group_objects(objects, leading, args.zoom)
+    work = group_objects(objects, leading, args.zoom, args.multimask)
     found = []  # computed slice by slice (embedding reuse), written in file order
     for obj in sorted(work, key=lambda o: (o.propagate is not None, min(o.annotations))):
         found += [(obj.order, index, obj.id, m)
-                  for index, m in _masks(obj, embeddings, predictor, leading, args.zoom)]
+                  for index, m in _masks(obj, embeddings, predictor, leading, args.zoom,
+                                         args.multimask)]
     dtype = np.uint16 if max(o["id"] for o in objects) < 2**16 else np.uint32
     labels = np.zeros((*leading, *embeddings.grid.shape), dtype=dtype)
     for _, index, obj_id, mask in sorted(found, key=lambda item: item[0]):

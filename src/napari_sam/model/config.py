@@ -65,10 +65,11 @@ class SamConfig:
     #: the model's own automatic-mode settings, a name in ``napari_sam.automatic.PRESETS``
     #: (what CLI, Python API and widget start from when the user gives none)
     auto_preset: str = field(default="default", compare=False)
-    #: the prompt families that get the best of SAM's three masks under multimask "auto"
-    #: (``napari_sam.predictor.prompt_family``); the rest get the single-mask output. SAM's
-    #: authors' rule by default: a single click is ambiguous, anything more is not.
-    best_of_three: tuple[str, ...] = field(default=("click",), compare=False)
+    #: multimask "auto": (prompt family, mode) pairs (``napari_sam.predictor.mask_choice``);
+    #: a family not named gets the single-mask output. SAM's authors' rule by default: a
+    #: single click is ambiguous (the best of three), anything more is not.
+    auto_multimask: tuple[tuple[str, str], ...] = field(default=(("click", "best"),),
+                                                        compare=False)
 
     @property
     def embedding_size(self) -> int:
@@ -140,8 +141,9 @@ VIT_NANO = register(
         image_size=512,
         description="napari-sam bundled nano SAM for nuclei (6.1M parameters, 512 input)",
         auto_preset="nuclei-bundled",
-        # measured on nuclei we did not make and on ours (docs/prompting.md): its single-mask
-        # output beats the best of three for every prompt family
-        best_of_three=(),
+        # measured on nuclei we did not make and on ours (docs/prompting.md): a click gets
+        # the best of all four masks (the single-mask output is often it), the rest the
+        # single-mask output, which beats the best of three for every family
+        auto_multimask=(("click", "any"),),
     )
 )
