@@ -6,23 +6,32 @@ into it. From prompts on one or more positions, :func:`propagate` segments the o
 those slices, then slice by slice away from them, prompting each slice with the previous
 slice's mask: by default a positive click at its deepest pixel (optionally with its low-res
 logits or mask as a dense prompt, and its box, grown by a margin, instead of or with the
-click). A front stops when the predicted IoU or the overlap with the previous slice's mask
-drops below a threshold, when the mask is empty, or before a slice where the user put only
-negative points. Between two annotated slices the gap is
-filled from both ends, alternately, until the fronts meet. Each slice goes through
+click). Each slice's mask carries its evidence (:class:`~napari_sam.evidence.SliceEvidence`:
+overlap with the previous mask, growth, contrast against its surroundings relative to the
+annotated slice, stability, predicted IoU). A front stops where that evidence says the object
+has ended (:class:`PropagationConfig`), when the mask is empty, or before a slice where the
+user put only negative points. Between two annotated slices the gap is filled from both ends,
+alternately, until the fronts meet. Each slice goes through
 :func:`napari_sam.tiled.segment_plane`, so tiled slices propagate the same way.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from scipy import ndimage
 
+from napari_sam.evidence import (
+    SliceEvidence,
+    confidence,
+    mask_overlap,
+    object_contrast,
+    stability_score,
+)
 from napari_sam.prompts import PointLabel, Prompt
 from napari_sam.tiled import PlaneMask, TiledEmbeddings, segment_plane
 from napari_sam.tiling import Box
@@ -30,6 +39,8 @@ from napari_sam.transforms import ObjectMask
 from napari_sam.zoom import ZoomConfig
 
 Progress = Generator[tuple[int, int], None, "Propagation"]
+__all__ = ["Propagation", "PropagationConfig", "Stop", "axis_slices", "carried_prompt",
+           "deepest_point", "is_stop", "mask_overlap", "propagate", "run"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,16 @@ class PropagationConfig:
 
     min_score: stop when the predicted IoU of a slice's mask is below this; min_overlap:
     stop when its overlap with the previous slice's mask (:func:`mask_overlap`) is below
-    this; max_slices: at most this
+    this; max_growth: stop when its area is more than this times the previous slice's;
+    min_contrast: stop when its contrast against its surroundings falls below this fraction
+    of the contrast on the annotated slice it came from (needs the pixels: see
+    :func:`propagate`) while it faded by more than ``max_fade`` in this one step (a
+    contrast below ``max_fade`` times the previous slice's: objects that fade slowly go
+    on); min_stability: stop when its stability score is below this (see
+    :mod:`napari_sam.evidence`; 0 turns a rule off); doubtful: slices whose
+    :func:`~napari_sam.evidence.confidence` is below this are listed as doubtful;
+    multimask: which of SAM's masks each slice gets
+    (:func:`~napari_sam.predictor.mask_choice`); max_slices: at most this
     many slices past the outermost annotated ones, per direction (None: to the stack's end);
     directions: beyond the annotated slices, go ``"both"`` ways, only ``"forward"``
     (increasing position) or only ``"backward"`` (gaps between annotated slices are always
@@ -47,6 +67,8 @@ class PropagationConfig:
     carried: ``"point"`` (a positive click at the previous mask's deepest pixel, see
     :func:`deepest_point`), ``"box"`` (the previous mask's box) or ``"point+box"``;
     box_margin: that box grows by this fraction of its size per side (at least 1 px);
+    clip: when > 0, each slice's mask is cut to the previous slice's mask grown by this
+    fraction of its radius (at least 1 px; an object cannot grow faster than that);
     zoom: decode small objects again on a magnified window (:mod:`napari_sam.zoom`; ``"auto"``,
     ``"on"``, ``"off"`` or a :class:`~napari_sam.zoom.ZoomConfig`).
 
@@ -60,11 +82,18 @@ class PropagationConfig:
 
     min_score: float = 0.5
     min_overlap: float = 0.3
+    max_growth: float = 1.6
+    min_contrast: float = 0.5
+    max_fade: float = 0.7
+    min_stability: float = 0.5
+    doubtful: float = 0.5
+    multimask: str = "auto"
     max_slices: int | None = None
     directions: Literal["both", "forward", "backward"] = "both"
-    dense: Literal["logits", "mask", "none"] = "none"
+    dense: Literal["logits", "mask", "none"] = "mask"
     carry: Literal["point", "box", "point+box"] = "point"
     box_margin: float = 0.1
+    clip: float = 0.0
     zoom: ZoomConfig | str | None = "auto"
 
     def __post_init__(self) -> None:
@@ -92,7 +121,10 @@ class Propagation:
 
     positions: (n,) positions along the axis with a mask; masks: their plane masks;
     scores: (n,) float32 predicted IoU; sources: (n,) the annotated position each slice was
-    propagated from (itself for annotated slices); stops: where and why each front stopped.
+    propagated from (itself for annotated slices); stops: where and why each front stopped;
+    evidence: (n,) each propagated slice's :class:`~napari_sam.evidence.SliceEvidence`
+    (None on annotated slices); confidence: (n,) float32 in [0, 1] (1 on annotated slices);
+    doubtful_below: the confidence under which a slice is doubtful (:meth:`doubtful`).
     """
 
     positions: tuple[int, ...]
@@ -100,6 +132,16 @@ class Propagation:
     scores: np.ndarray
     sources: tuple[int, ...]
     stops: tuple[Stop, ...]
+    evidence: tuple[SliceEvidence | None, ...] = ()
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    doubtful_below: float = 0.5
+
+    def doubtful(self) -> tuple[int, ...]:
+        """Positions whose mask the evidence doubts (confidence below ``doubtful_below``),
+        lowest confidence first: where a user should look and re-prompt."""
+        order = np.argsort(self.confidence, kind="stable")
+        return tuple(self.positions[i] for i in order
+                     if self.confidence[i] < self.doubtful_below)  # fmt: skip
 
     def to_array(self, n_positions: int) -> np.ndarray:
         """(n_positions, H, W) bool: the object on every position (empty where absent)."""
@@ -129,21 +171,6 @@ def is_stop(prompt: Prompt) -> bool:
     """A prompt of negative points only: the object is not on this slice."""
     return (prompt.box is None and prompt.mask is None and prompt.mask_logits is None
             and len(prompt.labels) > 0 and (prompt.labels == PointLabel.NEGATIVE).all())  # fmt: skip
-
-
-def mask_overlap(a: ObjectMask, b: ObjectMask) -> float:
-    """Overlap coefficient of two masks on one plane: intersection over the smaller area (0
-    if either is empty). 1 when an object shrinks inside its previous outline (its end in z),
-    small when the mask jumps to a neighbour."""
-    r0, c0 = min(a.bbox[0], b.bbox[0]), min(a.bbox[1], b.bbox[1])
-    r1, c1 = max(a.bbox[2], b.bbox[2]), max(a.bbox[3], b.bbox[3])
-    if a.area == 0 or b.area == 0:
-        return 0.0
-    canvas = np.zeros((2, r1 - r0, c1 - c0), dtype=bool)
-    for k, m in enumerate((a, b)):
-        (mr0, mc0, mr1, mc1) = m.bbox
-        canvas[k, mr0 - r0 : mr1 - r0, mc0 - c0 : mc1 - c0] = m.crop
-    return float((canvas[0] & canvas[1]).sum() / min(a.area, b.area))
 
 
 def deepest_point(mask: ObjectMask, window: Box | None = None) -> tuple[int, int] | None:
@@ -205,6 +232,7 @@ def propagate(
     slices: Sequence[int],
     config: PropagationConfig = PropagationConfig(),
     max_tiles: int = 16,
+    pixels: Callable[[int], np.ndarray] | None = None,
 ) -> Progress:
     """Segment one object through the stack axis ``slices``; a generator.
 
@@ -213,7 +241,9 @@ def propagate(
     position (index into ``slices``) -> the user's prompt there, plane ``(row, col)``; a
     prompt of negative points only marks a slice the object does not reach. slices: the flat
     slice index of each position (:func:`axis_slices`; ``range(n)`` for a plain z or t stack).
-    Yields ``(done, total)`` slices (total: slices within reach; may end early); returns a
+    pixels: flat slice index -> its (H, W) plane (or (H, W, C), averaged), for the contrast
+    evidence; default the embeddings' ``source.read`` when they have one (a
+    :class:`~napari_sam.stack.StackEmbeddings`), else no contrast rule. Yields ``(done, total)`` slices (total: slices within reach; may end early); returns a
     :class:`Propagation` (``StopIteration.value``; see :func:`run`). Close it to cancel.
     """
     n = len(slices)
@@ -227,15 +257,31 @@ def propagate(
 
     def segment(position: int, prompt: Prompt, tile: int | None = None) -> PlaneMask:
         return segment_plane(embeddings, predictor, slices[position], prompt, tile=tile,
-                             max_tiles=max_tiles, zoom=config.zoom)  # fmt: skip
+                             max_tiles=max_tiles, zoom=config.zoom,
+                             multimask=config.multimask)  # fmt: skip
+
+    if pixels is None and hasattr(getattr(embeddings, "source", None), "read"):
+        pixels = embeddings.source.read
+    contrast_of = None
+    if pixels is not None:
+
+        def contrast_of(position: int, mask: ObjectMask) -> float:
+            plane = np.asarray(pixels(slices[position]))
+            return object_contrast(plane.mean(-1) if plane.ndim == 3 else plane, mask)
+
+    threshold = predictor.config.mask_threshold
 
     results: dict[int, tuple[PlaneMask, int]] = {}
+    evidence: dict[int, SliceEvidence] = {}
+    contrasts: dict[int, float] = {}  # position -> the object's contrast there (absolute)
     ended: list[Stop] = []
     fronts = _plan(annotated, stops, n, config)
     total = len(annotated) + len(_reach(fronts))
     done = 0
     for position in annotated:
         results[position] = (segment(position, annotations[position]), position)
+        if contrast_of is not None:
+            contrasts[position] = contrast_of(position, results[position][0].mask)
         done += 1
         yield done, total
     for front in fronts:
@@ -252,7 +298,13 @@ def propagate(
             window = None if tile is None else embeddings.grid[tile].window
             prompt = carried_prompt(front.previous, config, window)
             result = segment(front.position, prompt, tile)
-            reason = _rejection(result, front.previous, config)
+            if config.clip > 0:
+                result = _clipped(result, front.previous.mask, config.clip)
+            previous_position = front.position - front.step
+            found = _evidence(result, front.previous, threshold, front.position,
+                              contrasts.get(front.source, 0.0),
+                              contrasts.get(previous_position, 0.0), contrast_of)  # fmt: skip
+            reason = _rejection(result, found, config)
             done += 1
             yield min(done, total), total
             if reason:
@@ -260,6 +312,9 @@ def propagate(
                 front.alive = False
                 continue
             results[front.position] = (result, front.source)
+            evidence[front.position] = found
+            if contrast_of is not None:
+                contrasts[front.position] = found.contrast * contrasts.get(front.source, 0.0)
             front.previous = result
             front.position += front.step
     yield total, total
@@ -270,6 +325,10 @@ def propagate(
         scores=np.array([results[p][0].score for p in order], dtype=np.float32),
         sources=tuple(results[p][1] for p in order),
         stops=tuple(ended),
+        evidence=tuple(evidence.get(p) for p in order),
+        confidence=np.array([confidence(evidence[p]) if p in evidence else 1.0 for p in order],
+                            dtype=np.float32),
+        doubtful_below=config.doubtful,
     )
 
 
@@ -311,13 +370,68 @@ def _reach(fronts: list[_Front]) -> set[int]:
     return {p for f in fronts for p in range(f.position, f.limit + f.step, f.step)}
 
 
-def _rejection(result: PlaneMask, previous: PlaneMask, config: PropagationConfig) -> str:
+def _clipped(result: PlaneMask, previous: ObjectMask, fraction: float) -> PlaneMask:
+    """``result`` with its mask cut to ``previous`` grown by ``fraction`` of its radius."""
+    from dataclasses import replace
+
+    from napari_sam.tiled import crop_mask
+
+    grow = max(1, round(fraction * np.sqrt(previous.area / np.pi)))
+    r0, c0, r1, c1 = previous.bbox
+    rows, cols = previous.shape
+    a0, b0 = max(r0 - grow, 0), max(c0 - grow, 0)
+    a1, b1 = min(r1 + grow, rows), min(c1 + grow, cols)
+    allowed = np.zeros((a1 - a0, b1 - b0), dtype=bool)
+    allowed[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0] = previous.crop
+    allowed = ndimage.binary_dilation(allowed, iterations=grow)
+    mask = np.zeros_like(allowed)
+    m = result.mask
+    q0, p0 = max(m.bbox[0], a0), max(m.bbox[1], b0)
+    q1, p1 = min(m.bbox[2], a1), min(m.bbox[3], b1)
+    if q1 > q0 and p1 > p0:
+        mask[q0 - a0 : q1 - a0, p0 - b0 : p1 - b0] = m.crop[q0 - m.bbox[0] : q1 - m.bbox[0],
+                                                            p0 - m.bbox[1] : p1 - m.bbox[1]]
+    return replace(result, mask=crop_mask(mask & allowed, (a0, b0), previous.shape))
+
+
+def _evidence(
+    result: PlaneMask, previous: PlaneMask, threshold: float, position: int,
+    source_contrast: float, previous_contrast: float,
+    contrast_of: Callable[[int, ObjectMask], float] | None,
+) -> SliceEvidence:
+    """The evidence of ``result`` (on ``position``); ``source_contrast`` and
+    ``previous_contrast``: the object's contrast on its annotated and its previous slice
+    (0: not known, and the contrast evidence is neutral, 1)."""
+    contrast = fade = 1.0
+    if contrast_of is not None and source_contrast > 0 and result.mask.area:
+        here = contrast_of(position, result.mask)
+        contrast = here / source_contrast
+        fade = here / previous_contrast if previous_contrast > 0 else 1.0
+    return SliceEvidence(
+        score=float(result.score),
+        overlap=mask_overlap(result.mask, previous.mask),
+        growth=result.mask.area / max(previous.mask.area, 1),
+        contrast=float(contrast),
+        stability=stability_score(result.logits, threshold),
+        fade=float(fade),
+    )
+
+
+def _rejection(result: PlaneMask, evidence: SliceEvidence, config: PropagationConfig) -> str:
     """Why ``result`` does not continue the object ("" if it does)."""
     if result.mask.area == 0:
         return "empty mask"
-    if result.score < config.min_score:
-        return f"predicted IoU {result.score:.2f} < {config.min_score}"
-    overlap = mask_overlap(result.mask, previous.mask)
-    if overlap < config.min_overlap:
-        return f"overlap with the previous slice {overlap:.2f} < {config.min_overlap}"
-    return ""
+    checks = (
+        (evidence.score < config.min_score, f"predicted IoU {evidence.score:.2f} < "
+         f"{config.min_score}"),
+        (evidence.overlap < config.min_overlap, f"overlap with the previous slice "
+         f"{evidence.overlap:.2f} < {config.min_overlap}"),
+        (config.max_growth > 0 and evidence.growth > config.max_growth,
+         f"area {evidence.growth:.2f}x the previous slice's > {config.max_growth}x"),
+        (evidence.contrast < config.min_contrast and evidence.fade < config.max_fade,
+         f"contrast {evidence.contrast:.2f} of the annotated slice's < {config.min_contrast}, "
+         f"{evidence.fade:.2f} of the previous slice's"),
+        (evidence.stability < config.min_stability, f"stability {evidence.stability:.2f} < "
+         f"{config.min_stability}"),
+    )  # fmt: skip
+    return next((reason for failed, reason in checks if failed), "")

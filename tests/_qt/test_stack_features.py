@@ -266,3 +266,47 @@ def test_the_automatic_tab_runs_on_the_widgets_embeddings(make_napari_viewer, qt
     assert layer is not None and layer in viewer.layers and len(viewer.layers) == n_layers + 1
     assert layer.data.shape == (64, 64) and "objects" in panel.status.text()
     assert _encodes(made) == 1  # the image was not embedded a second time
+
+
+def _fading_disc_stack():
+    """(12, 64, 64): a bright disc (radius 6) at (32, 32), at full brightness on slices 0-5,
+    then 23 % dimmer a slice: slowly enough to be followed, dim enough to be doubted."""
+    rr, cc = np.mgrid[:64, :64]
+    disc = (rr - 32) ** 2 + (cc - 32) ** 2 <= 36
+    data = np.random.default_rng(0).normal(100, 1, (12, 64, 64)).astype(np.float32)
+    for z in range(12):
+        data[z][disc] += 1000 * 0.77 ** max(z - 5, 0)
+    return data
+
+
+def test_doubtful_slices_are_listed_and_a_correction_carries_on_from_there(
+    make_napari_viewer, qtbot, notifications
+):
+    viewer, widget, _made = _docked(make_napari_viewer, qtbot, _fading_disc_stack())
+    c = widget.controller
+    assert not widget.doubtful_combo.isVisible()
+    viewer.dims.set_current_step(0, 5)
+    add_point(widget, qtbot, (5, 32, 32))
+    widget.label_spin.setValue(4)
+    _propagate(widget, qtbot)
+    first = np.asarray(c.output.data).copy()
+    assert all(first[z].any() for z in range(12))  # followed through the slow fade
+    doubted = [widget.doubtful_combo.itemData(i)[3] for i in range(widget.doubtful_combo.count())]
+    assert doubted and min(doubted) >= 8  # the dimmest slices, and only those
+    assert "doubtful: z" in " ".join(_said(notifications, "info"))
+
+    # go to the first doubtful slice: it is shown, and the object is set up to be refined
+    widget.doubtful_combo.setCurrentIndex(doubted.index(min(doubted)))
+    qtbot.mouseClick(widget.doubtful_button, LEFT)
+    at = min(doubted)
+    assert viewer.dims.current_step[0] == at and widget.refine_spin.value() == 4
+    # the correction: the object ends two slices further (only negative points there)
+    add_point(widget, qtbot, (at, 32, 32))
+    add_point(widget, qtbot, (at + 2, 32, 32), negative=True)
+    _propagate(widget, qtbot)
+    out = np.asarray(c.output.data)
+    np.testing.assert_array_equal(out[:at], first[:at])  # before the correction: untouched
+    assert out[at].any() and out[at + 1].any()
+    assert not out[at + 2 :].any()  # beyond where it stopped, the object's old pixels went
+    _no_threads(qtbot)
+    assert not _said(notifications, "error")

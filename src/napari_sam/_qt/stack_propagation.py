@@ -1,18 +1,22 @@
 """Segmenting through the stack in :class:`~napari_sam._qt.widget.SamWidget`: the axis
 picker (which follows the slider moved last), the propagation worker with its progress bar
-and Cancel, and writing the object it followed into the output layer.
+and Cancel, writing the object it followed into the output layer, and the slices the
+evidence doubts: pick one, go there, re-prompt it, and the correction carries on from there
+(away from the slice first prompted).
 """
 
 from __future__ import annotations
 
 import threading
 
+import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton
 
 from napari_sam._qt.controller import spatial_shape
-from napari_sam._qt.through_stack import annotations_along, summary
+from napari_sam._qt.through_stack import annotations_along, continuation, summary
 from napari_sam._qt.workers import Progress, start_propagation
+from napari_sam.transforms import ObjectMask
 
 
 class StackPropagation:
@@ -45,6 +49,22 @@ class StackPropagation:
         row.addWidget(self.propagate_progress, 1)
         row.addWidget(self.propagate_cancel_button)
         form.addRow(row)
+        self.doubtful_combo = QComboBox()
+        self.doubtful_combo.setToolTip("Slices of the last object whose mask the evidence "
+                                       "doubts (confidence in brackets), least sure first")  # fmt: skip
+        self.doubtful_button = QPushButton("Go to")
+        self.doubtful_button.setToolTip("Show this slice and refine the object there: "
+                                        "re-prompt it, then Segment through stack carries the "
+                                        "correction on from there")  # fmt: skip
+        self.doubtful_button.clicked.connect(self.go_to_doubtful)
+        self.doubtful_label = QLabel("doubtful")
+        row = QHBoxLayout()
+        row.addWidget(self.doubtful_label)
+        row.addWidget(self.doubtful_combo, 1)
+        row.addWidget(self.doubtful_button)
+        form.addRow(row)
+        self._continued: tuple[int, int, tuple[int, ...], int] | None = None
+        self._show_doubtful([])
 
     def _fill_axes(self, image) -> None:
         """The axis picker lists the image's leading (non-plane) axes by the viewer's labels
@@ -111,13 +131,21 @@ class StackPropagation:
             show_error("Cannot segment through the stack: only negative points; add a "
                        "positive point or a box on the object.")  # fmt: skip
             return
+        directions = "both"
+        if self._continued is not None and refine == self._continued[0]:
+            _, along, at, source = self._continued
+            same_line = along == axis and all(a == b for k, (a, b) in enumerate(zip(at, index))
+                                              if k != axis)  # fmt: skip
+            if same_line:
+                directions = continuation(index[axis], source)
         self._propagation_cancel = cancel = threading.Event()
+        config = PropagationConfig(zoom=self.zoom_combo.currentText(), directions=directions,
+                                   multimask=self.multimask_combo.currentText())  # fmt: skip
         worker = start_propagation(self.models.predictor, self.embeddings, self._request(),
-                                   annotations, slices,
-                                   PropagationConfig(zoom=self.zoom_combo.currentText()),
-                                   cancel)  # fmt: skip
+                                   annotations, slices, config, cancel)  # fmt: skip
         negatives = [p for p, prompt in annotations.items() if is_stop(prompt)]
-        job = (c.output, index, axis, self.axis_combo.currentText(), lead_shape[axis], negatives)
+        job = (c.output, index, axis, self.axis_combo.currentText(), lead_shape[axis], negatives,
+               directions)
         worker.yielded.connect(self._on_propagate_step)
         worker.returned.connect(lambda result: self._on_propagated(result, *job))
         worker.errored.connect(lambda exc: show_error(f"Segmenting through the stack "
@@ -148,12 +176,14 @@ class StackPropagation:
         self.propagate_progress.setFormat(f"{item.text} (%v / %m)")
         self._update_status()
 
-    def _on_propagated(self, result, output, index, axis, axis_name, n, negatives) -> None:
+    def _on_propagated(self, result, output, index, axis, axis_name, n, negatives,
+                       directions="both") -> None:  # fmt: skip
         """Write ``result`` (a :class:`~napari_sam.volume.Propagation`: positions along
         ``axis``, one :class:`~napari_sam.transforms.ObjectMask` of the plane each; None when
         cancelled) into ``output`` as one object. ``index``: the leading-axes index of the
         slice prompted; ``n``: the length of ``axis``; ``negatives``: positions with only
-        negative points."""
+        negative points; ``directions``: "forward" / "backward" when this carries a correction
+        on, whose object then also leaves the slices beyond where the correction stopped."""
         if result is None or self._propagation_cancel.is_set():
             return  # cancelled: said when the worker finishes
         c = self.controller
@@ -163,7 +193,13 @@ class StackPropagation:
             return
         label_id = self.refine_spin.value() or self.label_spin.value() or c.next_free_id()
         planes = []
-        for position, mask in zip(result.positions, result.masks):
+        masks = dict(zip(result.positions, result.masks))
+        if directions != "both" and result.positions:
+            here = index[axis]
+            beyond = range(here + 1, n) if directions == "forward" else range(here - 1, -1, -1)
+            empty = ObjectMask(np.zeros((0, 0), bool), (0, 0), result.masks[0].shape)
+            masks.update({p: empty for p in beyond if p not in masks})
+        for position, mask in sorted(masks.items()):
             where = list(index)
             where[axis] = position
             planes.append((tuple(where), mask))
@@ -178,7 +214,40 @@ class StackPropagation:
         self.label_spin.setValue(0)
         self.refine_spin.setValue(0)
         show_info(summary(result, label_id, axis_name, n, negatives))
+        if self._continued is None or self._continued[0] != label_id:
+            self._continued = (label_id, axis, tuple(index), int(min(result.sources or (0,))))
+        by_position = dict(zip(result.positions, result.confidence))
+        self._show_doubtful([(label_id, axis, tuple(index), p, float(by_position[p]))
+                             for p in result.doubtful()])  # fmt: skip
         self.propagated.emit(label_id)
+
+    def _show_doubtful(self, slices: list[tuple[int, int, tuple[int, ...], int, float]]) -> None:
+        """List ``(label, axis, index, position, confidence)`` rows; hide the row if none."""
+        self.doubtful_combo.clear()
+        name = self.axis_combo.currentText() or "slice"
+        for label, axis, index, position, conf in slices:
+            self.doubtful_combo.addItem(f"{name} {position} ({conf:.2f})",
+                                        (label, axis, index, position))  # fmt: skip
+        for w in (self.doubtful_label, self.doubtful_combo, self.doubtful_button):
+            w.setVisible(bool(slices))
+
+    def go_to_doubtful(self) -> None:
+        """Show the chosen doubtful slice and refine its object there (the label id goes
+        into "refine"): the next prompt there corrects it, and Segment through stack carries
+        the correction on away from the slice first prompted."""
+        data = self.doubtful_combo.currentData()
+        image = self.controller.image
+        if data is None or image is None:
+            return
+        label, axis, index, position = data
+        lead = len(index)
+        where = list(index)
+        where[axis] = position
+        data_point = [*where, 0, 0]
+        world = image.data_to_world(data_point)
+        offset = self._viewer.dims.ndim - (lead + 2)
+        self._viewer.dims.set_point(axis + offset, float(world[axis]))
+        self.refine_spin.setValue(label)
 
     def _on_propagation_finished(self) -> None:
         if self._propagation_cancel.is_set():

@@ -63,4 +63,18 @@ def summary(
         ends.append("reached the first slice")
     if last == n_positions - 1:
         ends.append("reached the last slice")
+    doubtful = result.doubtful()
+    if doubtful:
+        by_position = dict(zip(result.positions, result.confidence))
+        ends.append(f"doubtful: {', '.join(f'{axis_name} {p} ({by_position[p]:.2f})' for p in doubtful[:5])}"
+                    + (f" and {len(doubtful) - 5} more" if len(doubtful) > 5 else ""))
     return text + ("; " + "; ".join(ends) if ends else "") + "."
+
+
+def continuation(position: int, source: int | None) -> str:
+    """The direction to carry a correction on in: re-prompting ``position`` of an object
+    propagated from ``source`` redoes the slices beyond it, away from the source (``"both"``
+    when it is the source or there is none)."""
+    if source is None or position == source:
+        return "both"
+    return "forward" if position > source else "backward"

@@ -1,0 +1,100 @@
+"""Where an object ends: the evidence each propagated slice carries, beyond the model's word.
+
+A model's predicted IoU stays high on wrong masks (the out-of-focus light past a nucleus's end,
+a neighbour it runs into), so propagation (:mod:`napari_sam.volume`) also weighs what it can
+measure itself, per slice, against the slice it came from:
+
+- ``overlap``: intersection over the smaller area with the previous slice's mask (small when
+  the mask jumps to a neighbour; 1 when an object narrows inside its previous outline);
+- ``growth``: area over the previous slice's area (a leak into a neighbour or haze grows it
+  at once; a nucleus seen from its middle outwards narrows);
+- ``contrast``: the object's mean intensity above its surroundings (a ring around the mask),
+  relative to that on the annotated slice it started from (past an object's end only blur is left, and the contrast falls); ``fade``: the same
+  over the previous slice's (an end in z fades within a slice or two; an object that
+  bleaches through t fades a little per frame, and is not cut for it);
+- ``stability``: SAM's stability score of the mask's low-res logits (IoU of the masks at
+  logit +1 and -1: a blurred end has soft logits);
+- ``score``: the model's predicted IoU.
+
+:func:`confidence` folds them into one number per slice in [0, 1] that the widget shows, so
+the user can jump to the doubtful slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from napari_sam.transforms import ObjectMask
+
+
+@dataclass(frozen=True)
+class SliceEvidence:
+    """What one slice's mask says about itself (see the module docstring); floats."""
+
+    score: float
+    overlap: float
+    growth: float
+    contrast: float
+    stability: float
+    fade: float = 1.0
+
+
+def stability_score(logits: np.ndarray, threshold: float = 0.0, offset: float = 1.0) -> float:
+    """SAM's stability score of (L, L) ``logits``: IoU of the masks above ``threshold`` +
+    ``offset`` and above ``threshold`` - ``offset`` (1 for an empty mask)."""
+    wide = np.count_nonzero(logits > threshold - offset)
+    return float(np.count_nonzero(logits > threshold + offset) / wide) if wide else 1.0
+
+
+def object_contrast(plane: np.ndarray, mask: ObjectMask) -> float:
+    """Mean inside ``mask`` - mean of a ring around it, in the units of ``plane`` ((H, W)
+    intensities; compare it between slices of one stack as a ratio). 0 for an empty mask,
+    and when the difference is under half the ring's standard deviation (the object does
+    not stand out: on an annotated slice that makes the contrast evidence neutral). The ring
+    lies one pixel off the mask and is about a quarter of the object's size wide."""
+    if mask.area == 0:
+        return 0.0
+    width = max(2, round(np.sqrt(mask.area) / 4))
+    r0, c0, r1, c1 = mask.bbox
+    pad = width + 2
+    a0, b0 = max(r0 - pad, 0), max(c0 - pad, 0)
+    a1, b1 = min(r1 + pad, plane.shape[0]), min(c1 + pad, plane.shape[1])
+    inside = np.zeros((a1 - a0, b1 - b0), dtype=bool)
+    inside[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0] = mask.crop
+    near = ndimage.binary_dilation(inside, iterations=1)
+    ring = ndimage.binary_dilation(near, iterations=width) & ~near
+    window = np.asarray(plane[a0:a1, b0:b1], dtype=np.float32)
+    if not ring.any():
+        return 0.0
+    around = window[ring]
+    difference = float(np.nanmean(window[inside]) - np.nanmean(around))
+    # an object that does not stand out of its surroundings' own variation has no contrast
+    return difference if difference > 0.5 * float(np.nanstd(around)) else 0.0
+
+
+def mask_overlap(a: ObjectMask, b: ObjectMask) -> float:
+    """Overlap coefficient of two masks on one plane: intersection over the smaller area (0
+    if either is empty). 1 when an object shrinks inside its previous outline (its end in z),
+    small when the mask jumps to a neighbour."""
+    if a.area == 0 or b.area == 0:
+        return 0.0
+    r0, c0 = min(a.bbox[0], b.bbox[0]), min(a.bbox[1], b.bbox[1])
+    r1, c1 = max(a.bbox[2], b.bbox[2]), max(a.bbox[3], b.bbox[3])
+    canvas = np.zeros((2, r1 - r0, c1 - c0), dtype=bool)
+    for k, m in enumerate((a, b)):
+        (mr0, mc0, mr1, mc1) = m.bbox
+        canvas[k, mr0 - r0 : mr1 - r0, mc0 - c0 : mc1 - c0] = m.crop
+    return float((canvas[0] & canvas[1]).sum() / min(a.area, b.area))
+
+
+def confidence(evidence: SliceEvidence) -> float:
+    """One number in [0, 1] per slice: the weakest of overlap, contrast (relative, capped at
+    1), stability and predicted IoU, lowered further by growth beyond 1.25x. An annotated
+    slice is 1 (the user said so)."""
+    growth = min(1.0, 1.25 / evidence.growth) if evidence.growth > 0 else 0.0
+    parts = (evidence.overlap, min(evidence.contrast, 1.0), evidence.stability,
+             evidence.score, growth)  # fmt: skip
+    return float(np.clip(min(parts), 0.0, 1.0))
