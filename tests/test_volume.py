@@ -210,10 +210,11 @@ def test_bundled_model_follows_the_3d_samples_nucleus_to_its_ends():
     first, last = result.positions[0], result.positions[-1]
     assert on[0] <= first <= on[0] + 1 and on[-1] - 1 <= last <= on[-1]  # never past them
     on = on[(on >= first) & (on <= last)]
-    # most of the nucleus on each of them (it touches a neighbour, which the masks of its
-    # middle slices partly take in: IoU 0.55-0.81 there, docs/stacks.md)
-    covered = [(found[z] & nucleus[z]).sum() / nucleus[z].sum() for z in on]
-    assert min(covered) >= 0.6 and np.mean(covered) >= 0.85
+    # the nucleus on each of them, by IoU, so a mask that leaks into the touching neighbour
+    # fails too (the masks take in part of it: IoU 0.69-0.89 now, mean 0.78, docs/stacks.md)
+    ious = [(found[z] & nucleus[z]).sum() / (found[z] | nucleus[z]).sum() for z in on]
+    assert min(ious) >= 0.6 and np.mean(ious) >= 0.72
+    assert (found & nucleus).sum() / (found | nucleus).sum() >= 0.7  # the whole object
 
 
 # ------------------------------------------------------------------- where an object ends
@@ -310,6 +311,6 @@ def test_bundled_model_stops_within_a_slice_of_each_end_of_short_touching_nuclei
             out.append((result.positions[0] - zs[0], result.positions[-1] - zs[-1]))
     assert len(ends) >= 8
     # both directions: the first and the last slice written are within one of the truth's
-    assert all(abs(low) <= 1 and abs(high) <= 1 for low, high in ends), ends
+    assert all(abs(low) <= 1 and abs(high) <= 1 for low, high in ends), str(ends)
     # the evidence before this (predicted IoU and overlap alone) ran on past most of them
     assert sum(abs(low) > 1 or abs(high) > 1 for low, high in ends_before) > len(ends) / 2

@@ -49,14 +49,13 @@ def stability_score(logits: np.ndarray, threshold: float = 0.0, offset: float = 
     return float(np.count_nonzero(logits > threshold + offset) / wide) if wide else 1.0
 
 
-def object_contrast(plane: np.ndarray, mask: ObjectMask) -> float:
-    """Mean inside ``mask`` - mean of a ring around it, in the units of ``plane`` ((H, W)
-    intensities; compare it between slices of one stack as a ratio). 0 for an empty mask,
-    and when the difference is under half the ring's standard deviation (the object does
-    not stand out: on an annotated slice that makes the contrast evidence neutral). The ring
+def object_contrast(plane: np.ndarray, mask: ObjectMask) -> tuple[float, float]:
+    """``(difference, spread)``: mean inside ``mask`` - mean of a ring around it, and the
+    ring's standard deviation, in the units of ``plane`` ((H, W) intensities; compare
+    differences between slices of one stack as a ratio). (0, 0) for an empty mask. The ring
     lies one pixel off the mask and is about a quarter of the object's size wide."""
     if mask.area == 0:
-        return 0.0
+        return 0.0, 0.0
     width = max(2, round(np.sqrt(mask.area) / 4))
     r0, c0, r1, c1 = mask.bbox
     pad = width + 2
@@ -68,11 +67,17 @@ def object_contrast(plane: np.ndarray, mask: ObjectMask) -> float:
     ring = ndimage.binary_dilation(near, iterations=width) & ~near
     window = np.asarray(plane[a0:a1, b0:b1], dtype=np.float32)
     if not ring.any():
-        return 0.0
+        return 0.0, 0.0
     around = window[ring]
-    difference = float(np.nanmean(window[inside]) - np.nanmean(around))
-    # an object that does not stand out of its surroundings' own variation has no contrast
-    return difference if difference > 0.5 * float(np.nanstd(around)) else 0.0
+    return float(np.nanmean(window[inside]) - np.nanmean(around)), float(np.nanstd(around))
+
+
+def reference_contrast(plane: np.ndarray, mask: ObjectMask) -> float:
+    """The contrast later slices are measured against: :func:`object_contrast`'s difference
+    on an annotated slice, or 0 (the contrast evidence is then neutral) when the object does
+    not stand out there, by less than half its surroundings' standard deviation."""
+    difference, spread = object_contrast(plane, mask)
+    return difference if difference > 0.5 * spread else 0.0
 
 
 def mask_overlap(a: ObjectMask, b: ObjectMask) -> float:

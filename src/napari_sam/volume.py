@@ -30,6 +30,7 @@ from napari_sam.evidence import (
     confidence,
     mask_overlap,
     object_contrast,
+    reference_contrast,
     stability_score,
 )
 from napari_sam.prompts import PointLabel, Prompt
@@ -265,9 +266,12 @@ def propagate(
     contrast_of = None
     if pixels is not None:
 
-        def contrast_of(position: int, mask: ObjectMask) -> float:
+        def contrast_of(position: int, mask: ObjectMask, annotated: bool = False) -> float:
             plane = np.asarray(pixels(slices[position]))
-            return object_contrast(plane.mean(-1) if plane.ndim == 3 else plane, mask)
+            plane = plane.mean(-1) if plane.ndim == 3 else plane
+            if annotated:
+                return reference_contrast(plane, mask)
+            return object_contrast(plane, mask)[0]
 
     threshold = predictor.config.mask_threshold
 
@@ -281,7 +285,7 @@ def propagate(
     for position in annotated:
         results[position] = (segment(position, annotations[position]), position)
         if contrast_of is not None:
-            contrasts[position] = contrast_of(position, results[position][0].mask)
+            contrasts[position] = contrast_of(position, results[position][0].mask, True)
         done += 1
         yield done, total
     for front in fronts:
@@ -397,7 +401,7 @@ def _clipped(result: PlaneMask, previous: ObjectMask, fraction: float) -> PlaneM
 def _evidence(
     result: PlaneMask, previous: PlaneMask, threshold: float, position: int,
     source_contrast: float, previous_contrast: float,
-    contrast_of: Callable[[int, ObjectMask], float] | None,
+    contrast_of: Callable[..., float] | None,
 ) -> SliceEvidence:
     """The evidence of ``result`` (on ``position``); ``source_contrast`` and
     ``previous_contrast``: the object's contrast on its annotated and its previous slice
