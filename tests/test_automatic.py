@@ -260,7 +260,8 @@ def test_closing_the_steps_cancels_before_the_next_batch(predictor, monkeypatch)
     monkeypatch.setattr(predictor, "decode_low_res",
                         lambda *a: calls.append(1) or decode(*a))  # fmt: skip
     config = LOOSE.with_values(points_per_batch=2)  # 8 batches per slice
-    steps = segment_everything_steps(predictor, np.zeros((2, 32, 32), np.uint8), config)
+    image = np.random.default_rng(0).integers(0, 255, (2, 32, 32), dtype=np.uint8)
+    steps = segment_everything_steps(predictor, image, config)
     first = next(steps)  # the first embedding
     next(steps)  # the first batch
     steps.close()
