@@ -8,7 +8,11 @@ through what automatic mode does after decoding (``automatic.select_masks``: fil
 within and between crops, cleaning) and paints (``automatic.config_labels``).
 
     .venv/bin/python benchmarks/sweep_auto.py [--weights FILE] [--seeds 1,2,3] [--size 512]
-                                              [--crop-layers 1]
+                                              [--crop-layers 1] [--foreign DIR]
+
+With ``--foreign DIR`` (nuclei from another generator: ``nuclei2d_*.tif`` and their
+``*_labels.tif``, e.g. ``../shared/foreign``) every setting is also scored there, and the
+settings are ranked by the lower of the two F1s: a default is chosen on both, never on one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import itertools
 import time
 from pathlib import Path
 
+import numpy as np
+import tifffile
 import torch
 from bench_auto import f1_from, match_counts, to_rgb
 
@@ -53,10 +59,15 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=10, help="best settings printed")
     parser.add_argument("--crop-layers", type=int, default=1,
                         help="crop layers of the decoded grid (small objects magnified)")
+    parser.add_argument("--points-per-side", type=int, default=None,
+                        help="grid density (default: the nuclei preset's)")
+    parser.add_argument("--foreign", type=Path, default=None,
+                        help="also score on these foreign nuclei (validation only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    base = PRESETS["nuclei"].with_values(crop_n_layers=args.crop_layers)
+    base = PRESETS["nuclei"].with_values(crop_n_layers=args.crop_layers,
+                                         points_per_side=args.points_per_side)
     loose = base.with_values(pred_iou_thresh=0.3, stability_score_thresh=0.5,
                              box_nms_thresh=1.0, crop_nms_thresh=1.0,
                              min_mask_region_area=0)  # fmt: skip
@@ -70,26 +81,36 @@ def main() -> None:
         nuclei += int(synth.labels.max())
         print(f"seed {seed}: {synth.labels.max()} nuclei, {len(candidates)} candidates "
               f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+    foreign = []
+    for path in sorted(args.foreign.glob("nuclei2d_?.tif")) if args.foreign else ():
+        start = time.perf_counter()
+        truth = tifffile.imread(path.with_name(path.stem + "_labels.tif"))
+        candidates = generate_masks(predictor, to_rgb(tifffile.imread(path)), loose, rgb=True)
+        foreign.append((truth, candidates))
+        print(f"{path.name}: {len(np.unique(truth)) - 1} nuclei, {len(candidates)} candidates "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
     rows = []
     for values in itertools.product(PRED_IOU, STABILITY, NMS, RANK_WEIGHT, MIN_FREE):
         config = base.with_values(**dict(zip(COLUMNS, values)))
-        rows.append((*f1_with(images, config), *values))
-    rows.sort(key=lambda r: -r[0])
+        other = f1_with(foreign, config)[0] if foreign else float("nan")
+        rows.append((*f1_with(images, config), *values, other))
+    rows.sort(key=lambda r: -(min(r[0], r[-1]) if foreign else r[0]))
     print(f"\n{Path(args.weights).name}, {len(images)} images of {args.size} px, {nuclei} nuclei, "
           f"{args.crop_layers} crop layer(s)")  # fmt: skip
     print(f"{'pred IoU >':>10}{'stability >=':>14}{'NMS':>6}{'rank w':>8}{'min free':>10}"
-          f"{'F1@0.5':>8}{'matched':>9}{'objects':>9}")  # fmt: skip
+          f"{'F1@0.5':>8}{'matched':>9}{'objects':>9}{'F1 foreign':>12}")  # fmt: skip
 
     def line(f1, tp, n, *values, note=""):
-        p, s, nms, w, free = values
+        p, s, nms, w, free, other = values
         print(f"{p:>10.2f}{s:>14.2f}{nms:>6.2f}{w:>8.1f}{free:>10.2f}{f1:>8.3f}{tp:>9}{n:>9}"
-              f"{note}")  # fmt: skip
+              f"{other:>12.3f}{note}")  # fmt: skip
 
     for row in rows[: args.top]:
         line(*row)
     for name in ("nuclei", "nuclei-bundled"):
         preset = PRESETS[name].with_values(crop_n_layers=args.crop_layers)
-        line(*f1_with(images, preset), *(getattr(preset, c) for c in COLUMNS),
+        other = f1_with(foreign, preset)[0] if foreign else float("nan")
+        line(*f1_with(images, preset), *(getattr(preset, c) for c in COLUMNS), other,
              note=f"  <- {name} preset")
 
 
