@@ -387,3 +387,30 @@ def test_stability_rank_weight_puts_the_steadier_mask_first():
     by_both = config_labels([shaky, steady], (20, 20),
                             config.with_values(stability_rank_weight=1.0))  # fmt: skip
     assert (by_both[4:14, 4:14] == 1).all() and by_both.max() == 1
+
+
+def test_cli_with_no_options_finds_most_nuclei_of_the_sample(tmp_path, capsys):
+    # the bundled model, `napari-sam auto IMAGE -o OUT` and nothing else, on a quarter of
+    # the package's 2D sample (File > Open Sample): the model's own settings find them
+    import tifffile
+
+    from napari_sam.cli import main
+    from napari_sam.sample_data import synthetic_2d
+
+    sample = synthetic_2d()
+    image, truth = sample.image[:256, :256], sample.labels[:256, :256]
+    tifffile.imwrite(tmp_path / "nuclei.tif", image)
+    out = tmp_path / "labels.tif"
+    assert main(["auto", str(tmp_path / "nuclei.tif"), "-o", str(out), "--quiet"]) == 0
+    found = tifffile.imread(out).astype(np.int64)
+    ids = [i for i in np.unique(truth) if i and (truth == i).sum() >= 30]
+    matched = 0
+    for i in ids:  # a found object matching this nucleus at IoU > 0.5
+        nucleus = truth == i
+        best = np.bincount(found[nucleus]).argmax() if found[nucleus].any() else 0
+        if best:
+            obj = found == best
+            matched += (nucleus & obj).sum() / (nucleus | obj).sum() > 0.5
+    n_found = len(np.unique(found[found > 0]))
+    f1 = 2 * matched / (len(ids) + n_found)
+    assert len(ids) >= 15 and f1 >= 0.7, (matched, len(ids), n_found)
