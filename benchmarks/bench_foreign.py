@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+from bench_auto import f1_from, match_counts
 from scipy import ndimage
 
 from napari_sam.image import percentile_limits
@@ -265,23 +266,11 @@ def auto_rows(predictor: Predictor, images) -> dict[str, float]:
         t0 = time.perf_counter()
         found = segment_everything(predictor, image, config)
         seconds.append(time.perf_counter() - t0)
-        counts.append(_match_counts(found, labels))
-    tp, n_pred, n_true = (sum(c[i] for c in counts) for i in range(3))
-    return {"F1@0.5 (no options)": 2 * tp / max(n_pred + n_true, 1),
+        counts.append(match_counts(found, labels))
+    n_pred, n_true = (sum(c[i] for c in counts) for i in (1, 2))
+    return {"F1@0.5 (no options)": f1_from(counts),
             "objects found / true": f"{n_pred} / {n_true}",
             "seconds per image": float(np.median(seconds))}  # fmt: skip
-
-
-def _match_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
-    """(matches at IoU > 0.5, objects in ``pred``, objects in ``truth``)."""
-    n_pred, n_truth = len(np.unique(pred[pred > 0])), len(np.unique(truth[truth > 0]))
-    both = (pred > 0) & (truth > 0)
-    if not both.any():
-        return 0, n_pred, n_truth
-    pairs, inter = np.unique(np.stack([pred[both], truth[both]]), axis=1, return_counts=True)
-    union = (np.bincount(pred.ravel())[pairs[0]] + np.bincount(truth.ravel())[pairs[1]]
-             - inter)  # fmt: skip
-    return int((inter / union > 0.5).sum()), n_pred, n_truth
 
 
 # --- table ----------------------------------------------------------------------------------

@@ -236,7 +236,7 @@ def test_an_object_that_fades_slowly_is_followed_to_the_end():
     # 7 % dimmer a slice: after 11 slices 45 % of its first contrast, but never a sudden drop
     labels, pixels = _fading_stack(0.93)
     result = run(propagate(oracle_embeddings(labels), LabelOracle(), {0: Prompt.from_points(
-        [[24, 24]])}, slices=range(12), pixels=lambda s: pixels[s]))  # fmt: skip
+        [[24, 24]])}, slices=range(12), pixels=lambda s, w: pixels[s, w[0]:w[2], w[1]:w[3]]))  # fmt: skip
     assert result.positions == tuple(range(12))
     assert result.evidence[-1].contrast < PropagationConfig().min_contrast  # it did fade
     assert result.stops == ()
@@ -246,7 +246,7 @@ def test_an_object_that_fades_out_at_once_stops_there():
     labels, pixels = _fading_stack(1.0)
     pixels[7:][labels[7:] == 1] = 130.0  # slices 7-11: only a faint trace is left
     result = run(propagate(oracle_embeddings(labels), LabelOracle(), {2: Prompt.from_points(
-        [[24, 24]])}, slices=range(12), pixels=lambda s: pixels[s]))  # fmt: skip
+        [[24, 24]])}, slices=range(12), pixels=lambda s, w: pixels[s, w[0]:w[2], w[1]:w[3]]))  # fmt: skip
     assert result.positions == tuple(range(7))
     assert [s.position for s in result.stops] == [7]
     assert "contrast" in result.stops[0].reason

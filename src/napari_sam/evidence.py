@@ -9,8 +9,8 @@ measure itself, per slice, against the slice it came from:
 - ``growth``: area over the previous slice's area (a leak into a neighbour or haze grows it
   at once; a nucleus seen from its middle outwards narrows);
 - ``contrast``: the object's mean intensity above its surroundings (a ring around the mask),
-  relative to that on the annotated slice it started from (past an object's end only blur is left, and the contrast falls); ``fade``: the same
-  over the previous slice's (an end in z fades within a slice or two; an object that
+  relative to that on the annotated slice it started from (past an object's end only blur
+  is left, and the contrast falls); ``fade``: the same over the previous slice's (an end in z fades within a slice or two; an object that
   bleaches through t fades a little per frame, and is not cut for it);
 - ``stability``: SAM's stability score of the mask's low-res logits (IoU of the masks at
   logit +1 and -1: a blurred end has soft logits);
@@ -22,11 +22,13 @@ the user can jump to the doubtful slices.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from napari_sam.tiling import Box
 from napari_sam.transforms import ObjectMask
 
 
@@ -49,34 +51,39 @@ def stability_score(logits: np.ndarray, threshold: float = 0.0, offset: float = 
     return float(np.count_nonzero(logits > threshold + offset) / wide) if wide else 1.0
 
 
-def object_contrast(plane: np.ndarray, mask: ObjectMask) -> tuple[float, float]:
+def object_contrast(
+    read: Callable[[Box], np.ndarray], mask: ObjectMask
+) -> tuple[float, float]:
     """``(difference, spread)``: mean inside ``mask`` - mean of a ring around it, and the
-    ring's standard deviation, in the units of ``plane`` ((H, W) intensities; compare
-    differences between slices of one stack as a ratio). (0, 0) for an empty mask. The ring
-    lies one pixel off the mask and is about a quarter of the object's size wide."""
+    ring's standard deviation, in the image's own units (compare differences between slices
+    of one stack as a ratio). ``read(window)`` gives the plane's pixels in ``window`` (row0,
+    col0, row1, col1; end exclusive) as (h, w) or (h, w, C) (channels averaged): only the
+    mask's neighbourhood is read. (0, 0) for an empty mask. The ring lies one pixel off the
+    mask and is about a quarter of the object's size wide."""
     if mask.area == 0:
         return 0.0, 0.0
     width = max(2, round(np.sqrt(mask.area) / 4))
     r0, c0, r1, c1 = mask.bbox
     pad = width + 2
     a0, b0 = max(r0 - pad, 0), max(c0 - pad, 0)
-    a1, b1 = min(r1 + pad, plane.shape[0]), min(c1 + pad, plane.shape[1])
+    a1, b1 = min(r1 + pad, mask.shape[0]), min(c1 + pad, mask.shape[1])
     inside = np.zeros((a1 - a0, b1 - b0), dtype=bool)
     inside[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0] = mask.crop
     near = ndimage.binary_dilation(inside, iterations=1)
     ring = ndimage.binary_dilation(near, iterations=width) & ~near
-    window = np.asarray(plane[a0:a1, b0:b1], dtype=np.float32)
     if not ring.any():
         return 0.0, 0.0
+    window = np.asarray(read((a0, b0, a1, b1)), dtype=np.float32)
+    window = window.mean(-1) if window.ndim == 3 else window
     around = window[ring]
     return float(np.nanmean(window[inside]) - np.nanmean(around)), float(np.nanstd(around))
 
 
-def reference_contrast(plane: np.ndarray, mask: ObjectMask) -> float:
+def reference_contrast(read: Callable[[Box], np.ndarray], mask: ObjectMask) -> float:
     """The contrast later slices are measured against: :func:`object_contrast`'s difference
     on an annotated slice, or 0 (the contrast evidence is then neutral) when the object does
     not stand out there, by less than half its surroundings' standard deviation."""
-    difference, spread = object_contrast(plane, mask)
+    difference, spread = object_contrast(read, mask)
     return difference if difference > 0.5 * spread else 0.0
 
 

@@ -8,9 +8,8 @@ output and three ambiguity-aware masks. Which one a prompt gets is the ``multima
 single-mask output, ``"any"`` the best of all four, ``"auto"`` decides per prompt family
 (:func:`prompt_family`) as the model's configuration says (``SamConfig.auto_multimask``; for
 the bundled model chosen by measurement on nuclei we did not make and on ours:
-docs/prompting.md). Only the chosen mask is
-upsampled to the image's resolution. Prompts of one kind (same number of points, box or not,
-dense mask or not) decode as one batch.
+docs/prompting.md). Only the chosen mask is upsampled to the image's resolution. Prompts of
+one kind (same number of points, box or not, dense mask or not) decode as one batch.
 """
 
 from __future__ import annotations
@@ -49,8 +48,6 @@ masks by predicted IoU, ``"single"`` the single-mask output, ``"any"`` the best 
 predicted IoU, ``"auto"`` what the model's configuration says for the prompt's family
 (``SamConfig.auto_multimask``)."""
 MULTIMASK_MODES: tuple[str, ...] = ("auto", "best", "single", "any")
-#: the prompt families (:func:`prompt_family`)
-PROMPT_FAMILIES: tuple[str, ...] = ("click", "clicks", "box", "box+points", "mask")
 
 
 def prompt_family(prompt: Prompt) -> str:
@@ -64,10 +61,7 @@ def prompt_family(prompt: Prompt) -> str:
     return "click" if single else "clicks"
 
 
-def mask_choice(
-    prompt: Prompt, multimask: Multimask = "auto",
-    auto: tuple[tuple[str, str], ...] = (("click", "best"),),
-) -> str:
+def mask_choice(prompt: Prompt, multimask: Multimask, auto: tuple[tuple[str, str], ...]) -> str:
     """The mode ``prompt`` is decoded in: ``multimask`` itself, or for ``"auto"`` the mode
     ``auto`` (the model's ``SamConfig.auto_multimask``: family -> mode pairs) gives its
     family; a family it does not name gets the single-mask output."""

@@ -46,7 +46,7 @@ class Session:
     """Segment Anything on arrays or napari layers. ``predictor``: a :class:`Predictor`;
     ``viewer``: a napari viewer, needed only to find the displayed slice of nD layers;
     ``zoom``: ``"auto"``, ``"on"``, ``"off"`` or a :class:`~napari_sam.zoom.ZoomConfig`;
-    ``multimask``: which of SAM's masks an object gets, ``"auto"``, ``"best"`` or
+    ``multimask``: which of SAM's masks an object gets, ``"auto"``, ``"best"``,
     ``"single"`` or ``"any"`` (:func:`~napari_sam.predictor.mask_choice`)."""
 
     def __init__(

@@ -68,8 +68,6 @@ class PropagationConfig:
     carried: ``"point"`` (a positive click at the previous mask's deepest pixel, see
     :func:`deepest_point`), ``"box"`` (the previous mask's box) or ``"point+box"``;
     box_margin: that box grows by this fraction of its size per side (at least 1 px);
-    clip: when > 0, each slice's mask is cut to the previous slice's mask grown by this
-    fraction of its radius (at least 1 px; an object cannot grow faster than that);
     zoom: decode small objects again on a magnified window (:mod:`napari_sam.zoom`; ``"auto"``,
     ``"on"``, ``"off"`` or a :class:`~napari_sam.zoom.ZoomConfig`).
 
@@ -94,7 +92,6 @@ class PropagationConfig:
     dense: Literal["logits", "mask", "none"] = "mask"
     carry: Literal["point", "box", "point+box"] = "point"
     box_margin: float = 0.1
-    clip: float = 0.0
     zoom: ZoomConfig | str | None = "auto"
 
     def __post_init__(self) -> None:
@@ -233,7 +230,7 @@ def propagate(
     slices: Sequence[int],
     config: PropagationConfig = PropagationConfig(),
     max_tiles: int = 16,
-    pixels: Callable[[int], np.ndarray] | None = None,
+    pixels: Callable[[int, Box], np.ndarray] | None = None,
 ) -> Progress:
     """Segment one object through the stack axis ``slices``; a generator.
 
@@ -242,9 +239,10 @@ def propagate(
     position (index into ``slices``) -> the user's prompt there, plane ``(row, col)``; a
     prompt of negative points only marks a slice the object does not reach. slices: the flat
     slice index of each position (:func:`axis_slices`; ``range(n)`` for a plain z or t stack).
-    pixels: flat slice index -> its (H, W) plane (or (H, W, C), averaged), for the contrast
-    evidence; default the embeddings' ``source.read`` when they have one (a
-    :class:`~napari_sam.stack.StackEmbeddings`), else no contrast rule. Yields ``(done, total)`` slices (total: slices within reach; may end early); returns a
+    pixels: ``(flat slice index, window) ->`` that window's pixels, (h, w) or (h, w, C), for
+    the contrast evidence (only around the mask); default the embeddings' ``source.read``
+    when they have one (a :class:`~napari_sam.stack.StackEmbeddings`), else no contrast rule.
+    Yields ``(done, total)`` slices (total: slices within reach; may end early); returns a
     :class:`Propagation` (``StopIteration.value``; see :func:`run`). Close it to cancel.
     """
     n = len(slices)
@@ -267,11 +265,10 @@ def propagate(
     if pixels is not None:
 
         def contrast_of(position: int, mask: ObjectMask, annotated: bool = False) -> float:
-            plane = np.asarray(pixels(slices[position]))
-            plane = plane.mean(-1) if plane.ndim == 3 else plane
-            if annotated:
-                return reference_contrast(plane, mask)
-            return object_contrast(plane, mask)[0]
+            def read(window: Box) -> np.ndarray:
+                return pixels(slices[position], window)
+
+            return reference_contrast(read, mask) if annotated else object_contrast(read, mask)[0]
 
     threshold = predictor.config.mask_threshold
 
@@ -302,8 +299,6 @@ def propagate(
             window = None if tile is None else embeddings.grid[tile].window
             prompt = carried_prompt(front.previous, config, window)
             result = segment(front.position, prompt, tile)
-            if config.clip > 0:
-                result = _clipped(result, front.previous.mask, config.clip)
             previous_position = front.position - front.step
             found = _evidence(result, front.previous, threshold, front.position,
                               contrasts.get(front.source, 0.0),
@@ -372,30 +367,6 @@ def _past(front: _Front) -> bool:
 def _reach(fronts: list[_Front]) -> set[int]:
     """Every position some front may write."""
     return {p for f in fronts for p in range(f.position, f.limit + f.step, f.step)}
-
-
-def _clipped(result: PlaneMask, previous: ObjectMask, fraction: float) -> PlaneMask:
-    """``result`` with its mask cut to ``previous`` grown by ``fraction`` of its radius."""
-    from dataclasses import replace
-
-    from napari_sam.tiled import crop_mask
-
-    grow = max(1, round(fraction * np.sqrt(previous.area / np.pi)))
-    r0, c0, r1, c1 = previous.bbox
-    rows, cols = previous.shape
-    a0, b0 = max(r0 - grow, 0), max(c0 - grow, 0)
-    a1, b1 = min(r1 + grow, rows), min(c1 + grow, cols)
-    allowed = np.zeros((a1 - a0, b1 - b0), dtype=bool)
-    allowed[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0] = previous.crop
-    allowed = ndimage.binary_dilation(allowed, iterations=grow)
-    mask = np.zeros_like(allowed)
-    m = result.mask
-    q0, p0 = max(m.bbox[0], a0), max(m.bbox[1], b0)
-    q1, p1 = min(m.bbox[2], a1), min(m.bbox[3], b1)
-    if q1 > q0 and p1 > p0:
-        mask[q0 - a0 : q1 - a0, p0 - b0 : p1 - b0] = m.crop[q0 - m.bbox[0] : q1 - m.bbox[0],
-                                                            p0 - m.bbox[1] : p1 - m.bbox[1]]
-    return replace(result, mask=crop_mask(mask & allowed, (a0, b0), previous.shape))
 
 
 def _evidence(

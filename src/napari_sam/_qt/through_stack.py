@@ -66,8 +66,9 @@ def summary(
     doubtful = result.doubtful()
     if doubtful:
         by_position = dict(zip(result.positions, result.confidence))
-        ends.append(f"doubtful: {', '.join(f'{axis_name} {p} ({by_position[p]:.2f})' for p in doubtful[:5])}"
-                    + (f" and {len(doubtful) - 5} more" if len(doubtful) > 5 else ""))
+        listed = ", ".join(f"{axis_name} {p} ({by_position[p]:.2f})" for p in doubtful[:5])
+        more = f" and {len(doubtful) - 5} more" if len(doubtful) > 5 else ""
+        ends.append(f"doubtful: {listed}{more}")
     return text + ("; " + "; ".join(ends) if ends else "") + "."
 
 

@@ -98,7 +98,8 @@ def segment_everything_steps(
     for s in range(source.n_slices):
         windows = []
         for t in grid.tiles:
-            if _constant(source.read(s, t.window)):
+            pixels = source.read(s, t.window)  # read once: the check and the crop layers
+            if _constant(pixels):
                 done += per_tile[t.index]
                 yield done, total
                 windows.append(np.zeros(t.window_shape, np.int32))
@@ -108,7 +109,7 @@ def segment_everything_steps(
             yield done, total
             image = None
             if config.crop_n_layers > 0:
-                image = to_model_image(source.read(s, t.window), rgb=source.rgb,
+                image = to_model_image(pixels, rgb=source.rgb,
                                        contrast_limits=contrast_limits)  # fmt: skip
             steps = generate_masks_steps(predictor, embedding, config, image)
             base = done
