@@ -6,6 +6,7 @@ from napari_sam.training.prompting import (
     corrective_points,
     first_points,
     interior_points,
+    neighbour_negatives,
     noisy_boxes,
 )
 
@@ -70,3 +71,31 @@ def test_boxes_tight_and_noisy():
     assert (noisy[:, 2] > noisy[:, 0]).all() and (noisy[:, 3] > noisy[:, 1]).all()
     shift = (noisy - boxes_from_masks(masks)).abs()
     assert shift.max() <= 20 and shift.mean() > 0.3
+
+
+def test_the_touching_neighbour_is_the_one_sharing_the_longest_border():
+    import numpy as np
+
+    from napari_sam.training.batch import touching_neighbours
+
+    labels = torch.zeros(24, 24, dtype=torch.long)
+    labels[4:12, 4:12] = 1   # object
+    labels[4:12, 12:20] = 2  # shares an 8-pixel side with 1
+    labels[12:14, 4:6] = 3   # shares 2 pixels with 1
+    labels[20:23, 20:23] = 4  # touches nothing
+    ids = np.array([1, 4])
+    near = touching_neighbours(labels, torch.stack([labels == 1, labels == 4]), ids)
+    assert torch.equal(near[0], labels == 2)
+    assert not near[1].any()
+
+
+def test_neighbour_negatives_lie_on_the_neighbour_and_pad_without_one():
+    left = _disc(cx=10)
+    right = _disc(cx=22)
+    none = torch.zeros_like(left)
+    g = torch.Generator().manual_seed(0)
+    points = neighbour_negatives(torch.stack([right, right, none]), g, centre_prob=0.5)
+    assert points.labels[:, 0].tolist() == [PointLabel.NEGATIVE, PointLabel.NEGATIVE,
+                                            PointLabel.PAD]
+    assert _at(torch.stack([right, right]), points.coords[:2, 0]).all()
+    assert not _at(torch.stack([left, left]), points.coords[:2, 0]).any()

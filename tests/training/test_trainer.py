@@ -87,3 +87,32 @@ def test_exported_weights_load_strictly_in_our_model(tmp_path, tiny_model, easy_
         tol = 0 if dtype == torch.float32 else 1e-2
         for k, v in tiny_model.state_dict().items():
             assert torch.allclose(fresh.state_dict()[k], v, atol=tol, rtol=tol), k
+
+
+def test_neighbour_negatives_put_a_negative_click_on_the_touching_neighbour(tiny_model):
+    """With --neighbour-negatives, clicked objects that touch another get a first prompt of
+    a positive click inside and a negative click on the neighbour."""
+    from napari_sam.training.data import ImagePair
+
+    labels = np.zeros((128, 128), np.int32)
+    labels[30:60, 20:50] = 1
+    labels[30:60, 50:80] = 2  # pressed against 1
+    image = np.where(labels > 0, 200, 20).astype(np.uint8)
+    seen = []
+    encode = tiny_model.prompt_encoder.forward
+
+    def spy(points, boxes, masks):
+        if points is not None and masks is None:
+            seen.append((points[0].clone(), points[1].clone()))
+        return encode(points, boxes, masks)
+
+    tiny_model.prompt_encoder.forward = spy
+    rounds = RoundsConfig(corrective=0, refine=0, box_prob=0.0, neighbour_negative_prob=1.0)
+    config = TrainConfig(steps=1, warmup_steps=0, objects_per_image=2, rounds=rounds,
+                         augment=AugmentConfig.none())
+    list(Trainer(tiny_model, config, FixedSampler(ImagePair(image, labels))).run())
+    (coords, point_labels), = seen
+    assert point_labels.tolist() == [[1, 0], [1, 0]]
+    # Input frame = image frame here (128 px model input): look the clicks up in labels.
+    at = labels[coords[..., 1].round().long(), coords[..., 0].round().long()]
+    assert sorted(at.tolist()) == [[1, 2], [2, 1]]

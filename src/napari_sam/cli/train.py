@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    default="none", help="parts that do not train")
     p.add_argument("--corrective-rounds", type=int, default=8)
     p.add_argument("--refine-rounds", type=int, default=2)
+    p.add_argument("--neighbour-negatives", type=float, default=0.0, metavar="P",
+                   help="share of clicked objects touching a neighbour that also get a "
+                        "negative click on it (default 0)")
     p.add_argument("--random-depth", type=float, default=None, metavar="P0",
                    help="cheap steps: stop after a random round (round 0 with probability P0), "
                         "loss on the first and last round only")
@@ -99,11 +102,10 @@ def _model(args: argparse.Namespace):
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` the command line asks for."""
-    rounds = RoundsConfig(corrective=args.corrective_rounds, refine=args.refine_rounds)
-    if args.random_depth is not None:
-        rounds = RoundsConfig(corrective=args.corrective_rounds, refine=args.refine_rounds,
-                              random_depth=True, depth_zero_prob=args.random_depth,
-                              loss_rounds="first_last")
+    depth = {} if args.random_depth is None else {
+        "random_depth": True, "depth_zero_prob": args.random_depth, "loss_rounds": "first_last"}
+    rounds = RoundsConfig(corrective=args.corrective_rounds, refine=args.refine_rounds,
+                          neighbour_negative_prob=args.neighbour_negatives, **depth)
     return TrainConfig(
         steps=args.steps, lr=args.lr, warmup_steps=args.warmup, weight_decay=args.weight_decay,
         objects_per_image=args.objects, freeze=args.freeze, rounds=rounds, seed=args.seed,

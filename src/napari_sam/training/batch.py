@@ -29,16 +29,20 @@ class ModelInput:
 @dataclass(frozen=True)
 class Targets:
     """``full``: (N, S, S) bool object masks in the input frame; ``low_res``: (N, 1, L, L)
-    float in [0, 1], their area fractions on the decoder's low-res grid (L = S / ``stride``).
+    float in [0, 1], their area fractions on the decoder's low-res grid (L = S / ``stride``);
+    ``neighbours``: (N, S, S) bool, each object's touching neighbour (the one sharing the
+    longest border; all False when it touches none), or None when not computed.
     """
 
     full: torch.Tensor
     low_res: torch.Tensor
     stride: int
+    neighbours: torch.Tensor | None = None
 
     def select(self, keep: torch.Tensor) -> Targets:
         """The targets of the objects where ``keep`` (N,) is True."""
-        return Targets(self.full[keep], self.low_res[keep], self.stride)
+        near = None if self.neighbours is None else self.neighbours[keep]
+        return Targets(self.full[keep], self.low_res[keep], self.stride, near)
 
 
 def resized_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
@@ -72,4 +76,18 @@ def object_targets(
     full = lab[None] == torch.as_tensor(ids, device=lab.device).view(-1, 1, 1)
     stride = size // config.low_res_mask_size
     low = F.avg_pool2d(full[:, None].float(), stride) if stride > 1 else full[:, None].float()
-    return Targets(full, low, stride)
+    return Targets(full, low, stride, touching_neighbours(lab, full, ids))
+
+
+def touching_neighbours(labels: torch.Tensor, full: torch.Tensor, ids) -> torch.Tensor:
+    """(N, S, S) bool: for each object mask of ``full`` (N, S, S), the mask of the object of
+    ``labels`` (S, S) int64 that shares the longest border with it (8-connected ring one
+    pixel wide), all False when it touches none. ``ids`` (N,): the objects' own ids."""
+    ring = F.max_pool2d(full[:, None].float(), 3, 1, 1)[:, 0].bool() & ~full
+    out = torch.zeros_like(full)
+    for i, own in enumerate(np.asarray(ids).tolist()):
+        around = labels[ring[i]]
+        around = around[(around != 0) & (around != own)]
+        if len(around):
+            out[i] = labels == torch.bincount(around).argmax()
+    return out

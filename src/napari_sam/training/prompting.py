@@ -118,6 +118,26 @@ def first_points(
     return PointPrompts(coords[:, None], labels.to(masks.device))
 
 
+def neighbour_negatives(
+    neighbours: torch.Tensor, generator: torch.Generator | None = None, centre_prob: float = 0.5,
+) -> PointPrompts:
+    """One negative point per object on its touching neighbour, as a user clicks a nucleus
+    and then the one pressed against it: with probability ``centre_prob`` the neighbour's
+    deepest pixel, else uniform inside it. ``neighbours`` (N, H, W) bool (input frame); an
+    object without a neighbour gets a padding point. -> K = 1 prompts."""
+    has = neighbours.flatten(1).any(1)
+    coords = torch.zeros(len(neighbours), 2, device=neighbours.device)
+    if has.any():
+        near = neighbours[has]
+        picked = sample_in_masks(near, generator)
+        centre = torch.rand(len(near), generator=generator, device=near.device) < centre_prob
+        if centre.any():
+            picked[centre] = interior_points(near[centre])
+        coords[has] = picked
+    labels = torch.where(has, int(PointLabel.NEGATIVE), int(PointLabel.PAD))
+    return PointPrompts(coords[:, None], labels[:, None].long())
+
+
 def boxes_from_masks(masks: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """(N, 4) float tight boxes (x0, y0, x1, y1) in input pixels of ``masks`` (N, H, W)."""
     rows, cols = masks.any(2), masks.any(1)  # (N, H), (N, W)

@@ -20,6 +20,7 @@ from napari_sam.training.prompting import (
     PointPrompts,
     corrective_points,
     first_points,
+    neighbour_negatives,
     noisy_boxes,
 )
 
@@ -32,6 +33,9 @@ class RoundsConfig:
     (0 with probability ``depth_zero_prob``, else uniform), which makes a CPU step cheaper.
     ``loss_rounds``: "all" puts a loss (with gradient) on every round run, "first_last"
     only on the first and the last (the others run without autograd).
+    ``neighbour_negative_prob``: the share of point-prompted objects that touch a neighbour
+    whose first prompt also has a negative point on that neighbour (needs the targets'
+    ``neighbours``).
     """
 
     corrective: int = 8
@@ -42,6 +46,7 @@ class RoundsConfig:
     depth_zero_prob: float = 0.0
     loss_rounds: Literal["all", "first_last"] = "all"
     focal_weight: float = 20.0
+    neighbour_negative_prob: float = 0.0
 
     @property
     def total(self) -> int:
@@ -82,13 +87,19 @@ def simulate_rounds(
     last = _last_round(config, generator)
     loss_at = set(range(last + 1)) if config.loss_rounds == "all" else {0, last}
     is_box = torch.rand(n, generator=generator) < config.box_prob
+    with_negative = torch.zeros(n, dtype=torch.bool)
+    if config.neighbour_negative_prob > 0 and targets.neighbours is not None:
+        touching = targets.neighbours.flatten(1).any(1).cpu()
+        coin = torch.rand(n, generator=generator) < config.neighbour_negative_prob
+        with_negative = ~is_box & touching & coin
     terms: list[tuple[LossTerms, int]] = []
-    for group in (is_box, ~is_box):
+    for kind, group in (("box", is_box), ("point", ~is_box & ~with_negative),
+                        ("negative", with_negative)):
         if group.any():
-            sub = targets.select(group)
-            boxes = noisy_boxes(sub.full, generator) if group is is_box else None
-            terms.append((_group_rounds(model, embedding, sub, boxes, last, loss_at, config,
-                                        generator), int(group.sum())))
+            sub = targets.select(group.to(targets.full.device))
+            boxes = noisy_boxes(sub.full, generator) if kind == "box" else None
+            terms.append((_group_rounds(model, embedding, sub, boxes, kind == "negative", last,
+                                        loss_at, config, generator), int(group.sum())))
     return _mean_terms(terms)
 
 
@@ -97,12 +108,14 @@ def _group_rounds(
     embedding: torch.Tensor,
     targets: Targets,
     boxes: torch.Tensor | None,
+    negative: bool,
     last: int,
     loss_at: set[int],
     config: RoundsConfig,
     generator: torch.Generator,
 ) -> LossTerms:
-    """The rounds of objects sharing one kind of first prompt (all boxes, or all points)."""
+    """The rounds of objects sharing one kind of first prompt: all boxes, or all points
+    (with a negative point on each object's neighbour when ``negative``)."""
     n = len(targets.full)
     if boxes is None:
         points = first_points(targets.full, generator, centre_prob=0.0)
@@ -115,6 +128,9 @@ def _group_rounds(
             points = PointPrompts(
                 torch.where(pick[:, None, None], centre.coords, points.coords), points.labels
             )
+        if negative:
+            near = neighbour_negatives(targets.neighbours, generator)
+            points = points.append(near.coords[:, 0], near.labels[:, 0])
     else:
         points = PointPrompts.empty(n, embedding.device)
     target = targets.low_res
