@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import os
 import socket
@@ -19,11 +20,13 @@ from napari_sam.model.download import (
     WEIGHTS,
     ChecksumError,
     DownloadError,
+    NoPublishedHashError,
     WeightsError,
     WeightsInfo,
     WeightsUnavailableError,
     cache_dir,
     fetch_weights,
+    file_sha256,
     file_xxh128,
     get_weights_info,
     is_cached,
@@ -31,7 +34,7 @@ from napari_sam.model.download import (
 )
 
 BODY = os.urandom(3 * download.CHUNK_BYTES + 12345)  # a few chunks and a ragged end
-BODY_HASH = xxhash.xxh3_128(BODY).hexdigest()
+BODY_HASH = hashlib.sha256(BODY).hexdigest()
 
 
 @dataclass
@@ -110,6 +113,53 @@ def test_download_verifies_renames_and_reports_progress(server: Server, tmp_path
     assert is_cached(_info(server.url("/w.pth")), tmp_path)
 
 
+def test_marker_records_the_sha256(server: Server, tmp_path: Path) -> None:
+    server.routes["/w.pth"] = (BODY, None)
+    path = fetch_weights(_info(server.url("/w.pth")), root=tmp_path)
+    digest, size, mtime_ns = (path.parent / "weights.pth.verified").read_text().split()
+    assert digest == hashlib.sha256(BODY).hexdigest()
+    assert (int(size), int(mtime_ns)) == (path.stat().st_size, path.stat().st_mtime_ns)
+
+
+def test_a_file_whose_sha256_differs_is_refused_and_not_kept(
+    server: Server, tmp_path: Path
+) -> None:
+    """Checked by SHA-256: neither a changed file nor a matching checksum (xxh128) passes."""
+    tampered = BODY[:-1] + bytes([BODY[-1] ^ 1])
+    server.routes["/w.pth"] = (tampered, None)
+    info = _info(server.url("/w.pth"))
+    with pytest.raises(ChecksumError, match="SHA-256") as err:
+        fetch_weights(info, root=tmp_path)
+    assert hashlib.sha256(tampered).hexdigest() in str(err.value)
+    assert _leftovers(tmp_path) == [] and not is_cached(info, tmp_path)
+    # An xxh128 in place of the SHA-256 is not accepted either: the file's own checksum.
+    xxh = xxhash.xxh3_128(tampered).hexdigest()
+    with pytest.raises(ChecksumError):
+        fetch_weights(_info(server.url("/w.pth"), digest=xxh), root=tmp_path)
+    assert _leftovers(tmp_path) == []
+
+
+def test_old_xxh128_marker_makes_the_file_be_rehashed_with_sha256(
+    server: Server, tmp_path: Path
+) -> None:
+    """A cached file with a marker an older napari-sam wrote (xxh128) is hashed again; a
+    tampered one is deleted and downloaded afresh, never trusted."""
+    server.routes["/w.pth"] = (BODY, None)
+    info = _info(server.url("/w.pth"))
+    path = local_path(info, tmp_path)
+    path.parent.mkdir(parents=True)
+    tampered = BODY[:-1] + bytes([BODY[-1] ^ 1])
+    path.write_bytes(tampered)
+    stat = path.stat()
+    marker = path.parent / "weights.pth.verified"
+    marker.write_text(f"{xxhash.xxh3_128(tampered).hexdigest()} {stat.st_size} "
+                      f"{stat.st_mtime_ns}\n")
+    assert not is_cached(info, tmp_path)
+    assert fetch_weights(info, root=tmp_path).read_bytes() == BODY
+    assert server.hits == ["/w.pth"]
+    assert marker.read_text().split()[0] == BODY_HASH
+
+
 def test_cached_file_is_not_downloaded_again(server: Server, tmp_path: Path) -> None:
     server.routes["/w.pth"] = (BODY, None)
     info = _info(server.url("/w.pth"))
@@ -142,11 +192,11 @@ def test_file_copied_in_by_hand_is_hashed_once_then_trusted(
 
 def test_wrong_hash_leaves_nothing_and_retries(server: Server, tmp_path: Path) -> None:
     server.routes["/w.pth"] = (BODY, None)
-    info = _info(server.url("/w.pth"), digest="0" * 32)
+    info = _info(server.url("/w.pth"), digest="0" * 64)
     with pytest.raises(ChecksumError) as err:
         fetch_weights(info, root=tmp_path)
     message = str(err.value)
-    assert server.url("/w.pth") in message and "0" * 32 in message and BODY_HASH in message
+    assert server.url("/w.pth") in message and "0" * 64 in message and BODY_HASH in message
     assert _leftovers(tmp_path) == []
     with pytest.raises(ChecksumError):
         fetch_weights(info, root=tmp_path)
@@ -232,10 +282,15 @@ def test_registry_holds_the_published_weights() -> None:
             assert info.url is None
             continue
         assert info.url.startswith("https://") and info.url.endswith(info.filename)
-        assert len(info.xxh128) == 32 and int(info.xxh128, 16) >= 0
+        assert info.sha256 is None or (len(info.sha256) == 64 and int(info.sha256, 16) >= 0)
         assert info.architecture in {"vit_b", "vit_l", "vit_h", "vit_t"}
         assert info.name.startswith(info.architecture)
-    assert WEIGHTS["vit_h"].xxh128 == "97698fac30bd929c2e6d8d8cc15933c2"
+    # The published SHA-256 of Meta's and MobileSAM's files.
+    assert WEIGHTS["vit_h"].sha256 == (
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e")
+    assert WEIGHTS["vit_t"].sha256 == (
+        "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f")
+    assert all(WEIGHTS[n].sha256 for n in ("vit_b", "vit_l", "vit_h", "vit_t"))
     assert len({local_path(i) for i in WEIGHTS.values()}) == len(WEIGHTS)  # no clashes
     with pytest.raises(KeyError, match="known: bundled, vit_b"):
         get_weights_info("vit_x")
@@ -258,9 +313,50 @@ def test_tqdm_progress_counts_bytes(
     assert "w: 100%" in capsys.readouterr().err
 
 
-def test_file_xxh128_matches_one_shot_hash(tmp_path: Path) -> None:
+def test_file_hashes_match_one_shot_hashes(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(BODY)
-    assert file_xxh128(tmp_path / "f", chunk=4096) == BODY_HASH
+    assert file_sha256(tmp_path / "f", chunk=4096) == BODY_HASH
+    assert file_xxh128(tmp_path / "f", chunk=4096) == xxhash.xxh3_128(BODY).hexdigest()
+
+
+def test_weights_without_a_published_sha256_are_not_downloaded(
+    server: Server, tmp_path: Path
+) -> None:
+    server.routes["/w.pth"] = (BODY, None)
+    info = _info(server.url("/w.pth"), digest=None)
+    with pytest.raises(NoPublishedHashError) as err:
+        fetch_weights(info, root=tmp_path)
+    message = str(err.value)
+    assert "no published SHA-256" in message and server.url("/w.pth") in message
+    assert "give its path" in message and str(local_path(info, tmp_path)) in message
+    assert "sha256=" in message
+    assert server.hits == [] and _leftovers(tmp_path) == []
+    assert isinstance(err.value, download.WeightsUnavailableError)
+
+    # A SHA-256 the user trusts: downloaded and checked against it (a wrong one refused).
+    with pytest.raises(ChecksumError):
+        fetch_weights(info, root=tmp_path, sha256="1" * 64)
+    with pytest.raises(ValueError, match="64 hexadecimal"):
+        fetch_weights(info, root=tmp_path, sha256="1234")
+    path = fetch_weights(info, root=tmp_path, sha256=BODY_HASH.upper())
+    assert path.read_bytes() == BODY and server.hits == ["/w.pth", "/w.pth"]
+
+    # The file put in the cache folder by the user is used as they gave it.
+    other = tmp_path / "other"
+    mine = local_path(info, other)
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"my own copy")
+    assert is_cached(info, other) and fetch_weights(info, root=other) == mine
+    assert len(server.hits) == 2
+
+
+def test_registry_entries_without_sha256_refuse_and_the_rest_do_not(tmp_path: Path) -> None:
+    unknown = [n for n, i in WEIGHTS.items() if i.url and i.sha256 is None]
+    assert "vit_b_lm" in unknown
+    for name in unknown:
+        with pytest.raises(NoPublishedHashError, match=name):
+            fetch_weights(name, root=tmp_path)
+    assert _leftovers(tmp_path) == []
 
 
 def test_info_lists_weights_cache_state_and_directory(

@@ -63,8 +63,9 @@ class ArchitectureError(CheckpointError):
 class LoadedModel:
     """A SAM model in eval mode with where it came from.
 
-    ``weights_hash`` is the xxh128 of the weights file: embedding caches put it in their
-    signature so features of other weights are never served.
+    ``weights_hash`` is the xxh128 of the weights file, however it was named: embedding
+    caches put it in their signature so features of other weights are never served. (A fast
+    content identity; downloads are checked against SHA-256 before this.)
     """
 
     model: Sam
@@ -239,7 +240,7 @@ def load_model(
         path = fetch_weights(info, progress)
         state = read_state_dict(path)
         architecture, name = info.architecture, info.name
-        digest = info.xxh128 or file_xxh128(path)
+        digest = file_xxh128(path)
     else:
         path = Path(source)
         if not path.is_file():

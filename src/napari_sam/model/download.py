@@ -1,22 +1,33 @@
 """Named SAM weights: the registry, the cache directory, and download with a hash check.
 
-A :class:`WeightsInfo` names one published file (URL + xxh128 of its bytes). The first
-:func:`fetch_weights` streams it into a temporary file beside its final place in the cache,
-hashing while writing; only a file whose xxh128 matches the table is renamed into place
-(``os.replace``, atomic on one filesystem). A half-written, interrupted or wrong file never
-gets the final name, so it is never trusted, and the next call simply downloads again.
+A :class:`WeightsInfo` names one published file (URL + the SHA-256 of its bytes, as its
+publisher or others who checked it published it). The first :func:`fetch_weights` streams
+it into a temporary file beside its final place in the cache, hashing while writing; only a
+file whose SHA-256 matches the table is renamed into place (``os.replace``, atomic on one
+filesystem). A half-written, interrupted, corrupted or tampered file never gets the final
+name, so it is never trusted, and the next call simply downloads again. SHA-256, not a fast
+checksum such as xxh128: a checksum catches corruption, but anyone who can change the file
+on the server can also make a checksum match; a SHA-256 they cannot.
+
+An entry whose SHA-256 nobody has published (``sha256=None``, the micro-sam models today,
+which publish only xxh128) is not downloaded: :class:`NoPublishedHashError` says how to
+supply the file (a path of one's own, or the file put in the cache folder) or to pass a
+SHA-256 one trusts (``fetch_weights(name, sha256=...)``).
 
 Re-checking a cached file: hashing a 2.5 GB file on every start costs seconds, so after a
-verification a small marker ``<file>.verified`` records ``xxh128 size mtime_ns``. A cached
+verification a small marker ``<file>.verified`` records ``sha256 size mtime_ns``. A cached
 file is trusted without re-hashing only when the marker names the hash the table expects
 *and* the file's size and modification time are the ones recorded; anything else (no
-marker: a file the user copied in by hand; a marker from an older table; a file rewritten
-since) triggers a full re-hash, and a file that fails it is deleted and downloaded again.
+marker: a file the user copied in by hand; a marker from an older table or an older
+napari-sam that recorded xxh128; a file rewritten since) triggers a full re-hash, and a file
+that fails it is deleted and downloaded again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import http.client
 import os
 import tempfile
@@ -49,11 +60,15 @@ class DownloadError(WeightsError):
 
 
 class ChecksumError(WeightsError):
-    """The bytes received (or found in the cache) do not have the expected xxh128."""
+    """The bytes received (or found in the cache) do not have the expected SHA-256."""
 
 
 class WeightsUnavailableError(WeightsError):
     """The weights have no download URL and their file is not present (e.g. not shipped)."""
+
+
+class NoPublishedHashError(WeightsUnavailableError):
+    """No published SHA-256 is known for the weights, so they are not downloaded."""
 
 
 @dataclass(frozen=True)
@@ -61,15 +76,15 @@ class WeightsInfo:
     """One named weights file.
 
     ``url`` is ``None`` for weights shipped inside the package (``bundled=True``, the file
-    lives in ``napari_sam/weights/``); ``xxh128`` is the hex digest of the whole file, or
-    ``None`` where there is no published file to check against (the bundled weights, whose
-    integrity the package install guarantees).
+    lives in ``napari_sam/weights/``); ``sha256`` is the lower-case hex SHA-256 of the whole
+    file, or ``None``: for the bundled weights (the package install provides them), and for
+    published files whose SHA-256 is not known, which are then not downloaded.
     """
 
     name: str
     architecture: str
     url: str | None
-    xxh128: str | None
+    sha256: str | None
     filename: str
     description: str = ""
     size: str = ""
@@ -92,42 +107,42 @@ def _add(info: WeightsInfo) -> None:
 
 _FAIR = "https://dl.fbaipublicfiles.com/segment_anything"
 _BIOIMAGE = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io"
+# SHA-256 of Meta's three files and of MobileSAM's: as micro-sam published them for these
+# files (its early micro_sam/util.py, _CHECKSUMS; MobileSAM there from a mirror of the same
+# bytes: micro-sam's xxh128 of the mirror equals that of the GitHub file). For micro-sam's
+# current models its registry gives only xxh128, a checksum, and no SHA-256 of these exact
+# files was found published: None, so they are not downloaded (see NoPublishedHashError).
 for _info in (
     WeightsInfo(
         BUNDLED, "vit_nano", None, None, "vit_nano.pt",
         "napari-sam nano SAM for nuclei, shipped in the package", bundled=True,
     ),
     WeightsInfo("vit_b", "vit_b", f"{_FAIR}/sam_vit_b_01ec64.pth",
-                "6923c33df3637b6a922d7682bfc9a86b", "sam_vit_b_01ec64.pth",
-                "SAM ViT-B (Meta)", "375 MB"),
+                "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+                "sam_vit_b_01ec64.pth", "SAM ViT-B (Meta)", "375 MB"),
     WeightsInfo("vit_l", "vit_l", f"{_FAIR}/sam_vit_l_0b3195.pth",
-                "a82beb3c660661e3dd38d999cc860e9a", "sam_vit_l_0b3195.pth",
-                "SAM ViT-L (Meta)", "1.25 GB"),
+                "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+                "sam_vit_l_0b3195.pth", "SAM ViT-L (Meta)", "1.25 GB"),
     WeightsInfo("vit_h", "vit_h", f"{_FAIR}/sam_vit_h_4b8939.pth",
-                "97698fac30bd929c2e6d8d8cc15933c2", "sam_vit_h_4b8939.pth",
-                "SAM ViT-H (Meta)", "2.56 GB"),
+                "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+                "sam_vit_h_4b8939.pth", "SAM ViT-H (Meta)", "2.56 GB"),
     WeightsInfo("vit_t", "vit_t",
                 "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
-                "8eadbc88aeb9d8c7e0b4b60c3db48bd0", "mobile_sam.pt", "MobileSAM", "40 MB"),
+                "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+                "mobile_sam.pt", "MobileSAM", "40 MB"),
     WeightsInfo("vit_b_lm", "vit_b", f"{_BIOIMAGE}/diplomatic-bug/1.2/files/vit_b.pt",
-                "fe9252a29f3f4ea53c15a06de471e186", "vit_b.pt",
-                "micro-sam ViT-B, light microscopy", "375 MB"),
+                None, "vit_b.pt", "micro-sam ViT-B, light microscopy", "375 MB"),
     WeightsInfo("vit_l_lm", "vit_l", f"{_BIOIMAGE}/idealistic-rat/1.2/files/vit_l.pt",
-                "017f20677997d628426dec80a8018f9d", "vit_l.pt",
-                "micro-sam ViT-L, light microscopy"),
+                None, "vit_l.pt", "micro-sam ViT-L, light microscopy"),
     WeightsInfo("vit_t_lm", "vit_t", f"{_BIOIMAGE}/faithful-chicken/1.1/files/vit_t.pt",
-                "72ec5074774761a6e5c05a08942f981e", "vit_t.pt",
-                "micro-sam ViT-T, light microscopy"),
+                None, "vit_t.pt", "micro-sam ViT-T, light microscopy"),
     WeightsInfo("vit_b_em_organelles", "vit_b", f"{_BIOIMAGE}/noisy-ox/1.2/files/vit_b.pt",
-                "f3bf2ed83d691456bae2c3f9a05fb438", "vit_b.pt",
-                "micro-sam ViT-B, electron microscopy organelles"),
+                None, "vit_b.pt", "micro-sam ViT-B, electron microscopy organelles"),
     WeightsInfo("vit_l_em_organelles", "vit_l",
                 f"{_BIOIMAGE}/humorous-crab/1.2/files/vit_l.pt",
-                "810b084b6e51acdbf760a993d8619f2d", "vit_l.pt",
-                "micro-sam ViT-L, electron microscopy organelles"),
+                None, "vit_l.pt", "micro-sam ViT-L, electron microscopy organelles"),
     WeightsInfo("vit_t_em_organelles", "vit_t", f"{_BIOIMAGE}/greedy-whale/1/files/vit_t.pt",
-                "253474720c497cce605e57c9b1d18fd9", "vit_t.pt",
-                "micro-sam ViT-T, electron microscopy organelles"),
+                None, "vit_t.pt", "micro-sam ViT-T, electron microscopy organelles"),
 ):
     _add(_info)
 
@@ -168,14 +183,25 @@ def local_path(info: WeightsInfo, root: Path | None = None) -> Path:
 def is_cached(info: WeightsInfo, root: Path | None = None) -> bool:
     """Whether ``info`` is usable without a download (cheap: marker check, no hashing)."""
     path = local_path(info, root)
-    if info.bundled or info.xxh128 is None:
+    if info.bundled or info.sha256 is None:
         return path.is_file()
-    return _marker_ok(path, info.xxh128)
+    return _marker_ok(path, info.sha256)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = CHUNK_BYTES) -> str:
+    """SHA-256 hex digest of a file's bytes, read in chunks (what downloads are checked by)."""
+    return _file_digest(path, hashlib.sha256(), chunk)
 
 
 def file_xxh128(path: str | os.PathLike, chunk: int = CHUNK_BYTES) -> str:
-    """xxh128 hex digest of a file's bytes, read in chunks (~GB/s; 2.5 GB in a few seconds)."""
-    digest = xxhash.xxh3_128()
+    """xxh128 hex digest of a file's bytes, read in chunks (~GB/s; 2.5 GB in a few seconds).
+
+    A fast content identity (embedding caches record it), not a check against tampering.
+    """
+    return _file_digest(path, xxhash.xxh3_128(), chunk)
+
+
+def _file_digest(path: str | os.PathLike, digest, chunk: int) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
@@ -202,14 +228,20 @@ def fetch_weights(
     progress: ProgressCallback | None = None,
     *,
     root: Path | None = None,
+    sha256: str | None = None,
 ) -> Path:
     """Path of a verified local copy of ``weights``, downloading it on first use.
 
     ``weights`` is a registered name or a :class:`WeightsInfo` (tests pass one pointing at a
-    local server); ``root`` overrides :func:`cache_dir`. Raises :class:`DownloadError`,
-    :class:`ChecksumError` or :class:`WeightsUnavailableError`.
+    local server); ``root`` overrides :func:`cache_dir`; ``sha256`` (64 hex digits) replaces
+    the table's hash, e.g. for an entry whose SHA-256 is not published. A file of an entry
+    without a SHA-256 is used if it is in the cache folder (put there by the user) and never
+    downloaded. Raises :class:`DownloadError`, :class:`ChecksumError`,
+    :class:`WeightsUnavailableError` or its :class:`NoPublishedHashError`.
     """
     info = get_weights_info(weights) if isinstance(weights, str) else weights
+    if sha256 is not None:
+        info = dataclasses.replace(info, sha256=_checked_sha256(sha256))
     path = local_path(info, root)
     if info.url is None:
         if path.is_file():
@@ -217,7 +249,17 @@ def fetch_weights(
         raise WeightsUnavailableError(
             f"weights {info.name!r} are not available: {path} is missing and there is no "
             f"URL to download them from; choose one of: "
-            f"{', '.join(n for n, i in WEIGHTS.items() if i.url)}"
+            f"{', '.join(n for n, i in WEIGHTS.items() if i.url and i.sha256)}"
+        )
+    if info.sha256 is None:
+        if path.is_file():  # put there by the user: their choice, as a path of their own is
+            return path
+        raise NoPublishedHashError(
+            f"no published SHA-256 is known for {info.name!r} ({info.url}), and napari-sam "
+            f"does not download a file it cannot check. Download it yourself from a source "
+            f"you trust and give its path instead of {info.name!r}, or put it in the cache "
+            f"folder as {path}; from Python, fetch_weights({info.name!r}, sha256='<64 hex "
+            f"digits>') downloads it checked against a SHA-256 you trust"
         )
     if path.is_file() and _cached_file_ok(path, info):
         return path
@@ -237,12 +279,21 @@ def offline_hint(info: WeightsInfo, path: Path) -> str:
             f"{info.filename} ({info.url}) in the cache folder as {path}")
 
 
+def _checked_sha256(digest: str) -> str:
+    """``digest`` in lower case if it is 64 hex digits, else a ``ValueError``."""
+    text = digest.strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(f"a SHA-256 is 64 hexadecimal digits, not {digest!r}")
+    return text
+
+
 def _cached_file_ok(path: Path, info: WeightsInfo) -> bool:
     """True if ``path`` may be trusted; a file that fails a full re-hash is deleted."""
-    if info.xxh128 is None or _marker_ok(path, info.xxh128):
+    assert info.sha256 is not None
+    if _marker_ok(path, info.sha256):
         return True
-    if file_xxh128(path) == info.xxh128:
-        _write_marker(path, info.xxh128)
+    if file_sha256(path) == info.sha256:
+        _write_marker(path, info.sha256)
         return True
     path.unlink(missing_ok=True)
     return False
@@ -292,10 +343,10 @@ def _remove_stale_parts(path: Path) -> None:
 
 
 def _download(info: WeightsInfo, path: Path, progress: ProgressCallback | None) -> None:
-    """Stream ``info.url`` into a temporary file, check its xxh128, rename it to ``path``."""
-    assert info.url is not None
+    """Stream ``info.url`` into a temporary file, check its SHA-256, rename it to ``path``."""
+    assert info.url is not None and info.sha256 is not None
     url = info.url
-    digest = xxhash.xxh3_128()
+    digest = hashlib.sha256()
     request = urllib.request.Request(url, headers={"User-Agent": "napari-sam"})
     with _temporary_file(path.parent, path.name) as (tmp, f):
         try:
@@ -319,10 +370,10 @@ def _download(info: WeightsInfo, path: Path, progress: ProgressCallback | None) 
                 f"downloading {url} failed: the connection ended after {done} of {total} bytes"
             )
         actual = digest.hexdigest()
-        if info.xxh128 is not None and actual != info.xxh128:
+        if actual != info.sha256:
             raise ChecksumError(
-                f"{url}: xxh128 of the downloaded file is {actual}, expected {info.xxh128}; "
-                f"the file was discarded (a changed or corrupted upload?)"
+                f"{url}: the SHA-256 of the downloaded file is {actual}, expected "
+                f"{info.sha256}; the file was discarded (changed, corrupted or tampered with)"
             )
         f.close()
         os.replace(tmp, path)
