@@ -202,6 +202,49 @@ def test_truncated_random_and_empty_files_are_clear_errors(
         assert isinstance(err.value, WeightsError)
 
 
+class _BadTensor:
+    """Unpickles to a tensor rebuilder given garbage: the restricted unpickler fails on it."""
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, ("not a storage",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 5:UserWarning")
+@pytest.mark.parametrize(
+    ("protocol", "payload", "reason"),
+    [
+        # a pickle protocol torch's loader does not read: "Re-running `torch.load` with
+        # `weights_only` set to `False` will likely succeed"
+        (5, False, "UnpicklingError: Unsupported operand"),
+        # a global it does not allow: "This file can still be loaded ... do those steps only
+        # if you trust the source ... add_safe_globals([exec])"
+        (2, True, "UnpicklingError: Unsupported global: GLOBAL exec was not an allowed global"),
+    ],
+    ids=["unknown opcode", "exec global"],
+)
+def test_unreadable_file_error_never_advises_running_the_pickle(
+    tmp_path: Path, protocol: int, payload: bool, reason: str
+) -> None:
+    """A file both loaders refuse: our error keeps torch's reason, drops its advice."""
+    first = _Evil(tmp_path / "pwned.txt") if payload else torch.zeros(1)
+    path = tmp_path / "unreadable.pt"
+    torch.save({"first": first, "bad": _BadTensor()}, path, pickle_protocol=protocol)
+    with pytest.raises(Exception) as torch_error:
+        torch.load(path, weights_only=True)
+    assert "weights_only` set to `False`" in str(torch_error.value)  # torch's own advice
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(path)
+    message = str(err.value)
+    assert f"cannot read weights file {path}" in message
+    for advice in ("weights_only", "can still be loaded", "trust", "safe_globals",
+                   "arbitrary code", "\x1b["):
+        assert advice not in message, advice
+    assert reason in message and "_rebuild_tensor_v2()" in message  # both loaders' reasons
+    # Nor does the traceback's chain carry torch's message along.
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert not (tmp_path / "pwned.txt").exists()
+
+
 class _Evil:
     """Unpickling this would run ``exec`` and write a file."""
 

@@ -10,11 +10,15 @@ Formats read by :func:`read_state_dict` (see ``docs``/MODELS.md):
 
 ``torch.load(weights_only=True)`` is tried first; only files it refuses go to the
 restricted unpickler. Loading into a model is strict (every key and shape must agree).
+When neither can read a file, the error says why in torch's words but without torch's advice
+to re-run ``torch.load`` with ``weights_only=False`` or to allowlist globals: that would run
+the file's pickled code.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -125,14 +129,41 @@ def _unpickle(path: Path) -> object:
             )
         except Exception as exc:
             raise CheckpointError(
-                f"cannot read weights file {path}: {_first_line(exc)} "
-                f"(safe loader: {_first_line(first)}); is it a complete PyTorch checkpoint?"
-            ) from exc
+                f"cannot read weights file {path}: {torch_error_reason(exc)} (torch's "
+                f"weights-only loader: {torch_error_reason(first)}); is it a complete "
+                f"PyTorch checkpoint?"
+            ) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: Sentences of torch's load errors that advise running or allowlisting the file's code.
+_ADVICE = re.compile(
+    r"weights_only|can still be loaded|trusted source|trust the source|safe_globals"
+    r"|arbitrary code|file an issue", re.IGNORECASE,
+)
+_REASON_MARK = "WeightsUnpickler error:"
+
+
+def torch_error_reason(exc: BaseException) -> str:
+    """``Type: reason`` of a ``torch.load`` error in one line, torch's advice left out.
+
+    torch's weights-only refusal reads "Weights only load failed. ... Re-running
+    ``torch.load`` with ``weights_only`` set to ``False`` will likely succeed ...
+    WeightsUnpickler error: <reason> Please use ``add_safe_globals`` ...": only the reason
+    is kept. Every sentence that suggests unpickling with ``weights_only=False`` or
+    allowlisting globals is dropped, and at most the first two others are kept.
+    """
+    text = _ANSI.sub("", str(exc))
+    if _REASON_MARK in text:
+        text = text.split(_REASON_MARK, 1)[1]
+    sentences = [
+        sentence
+        for line in text.splitlines()
+        for sentence in re.split(r"(?<=\.)\s+", line.strip())
+        if sentence and not _ADVICE.search(sentence)
+    ]
+    reason = " ".join(sentences[:2])
+    return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
 
 
 def _trim(items: list[str]) -> str:
