@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -32,14 +33,30 @@ def test_import_loads_neither_qt_nor_napari():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_cli_info_reports_versions_and_device():
+def test_cli_info_reports_versions_and_device(tmp_path):
+    import torch
+
+    from napari_sam import __version__
+    from napari_sam.device import resolve_device
+    from napari_sam.model.config import REGISTRY
+    from napari_sam.model.download import WEIGHTS, default_weights
+
+    env = {**os.environ, "NAPARI_SAM_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(
-        [sys.executable, "-m", "napari_sam.cli", "info"], capture_output=True, text=True
+        [sys.executable, "-m", "napari_sam.cli", "info"], capture_output=True, text=True,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
-    for word in ("napari_sam", "napari", "torch", "device", "vit_b", "vit_t"):
-        assert word in result.stdout
-    assert "cpu" in result.stdout  # no GPU on CI machines
+    lines = result.stdout.splitlines()
+    fields = {line.split()[0]: line.split()[1] for line in lines
+              if not line.startswith(" ") and len(line.split()) > 1}
+    assert fields["napari_sam"] == __version__ and fields["torch"] == torch.__version__
+    # the device this machine would run on (cuda where there is a GPU), not a fixed word
+    assert fields["device"] == resolve_device("auto").type
+    assert f"cache: {tmp_path / 'cache' / 'weights'}; default: {default_weights()}" in (
+        result.stdout)
+    listed = {line.split()[0] for line in lines if line.startswith("  ")}
+    assert set(REGISTRY) | set(WEIGHTS) <= listed
 
 
 @pytest.mark.slow
