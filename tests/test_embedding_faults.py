@@ -1,6 +1,7 @@
 """Embedding store faults beyond tests/test_embeddings.py: a disk that fills half way
-through a write, and two *processes* (not threads) filling one store. Outcome: a clear
-error or a recomputation; a partial write is never read back as valid."""
+through a write, chunks that do not decode or cannot be read, and two *processes* (not
+threads) filling one store. Outcome: a clear error, or a recomputation the user is told
+about; a partial write is never read back as valid."""
 
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_sam.embeddings import EmbeddingStore, StoreLayout, StoreSignature
+from napari_sam.embeddings import (
+    EmbeddingStore,
+    StoreLayout,
+    StoreReadError,
+    StoreSignature,
+    StoreWarning,
+)
 from napari_sam.lazy import SliceSource
+from napari_sam.scaleout import embed_all
 from napari_sam.stack import StackEmbeddings
 from napari_sam.testing import BlockMeanEmbedder
 
@@ -46,14 +54,14 @@ class _FullDisk:
         self.array[key] = value
 
 
-@pytest.mark.parametrize("failing", ["_features", "_sizes", "_checksum"])
+@pytest.mark.parametrize("failing", ["_features", "_sizes", "_content", "_checksum"])
 def test_disk_full_during_a_write_is_an_error_and_never_served(tmp_path, failing):
     path = tmp_path / "s.zarr"
     store = EmbeddingStore.create(path, SIG, LAYOUT)
-    store.write(0, 0, _features(0), (96, 80), (16, 13))
+    store.write(0, 0, _features(0), (96, 80), (16, 13), 7)
     setattr(store, failing, _FullDisk(getattr(store, failing), (1, 0)))
     with pytest.raises(OSError, match="No space left"):
-        store.write(1, 0, _features(1), (96, 80), (16, 13))
+        store.write(1, 0, _features(1), (96, 80), (16, 13), 7)
     for reader in (store, EmbeddingStore.open(path)):  # this handle, and a fresh process'
         assert reader.read(1, 0) is None
         assert (1, 0) in reader.pending(verify=True)
@@ -78,6 +86,53 @@ def test_stack_embedding_interrupted_by_a_full_disk_resumes_with_that_slice(tmp_
         ref.embed(data[2]).features.numpy().astype(np.float16).astype(np.float32),
     )
     assert fresh.computed == 1
+
+
+def _stack(tmp_path):
+    data = np.random.default_rng(4).integers(0, 4000, (4, 96, 80), dtype=np.uint16)
+    path = tmp_path / "s.zarr"
+    list(embed_all(StackEmbeddings.open(SliceSource(data), BlockMeanEmbedder(), path)))
+    return data, path
+
+
+def test_a_chunk_that_does_not_decode_is_reported_and_recomputed(tmp_path):
+    data, path = _stack(tmp_path)
+    chunk = path / "features" / "c" / "1" / "0" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:1000])  # truncated (a copy cut short)
+    embedder = BlockMeanEmbedder()
+    stack = StackEmbeddings.open(SliceSource(data), embedder, path)
+    with pytest.warns(StoreWarning, match=r"slice 1, tile 0 .* is corrupted \(ValueError"):
+        got = stack.get(1)
+    np.testing.assert_array_equal(
+        got.features.numpy(),
+        BlockMeanEmbedder().embed(data[1]).features.numpy().astype(np.float16).astype(np.float32),
+    )
+    assert embedder.calls == 1
+
+
+class _Unreadable:
+    """Wraps a zarr array: reading ``at`` fails as a chunk without read permission does."""
+
+    def __init__(self, array, at, path) -> None:
+        self.array, self.at, self.path = array, at, path
+
+    def __getitem__(self, key):
+        if key == self.at:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self.path))
+        return self.array[key]
+
+
+def test_an_unreadable_chunk_is_a_clear_error_not_a_silent_recompute(tmp_path):
+    # (injected: the tests may run as root, who reads a chmod 000 file)
+    data, path = _stack(tmp_path)
+    embedder = BlockMeanEmbedder()
+    stack = StackEmbeddings.open(SliceSource(data), embedder, path)
+    chunk = path / "features" / "c" / "2" / "0" / "0" / "0" / "0"
+    stack.store._features = _Unreadable(stack.store._features, (2, 0), chunk)
+    with pytest.raises(StoreReadError, match=r"slice 2, tile 0 .*Permission denied"):
+        stack.get(2)
+    assert embedder.calls == 0  # nothing recomputed behind the user's back
+    assert stack.get(3) is not None  # the readable ones are still served
 
 
 _WRITER = """

@@ -118,7 +118,8 @@ def fingerprint(source: SliceSource, full_hash_limit: int = FULL_HASH_LIMIT) -> 
     """A string that changes when the data does: ``"full:<xxh64>"`` of every byte (read slice
     by slice) for data up to ``full_hash_limit`` bytes, else ``"sampled:<xxh64>"`` of up to 8
     evenly spaced slices, five 256 x 256 windows each (corners + centre). Both include shape,
-    dtype, level and rgb. Sampled fingerprints are cheap but can miss an edit elsewhere."""
+    dtype, level and rgb. Sampled fingerprints are cheap but can miss an edit elsewhere: an
+    embedding store also checks each slice / tile's :func:`content_hash` when it is used."""
     h = xxhash.xxh64()
     h.update(repr((tuple(source.data.shape), source.dtype.str, source.level, source.rgb)).encode())
     if source.nbytes <= full_hash_limit:
@@ -128,6 +129,17 @@ def fingerprint(source: SliceSource, full_hash_limit: int = FULL_HASH_LIMIT) -> 
     for window_data in sample_windows(source):
         h.update(np.ascontiguousarray(window_data).tobytes())
     return f"sampled:{h.hexdigest()}"
+
+
+def content_hash(pixels: np.ndarray) -> int:
+    """xxh3-64 of one slice or tile window as read (shape, dtype and every pixel), never 0:
+    stored with its embedding and compared when the embedding is used, so an edit that the
+    sampled :func:`fingerprint` misses still makes that embedding stale. About 10 GB/s."""
+    pixels = np.ascontiguousarray(pixels)
+    h = xxhash.xxh3_64()
+    h.update(repr((pixels.shape, pixels.dtype.str)).encode())
+    h.update(pixels.reshape(-1).view(np.uint8))
+    return h.intdigest() or 1
 
 
 def sample_windows(source: SliceSource, n_slices: int = 8, side: int = 256) -> list[np.ndarray]:

@@ -4,10 +4,16 @@
 grid, an embedder and an :class:`~napari_sam.embeddings.EmbeddingStore`. ``get(s, t)`` serves
 from a small in-memory cache, else from the store, else embeds that one tile of that one
 slice and publishes it. :func:`napari_sam.scaleout.embed_all` computes everything at once.
+
+A stored embedding is served only for the pixels it was made from: each records the
+:func:`~napari_sam.lazy.content_hash` of its slice / tile window, and ``get`` hashes the window
+as it is now before serving it. An embedding whose pixels changed (an edit that the sampled
+data fingerprint of a big stack cannot see) is recomputed and replaced in the store.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -18,11 +24,12 @@ import numpy as np
 import torch
 
 from napari_sam.embeddings import EmbeddingStore, StoreError, StoreLayout, StoreSignature
-from napari_sam.lazy import SliceSource, fingerprint
+from napari_sam.lazy import SliceSource, content_hash, fingerprint
 from napari_sam.tiling import Box, TileGrid, default_grid
 from napari_sam.zoom import WindowCache
 
 E = TypeVar("E")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,19 +72,32 @@ def embed_tile(
     source: SliceSource, grid: TileGrid, embedder: Embedder, store: EmbeddingStore,
     slice_index: int, tile: int, image: np.ndarray | None = None,
 ) -> None:  # fmt: skip
-    """Embed tile ``tile`` of slice ``slice_index`` and publish it in ``store``.
-    ``image``: the tile window, if already read (dask graphs pass it)."""
+    """Embed tile ``tile`` of slice ``slice_index`` and publish it in ``store``, with the
+    content hash of its pixels. ``image``: the tile window, if already read (dask graphs
+    pass it)."""
     if image is None:
         image = source.read(slice_index, grid[tile].window)
     features, original_size, input_size = embedder.pack(embedder.embed(image))
-    store.write(slice_index, tile, features, original_size, input_size)
+    store.write(slice_index, tile, features, original_size, input_size, content_hash(image))
+
+
+@dataclass
+class _Cached:
+    """A restored embedding; ``checked``: its ``content`` hash was compared with the pixels
+    (a prefetched one is compared when first served)."""
+
+    value: Any
+    content: int
+    checked: bool
 
 
 class StackEmbeddings:
     """On-demand embeddings of every (slice, tile) of ``source``, kept in ``store``.
 
     ``cache_size`` restored embeddings stay in memory (least recently used dropped);
-    :meth:`prefetch` loads the stored neighbours of the displayed slice. Thread safe.
+    :meth:`prefetch` loads the stored neighbours of the displayed slice. Thread safe. An
+    embedding in memory that has been checked against its pixels is served without reading
+    them again: edit the data in place and open a new ``StackEmbeddings``.
     """
 
     def __init__(
@@ -95,7 +115,7 @@ class StackEmbeddings:
             raise ValueError(f"store layout {store.layout} does not match the data")
         self.source, self.embedder, self.store, self.grid = source, embedder, store, grid
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], _Cached] = OrderedDict()
         self._lock = threading.RLock()
         self._windows = WindowCache()
         self.computed = 0  # embeddings computed by this object (not read from the store)
@@ -135,36 +155,54 @@ class StackEmbeddings:
             store = EmbeddingStore.create(path, signature, layout, on_mismatch)
         return cls(source, embedder, store, grid, cache_size)
 
-    def _remember(self, key: tuple[int, int], value: Any) -> None:
-        self._cache[key] = value
+    def _remember(self, key: tuple[int, int], entry: _Cached) -> None:
+        self._cache[key] = entry
         self._cache.move_to_end(key)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    def _load(self, slice_index: int, tile: int) -> Any | None:
+    def _load(self, slice_index: int, tile: int, content: int | None = None) -> _Cached | None:
+        """The stored embedding restored, or None if missing (or corrupted: the store warns).
+        With ``content`` (the hash of the pixels now), also None if it was made from other
+        pixels."""
         stored = self.store.read(slice_index, tile)
         if stored is None:
             return None
+        if content is not None and stored.content != content:
+            _log.info("slice %d, tile %d changed since it was embedded: embedding it again",
+                      slice_index, tile)  # fmt: skip
+            return None
         features = torch.from_numpy(stored.features.astype(np.float32))
-        return self.embedder.restore(features, stored.original_size, stored.input_size)
+        value = self.embedder.restore(features, stored.original_size, stored.input_size)
+        return _Cached(value, stored.content, checked=content is not None)
 
     def get(self, slice_index: int, tile: int = 0) -> Any:
-        """The embedding of (slice, tile): cached, stored, or computed now (and stored)."""
+        """The embedding of (slice, tile): cached, stored, or computed now (and stored).
+        A stored one is served only if the slice / tile pixels still hash to what it was made
+        from; else it is computed again and replaces the stored one."""
         key = (slice_index, tile)
         with self._lock:
-            if key in self._cache:
+            entry = self._cache.get(key)
+            if entry is not None and entry.checked:
                 self._cache.move_to_end(key)
-                return self._cache[key]
-            value = self._load(slice_index, tile)
-            if value is None:
-                embed_tile(self.source, self.grid, self.embedder, self.store, slice_index, tile)
+                return entry.value
+            pixels = self.source.read(slice_index, self.grid[tile].window)
+            content = content_hash(pixels)
+            if entry is not None and entry.content == content:
+                entry.checked = True
+                self._cache.move_to_end(key)
+                return entry.value
+            entry = self._load(slice_index, tile, content)
+            if entry is None:
+                embed_tile(self.source, self.grid, self.embedder, self.store, slice_index, tile,
+                           pixels)  # fmt: skip
                 self.computed += 1
                 # serve what was stored (float16), so a reload gives the very same features
-                value = self._load(slice_index, tile)
-                if value is None:
+                entry = self._load(slice_index, tile, content)
+                if entry is None:
                     raise StoreError(f"embedding ({slice_index}, {tile}) did not read back")
-            self._remember(key, value)
-            return value
+            self._remember(key, entry)
+            return entry.value
 
     def window(self, slice_index: int, window: Box) -> Any:
         """The embedding of any ``window`` (row0, col0, row1, col1) of slice ``slice_index``,
@@ -182,22 +220,24 @@ class StackEmbeddings:
 
     def prefetch(self, slice_index: int, radius: int = 2) -> int:
         """Load the already stored embeddings of slices within ``radius`` of the displayed
-        one into the cache (no computing); returns how many were loaded."""
+        one into the cache (no computing, no pixels read: each is checked against its pixels
+        when :meth:`get` first serves it); returns how many were loaded."""
         loaded = 0
         lo, hi = max(0, slice_index - radius), min(self.source.n_slices, slice_index + radius + 1)
         with self._lock:
+            stored = self.store.done()  # from memory: a missing neighbour costs no disk read
             for s in range(lo, hi):
                 for t in range(self.grid.n_tiles):
-                    if (s, t) in self._cache:
+                    if (s, t) in self._cache or not stored[s, t]:
                         continue
-                    value = self._load(s, t)
-                    if value is not None:
-                        self._remember((s, t), value)
+                    entry = self._load(s, t)
+                    if entry is not None:
+                        self._remember((s, t), entry)
                         loaded += 1
         return loaded
 
     def is_done(self) -> np.ndarray:
-        """(n_slices, n_tiles) bool: stored (published) embeddings."""
+        """(n_slices, n_tiles) bool: stored (published) embeddings (from memory: cheap)."""
         return self.store.done()
 
 
