@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_sam._qt.models import ModelChoice
     from napari_sam._qt.widget import SamWidget
     from napari_sam.model.download import default_weights
+    from napari_sam.model_choice import ModelChoice
     from napari_sam.training.synthetic import synthetic_nuclei
 
     app = QApplication.instance() or QApplication([])

@@ -8,8 +8,9 @@ same public transforms. Its
 "mask" of a prompt: discs of ``radius`` model-input pixels around the positive points, the
 box filled, the dense mask prompt added, discs around negative points removed. Like the
 real model, a non-finite coordinate reaching it gives NaN logits and NaN scores (so a test
-sees it). ``delay`` seconds per encode, spread over ``steps`` modules: the widget's cancel
-hooks (one check per encoder module) can stop it half way.
+sees it). ``delay`` seconds per encode, spread over ``steps`` modules, each preceded by a
+job cancel check (:func:`napari_sam.jobs.checkpoint`, as the real encoders' blocks): a
+cancelled job stops it half way.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_sam.jobs import checkpoint
 from napari_sam.model.config import SamConfig, ViTEncoderConfig
 from napari_sam.predictor import Predictor
 from napari_sam.transforms import Geometry, boxes_to_model, mask_to_logits, points_to_model
@@ -55,7 +57,9 @@ class _PoolEncoder(nn.Module):
         self.scale = nn.Parameter(torch.arange(1, FEATURES + 1, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.steps(x)
+        for step in self.steps:
+            checkpoint()
+            x = step(x)
         pooled = nn.functional.avg_pool2d(x.mean(1, keepdim=True), 16)
         return pooled * self.scale.view(1, -1, 1, 1)
 

@@ -106,20 +106,8 @@ def write_mask(
     replace: bool = True,
 ) -> int:
     """Write ``mask`` into ``labels[index]`` in place (module rules); returns the number of
-    pixels changed. Touches only the mask's bounding box (and, with ``replace``, the
-    object's old pixels). labels: (..., H, W) integer numpy array."""
-    index = tuple(int(i) for i in index)
-    _check(labels, mask, label_id, index)
-    plane = labels[index]
-    changed = 0
-    if replace:
-        old = plane == label_id
-        r0, c0, r1, c1 = mask.bbox
-        old[r0:r1, c0:c1] &= ~mask.crop
-        changed += int(np.count_nonzero(old))
-        plane[old] = 0
-    r0, c0, r1, c1 = mask.bbox
-    window = plane[r0:r1, c0:c1]
-    sel = _paint_selection(window, mask.crop, label_id, overwrite)
-    window[sel] = label_id
-    return changed + int(np.count_nonzero(sel))
+    pixels changed: :func:`plan_write` then :func:`apply_edit`. labels: (..., H, W) integer
+    numpy array."""
+    edit = plan_write(labels, mask, label_id, index=index, overwrite=overwrite, replace=replace)
+    apply_edit(labels, edit)
+    return edit.n_changed

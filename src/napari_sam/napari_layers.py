@@ -42,7 +42,7 @@ def current_index(image_layer: Image, viewer: napari.Viewer | None = None) -> tu
     if viewer.dims.ndisplay != 2:
         raise ValueError("segmenting needs the 2D view (the viewer shows 3D)")
     data_point = _world_to_data(image_layer, np.asarray(viewer.dims.point))
-    shape = _spatial_shape(image_layer)
+    shape = spatial_shape(image_layer)
     return tuple(int(np.clip(round(x), 0, n - 1)) for x, n in zip(data_point[:-2], shape[:-2]))
 
 
@@ -81,7 +81,7 @@ def prompts_from_shapes_layer(
 ) -> list[Prompt]:
     """One prompt per shape on the displayed slice: rectangles as boxes; polygons, ellipses
     and paths as a box plus their rasterised mask."""
-    rows_cols = tuple(_spatial_shape(image_layer)[-2:])
+    rows_cols = tuple(spatial_shape(image_layer)[-2:])
     prompts = []
     for vertices, kind in zip(shapes_layer.data, shapes_layer.shape_type):
         pix = to_image_pixels(shapes_layer, np.asarray(vertices), image_layer, viewer)
@@ -146,11 +146,13 @@ def _world_to_data(layer, world: np.ndarray) -> np.ndarray:
     return np.asarray(layer.world_to_data(world), dtype=np.float64)
 
 
-def _spatial_shape(image_layer) -> tuple[int, ...]:
+def spatial_shape(image_layer) -> tuple[int, ...]:
+    """The image layer's pixel grid ``(*leading, H, W)``: channels of RGB data left out,
+    level 0 of multiscale data."""
     data = image_layer.data[0] if getattr(image_layer, "multiscale", False) else image_layer.data
     shape = tuple(data.shape)
     return shape[:-1] if getattr(image_layer, "rgb", False) else shape
 
 
 def _spatial_ndim(image_layer) -> int:
-    return len(_spatial_shape(image_layer))
+    return len(spatial_shape(image_layer))

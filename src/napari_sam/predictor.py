@@ -185,6 +185,10 @@ class Predictor:
         self._states: list[tuple[weakref.ref, ImageState]] = []  # most recent last
         #: why the model moved to the CPU (accelerator out of memory), or None
         self.fallback_note: str | None = None
+        #: warn (:class:`AcceleratorFallbackWarning`) when the model moves to the CPU; a GUI
+        #: that reports :attr:`fallback_note` itself turns this off (changing the process's
+        #: warning filters from a worker thread is not thread safe)
+        self.warn_on_fallback = True
 
     @classmethod
     def load(
@@ -254,7 +258,8 @@ class Predictor:
             f"the accelerator ran out of memory ({reason}); the model now runs on the CPU "
             "(slower). Choose a smaller model or free GPU memory, then choose the GPU again."
         )
-        warnings.warn(self.fallback_note, AcceleratorFallbackWarning, stacklevel=3)
+        if self.warn_on_fallback:
+            warnings.warn(self.fallback_note, AcceleratorFallbackWarning, stacklevel=3)
 
     @torch.inference_mode()
     def predict(

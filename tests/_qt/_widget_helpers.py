@@ -82,7 +82,7 @@ def use_disc_model(widget, **kwargs):
     positive points and filled boxes. Widget tests then check the widget, not how far the
     bundled model's training has come (tests/training/test_bundled.py checks that). Keyword
     arguments go to :class:`stub_sam.DiscSam` (its input size sets the default tiling)."""
-    from napari_sam._qt.models import ModelChoice
+    from napari_sam.model_choice import ModelChoice
     from stub_sam import disc_predictor
 
     def load(device, precision):

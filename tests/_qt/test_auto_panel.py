@@ -12,7 +12,7 @@ LOOSE = AutoMaskConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_t
 
 
 class FakeEngine:
-    """The two methods a panel uses (see napari_sam._qt.engine.Engine)."""
+    """The two methods a panel uses (see napari_sam.panel_contract.Engine)."""
 
     def __init__(self, predictor, layer):
         self._predictor, self._layer = predictor, layer
@@ -98,3 +98,28 @@ def test_cancel_stops_and_adds_nothing(setup, qtbot):
     assert steps and steps[-1][0] < steps[-1][1]
     assert panel.status.text() == "Cancelled." and panel.run_button.isEnabled()
     assert not panel.cancel_button.isEnabled()
+
+
+def test_the_displayed_slice_of_a_translated_layer_under_an_extra_viewer_axis(
+    make_napari_viewer, tiny_sam, qtbot
+):
+    """The slice is the one on screen in the layer's own data coordinates: the layer is
+    moved 2 slices along z and the viewer has a 4th axis from another layer."""
+    import numpy as np
+
+    from napari_sam.predictor import Predictor
+    from napari_sam.training.synthetic import synthetic_nuclei
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 6, 64, 64), np.float32), name="time lapse")  # t, z, y, x
+    data = np.zeros((4, 64, 64), np.float32)
+    data[1] = synthetic_nuclei((64, 64), seed=0).image
+    layer = viewer.add_image(data, name="nuclei", translate=(2, 0, 0))
+    panel = AutoPanel(viewer, FakeEngine(Predictor(tiny_sam), layer))
+    panel.set_config(LOOSE)
+    viewer.dims.set_current_step(1, 3)  # world z 3 = the layer's slice 1
+    with qtbot.waitSignal(panel.finished, timeout=120_000) as done:
+        panel.run_button.click()
+    labels = done.args[0].data
+    assert labels.shape == (4, 64, 64)
+    assert labels[1].max() >= 1 and not np.delete(labels, 1, axis=0).any()

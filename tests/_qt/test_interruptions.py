@@ -14,7 +14,7 @@ import torch
 from _widget_helpers import dock, store_ready
 from qtpy.QtCore import Qt, QThreadPool
 
-from napari_sam._qt.models import ModelChoice
+from napari_sam.model_choice import ModelChoice
 from stub_sam import DiscSam, OnAcceleratorPredictor, disc_predictor, fail_first_encodes
 
 LEFT = Qt.MouseButton.LeftButton

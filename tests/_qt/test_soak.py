@@ -16,7 +16,7 @@ import numpy as np
 from _widget_helpers import dock
 from qtpy.QtCore import Qt, QThreadPool
 
-from napari_sam._qt.models import ModelChoice
+from napari_sam.model_choice import ModelChoice
 from stub_sam import disc_predictor
 
 CYCLES = int(os.environ.get("SOAK_CYCLES", 1000))

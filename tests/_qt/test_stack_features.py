@@ -16,7 +16,7 @@ import pytest
 from _widget_helpers import EMBED_TIMEOUT_MS, add_point, dock, embed, store_ready
 from qtpy.QtCore import Qt, QThreadPool
 
-from napari_sam._qt.models import ModelChoice
+from napari_sam.model_choice import ModelChoice
 from stub_sam import disc_predictor
 
 LEFT = Qt.MouseButton.LeftButton

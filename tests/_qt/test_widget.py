@@ -137,7 +137,7 @@ def test_boxes_become_objects_in_one_commit(make_napari_viewer, qtbot, nuclei_tr
 
 
 def test_a_large_object_then_a_small_one_show_exactly(make_napari_viewer, qtbot):
-    from napari_sam._qt.controller import WHOLE_REFRESH_PIXELS
+    from napari_sam.layer_binding import WHOLE_REFRESH_PIXELS
 
     viewer, widget = _sample_2d(make_napari_viewer, qtbot)
     use_disc_model(widget, image_size=512, radius=4)  # one tile, like the bundled model

@@ -1,6 +1,6 @@
 """The "Segment everything" panel: settings, Run / Cancel with progress, result as Labels.
 
-Runs against an :class:`~napari_sam._qt.engine.Engine`; when the engine offers
+Runs against an :class:`~napari_sam.panel_contract.Engine`; when the engine offers
 ``embeddings_opener`` (the Segment Anything widget does), its embeddings are reused. The form
 is built from :class:`~napari_sam.automatic.AutoMaskConfig`'s fields (one spin box
 each, range and help from the field metadata) and a preset picker; nothing here lists the
@@ -32,11 +32,13 @@ from qtpy.QtWidgets import (
 
 from napari_sam._qt.workers import WorkFailed
 from napari_sam.automatic.config import PRESETS, AutoMaskConfig
+from napari_sam.jobs import Busy, Cancelled, Job, cancellable
+from napari_sam.napari_layers import current_index, spatial_shape
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_sam._qt.engine import Engine
+    from napari_sam.panel_contract import Engine
 
 
 def _label(name: str) -> str:
@@ -55,6 +57,8 @@ class AutoPanel(QWidget):
         super().__init__(parent)
         self.viewer, self.engine = viewer, engine
         self.worker = None
+        self.job: Job | None = None  # the running segmentation's own job (cancel token)
+        self._scheduler = None
         layout = QVBoxLayout(self)
         self.preset = QComboBox()
         self.preset.addItems(list(PRESETS))
@@ -124,12 +128,23 @@ class AutoPanel(QWidget):
             self.status.setText("Choose an image layer first.")
             return
         data = layer.data[0] if layer.multiscale else layer.data
-        lead = layer.ndim - 2  # napari's ndim leaves out the RGB axis
+        lead = len(spatial_shape(layer)) - 2
         index: tuple[int, ...] = ()
         if lead > 0 and not self.whole_stack.isChecked():
-            index = tuple(int(i) for i in self.viewer.dims.current_step[:lead])
+            try:  # the displayed slice in the layer's own data coordinates
+                index = current_index(layer, self.viewer)
+            except ValueError as exc:
+                self.status.setText(str(exc))
+                return
             data = data[index]
         config, engine = self.config(), self.engine
+        scheduler = getattr(engine, "scheduler", None)
+        try:
+            job = scheduler.start("auto") if scheduler is not None else Job("auto")
+        except Busy as exc:
+            self.status.setText(str(exc))
+            return
+        self.job, self._scheduler = job, scheduler
         limits = tuple(float(v) for v in layer.contrast_limits)
         rgb = bool(layer.rgb)
         # the engine's own embeddings when it shares them (no slice is embedded twice)
@@ -138,18 +153,23 @@ class AutoPanel(QWidget):
 
         @thread_worker
         def work():
-            try:
-                predictor = engine.predictor()
-                embeddings = opener(predictor) if opener is not None else None
-                return (yield from segment_everything_steps(
-                    predictor, data, config, rgb=rgb, contrast_limits=None if rgb else limits,
-                    embeddings=embeddings))  # fmt: skip
-            except RuntimeError as exc:  # superqt drops RuntimeErrors without a signal
-                raise WorkFailed(exc) from exc
+            with cancellable(job.token):
+                try:
+                    predictor = engine.predictor()
+                    embeddings = opener(predictor) if opener is not None else None
+                    labels = yield from segment_everything_steps(
+                        predictor, data, config, rgb=rgb,
+                        contrast_limits=None if rgb else limits, embeddings=embeddings)  # fmt: skip
+                except Cancelled:
+                    return None
+                except RuntimeError as exc:  # superqt drops RuntimeErrors without a signal
+                    raise WorkFailed(exc) from exc
+            # counted here, not on the GUI thread (a whole stack's labels)
+            return labels, int(np.count_nonzero(np.unique(labels)))
 
         self.worker = work()
         self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(lambda labels: self._on_done(layer, labels, index))
+        self.worker.returned.connect(lambda found: self._on_done(layer, found, index))
         self.worker.errored.connect(self._on_error)
         self.worker.aborted.connect(self._on_aborted)
         self.run_button.setEnabled(False)
@@ -159,9 +179,11 @@ class AutoPanel(QWidget):
         self.worker.start()
 
     def cancel(self) -> None:
-        """Stop the running segmentation between two steps; nothing is added."""
+        """Stop the running segmentation (within one encoder block); nothing is added.
+        Only this panel's job stops."""
         if self.worker is not None:
             self.status.setText("Cancelling...")
+            self.job.cancel()
             self.worker.quit()
 
     def _on_progress(self, step: tuple[int, int]) -> None:
@@ -171,20 +193,25 @@ class AutoPanel(QWidget):
         self.status.setText(f"Segmenting: step {done} of {total}")
 
     def _idle(self) -> None:
+        if self._scheduler is not None and self.job is not None:
+            self._scheduler.finish(self.job)
+        self.job = None
         self.worker = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
 
-    def _on_done(self, layer, labels: np.ndarray, index: tuple[int, ...]) -> None:
-        spatial_shape = layer.data[0].shape if layer.multiscale else layer.data.shape
-        spatial_shape = spatial_shape[:-1] if layer.rgb else spatial_shape
+    def _on_done(self, layer, found, index: tuple[int, ...]) -> None:
+        """``found``: (labels, number of objects) from the worker, None when cancelled."""
+        if found is None:
+            self._on_aborted()
+            return
+        labels, n = found
         if index:
-            full = np.zeros(spatial_shape, dtype=np.int32)
+            full = np.zeros(spatial_shape(layer), dtype=np.int32)
             full[index] = labels
             labels = full
-        n = int(np.count_nonzero(np.unique(labels)))
         if n == 0:
             self._idle()
             config = self.config()

@@ -5,20 +5,20 @@ store made by ``napari-sam embed``, and the status line.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from napari_sam._qt.controller import spatial_shape
 from napari_sam._qt.model_panel import IN_MEMORY
-from napari_sam._qt.stack_session import StackRequest, StoreRefused
 from napari_sam._qt.workers import Embedded, Notice, Progress, start_embedding
+from napari_sam.jobs import Busy
+from napari_sam.layer_embeddings import StackRequest, StoreRefused
+from napari_sam.napari_layers import spatial_shape
 
 
 class EmbeddingControl:
     """Mixin of :class:`~napari_sam._qt.widget.SamWidget`: runs embeddings into the widget's
-    ``embeddings`` (an :class:`~napari_sam._qt.stack_session.EmbeddingSession`) with its
+    ``embeddings`` (an :class:`~napari_sam.layer_embeddings.LayerEmbeddings`) with its
     ``models``, drives the Embed / Cancel buttons, the progress bar and the status line."""
 
     # ------------------------------------------------------------------ embedding
@@ -97,9 +97,20 @@ class EmbeddingControl:
             self._after_embed = True
         if self._embed_worker is not None:
             return
-        self._cancel = threading.Event()
+        try:
+            job = self.jobs.start("embed")
+        except Busy as exc:
+            self._after_embed = False
+            if decode_after:  # a prompt: decoded when the other job ends (it may embed it)
+                self._preview_waits = True
+                self._last_embed_note = f"preview waits: {exc}"
+                self._update_status()
+            else:
+                show_warning(str(exc))
+            return
+        self._embed_job = job
         worker = start_embedding(
-            self.models.predictor, self.embeddings, self._request(), list(indices), self._cancel
+            self.models.predictor, self.embeddings, self._request(), list(indices), job.token
         )
         worker.yielded.connect(self._on_embed_step)
         worker.errored.connect(self._on_embed_error)
@@ -118,7 +129,7 @@ class EmbeddingControl:
         if self._embed_worker is None:
             return
         self._after_embed = False
-        self._cancel.set()
+        self._embed_job.cancel()
         self._embed_worker.quit()
         self._last_embed_note = "embedding cancelled"
 
@@ -154,6 +165,8 @@ class EmbeddingControl:
             self._opening_store = False
             self._opened_store()
         self._embed_worker = None
+        self.jobs.finish(self._embed_job)
+        self._embed_job = None
         self.embed_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.progress.setVisible(False)
@@ -161,6 +174,16 @@ class EmbeddingControl:
         self.embedding_finished.emit()
         if self._after_embed:
             self._after_embed = False
+            self.request_preview()
+        self._resume_waiting_preview()
+
+    def _resume_waiting_preview(self) -> None:
+        """Decode the prompts that waited while another job held the encoder."""
+        if self._preview_waits and not self.jobs.running("embed") and not self.jobs.running(
+            "propagate"
+        ):
+            self._preview_waits = False
+            self._last_embed_note = ""
             self.request_preview()
 
     @property

@@ -9,7 +9,7 @@ dropped, and commit refuses while a newer decode (``_requested``) is on its way.
 
 from __future__ import annotations
 
-from napari.utils.notifications import show_error, show_warning
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_sam._qt.workers import DecodeJob, DecodeResult
 
@@ -76,14 +76,19 @@ class LivePreview:
             # a newer decode is on its way: commit what the prompts say, not a stale mask
             show_warning("The preview is still updating; commit again in a moment.")
             return []
+        refine, chosen = self.refine_spin.value(), self.label_spin.value()
+        joins = not refine and chosen and self.controller.has_label(chosen)
         try:
-            ids = self.controller.commit(self.refine_spin.value() or self.label_spin.value())
+            ids = self.controller.commit(refine or chosen, replace=bool(refine))
         except ValueError as exc:
             show_error(str(exc))
             return []
         if not ids:
             show_warning("Nothing to commit: add a point or a box first.")
             return []
+        if joins:
+            show_info(f"Label {chosen} already existed: the new pixels were added to it and "
+                      "its other pixels kept (to redraw an object, refine it).")  # fmt: skip
         self._valid_from = self._generation = self._generation + 1
         self.label_spin.setValue(0)
         self.refine_spin.setValue(0)

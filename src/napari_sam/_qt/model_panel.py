@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_sam._qt.layer_combo import LayerCombo
-from napari_sam._qt.models import ModelChoice, describe, file_choice, registry_choices
+from napari_sam.model_choice import ModelChoice, describe, file_choice, registry_choices
 
 FROM_FILE = "from file..."
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -36,7 +36,7 @@ IN_MEMORY = "in memory only"
 class ModelPanel:
     """Mixin of :class:`~napari_sam._qt.widget.SamWidget`: builds the model section and
     follows its pickers. Uses the widget's ``models`` (a
-    :class:`~napari_sam._qt.models.ModelHolder`), ``controller`` and ``_folder``."""
+    :class:`~napari_sam.model_choice.ModelHolder`), ``controller`` and ``_folder``."""
 
     def _build_model_box(self, viewer) -> QGroupBox:
         """The "Image and model" group box (its widgets become attributes of the widget)."""

@@ -7,15 +7,14 @@ evidence doubts: pick one, go there, re-prompt it, and the correction carries on
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton
 
-from napari_sam._qt.controller import spatial_shape
-from napari_sam._qt.through_stack import annotations_along, continuation, summary
 from napari_sam._qt.workers import Progress, start_propagation
+from napari_sam.jobs import Busy
+from napari_sam.napari_layers import spatial_shape
+from napari_sam.stack_prompting import annotations_along, continuation, summary
 from napari_sam.transforms import ObjectMask
 
 
@@ -138,16 +137,24 @@ class StackPropagation:
                                               if k != axis)  # fmt: skip
             if same_line:
                 directions = continuation(index[axis], source)
-        self._propagation_cancel = cancel = threading.Event()
+        try:
+            job = self.jobs.start("propagate")
+        except Busy as exc:
+            show_warning(f"Cannot segment through the stack now: {exc}")
+            return
+        self._propagation_job = job
         config = PropagationConfig(zoom=self.zoom_combo.currentText(), directions=directions,
                                    multimask=self.multimask_combo.currentText())  # fmt: skip
         worker = start_propagation(self.models.predictor, self.embeddings, self._request(),
-                                   annotations, slices, config, cancel)  # fmt: skip
+                                   annotations, slices, config, job.token)  # fmt: skip
         negatives = [p for p, prompt in annotations.items() if is_stop(prompt)]
-        job = (c.output, index, axis, self.axis_combo.currentText(), lead_shape[axis], negatives,
-               directions)
+        # the label id is the one chosen now: changing the pickers while it runs changes
+        # nothing (0: the next free id when the object is written)
+        chosen = refine or self.label_spin.value()
+        where = (c.output, index, axis, self.axis_combo.currentText(), lead_shape[axis],
+                 negatives, directions, chosen)  # fmt: skip
         worker.yielded.connect(self._on_propagate_step)
-        worker.returned.connect(lambda result: self._on_propagated(result, *job))
+        worker.returned.connect(lambda result: self._on_propagated(result, *where))
         worker.errored.connect(lambda exc: show_error(f"Segmenting through the stack "
                                                       f"failed: {exc}"))  # fmt: skip
         worker.finished.connect(self._on_propagation_finished)
@@ -163,7 +170,7 @@ class StackPropagation:
         """Stop the running propagation; the output layer is left as it was."""
         if self._propagation is None:
             return
-        self._propagation_cancel.set()
+        self._propagation_job.cancel()
         self._propagation.quit()
 
     @property
@@ -177,21 +184,22 @@ class StackPropagation:
         self._update_status()
 
     def _on_propagated(self, result, output, index, axis, axis_name, n, negatives,
-                       directions="both") -> None:  # fmt: skip
+                       directions="both", chosen=0) -> None:  # fmt: skip
         """Write ``result`` (a :class:`~napari_sam.volume.Propagation`: positions along
         ``axis``, one :class:`~napari_sam.transforms.ObjectMask` of the plane each; None when
         cancelled) into ``output`` as one object. ``index``: the leading-axes index of the
         slice prompted; ``n``: the length of ``axis``; ``negatives``: positions with only
         negative points; ``directions``: "forward" / "backward" when this carries a correction
-        on, whose object then also leaves the slices beyond where the correction stopped."""
-        if result is None or self._propagation_cancel.is_set():
+        on, whose object then also leaves the slices beyond where the correction stopped;
+        ``chosen``: the label id picked when it started (0: the next free one now)."""
+        if result is None or self._propagation_job.cancelled:
             return  # cancelled: said when the worker finishes
         c = self.controller
         if output is not c.output or output not in self._viewer.layers:
             show_error("The output layer changed while segmenting through the stack; "
                        "nothing was written.")  # fmt: skip
             return
-        label_id = self.refine_spin.value() or self.label_spin.value() or c.next_free_id()
+        label_id = chosen or c.next_free_id()
         planes = []
         masks = dict(zip(result.positions, result.masks))
         if directions != "both" and result.positions:
@@ -250,11 +258,13 @@ class StackPropagation:
         self.refine_spin.setValue(label)
 
     def _on_propagation_finished(self) -> None:
-        if self._propagation_cancel.is_set():
+        if self._propagation_job.cancelled:
             show_info("Segmenting through the stack was cancelled; nothing was written.")
+        self.jobs.finish(self._propagation_job)
         self._propagation = None
         self.propagate_progress.setVisible(False)
         self.propagate_cancel_button.setVisible(False)
         self.propagate_button.setEnabled(self.axis_combo.count() > 0)
         self._update_status()
         self.propagation_finished.emit()
+        self._resume_waiting_preview()

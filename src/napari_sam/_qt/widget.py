@@ -4,8 +4,8 @@ Layout: the model section (image layer, model, device, precision, where embeddin
 kept, Embed / Cancel with a progress bar, a status line), then the prompt section
 (negative-point toggle, label id, output layer, refine, Clear / Commit, segment through the
 stack along a chosen axis, with its own progress bar and Cancel). Logic on layers lives in
-:class:`~napari_sam._qt.controller.SegmentController`; embeddings in
-:class:`~napari_sam._qt.stack_session.EmbeddingSession` (one store per image and model, shared
+:class:`~napari_sam.layer_binding.LayerBinding`; embeddings in
+:class:`~napari_sam.layer_embeddings.LayerEmbeddings` (one store per image and model, shared
 by 2D, stacks, tiles, propagation and the Automatic tab); slow work runs on workers
 (:mod:`napari_sam._qt.workers`). Keys on the prompt layers: ``C`` commit, ``Shift-C``
 clear, ``N`` toggle negative points, ``Shift-S`` segment through the stack.
@@ -22,7 +22,6 @@ layout around them and the viewer and layer events.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,15 +31,17 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
 
 from napari_sam._qt.auto_panel import AutoPanel
-from napari_sam._qt.controller import SegmentController, spatial_shape
 from napari_sam._qt.embedding_control import EmbeddingControl
 from napari_sam._qt.live_preview import LivePreview
 from napari_sam._qt.model_panel import ModelPanel
-from napari_sam._qt.models import ModelHolder
 from napari_sam._qt.prompt_panel import PromptPanel
 from napari_sam._qt.stack_propagation import StackPropagation
-from napari_sam._qt.stack_session import EmbeddingSession, OneSlice
 from napari_sam._qt.workers import LiveDecoder
+from napari_sam.jobs import Job, Scheduler
+from napari_sam.layer_binding import LayerBinding
+from napari_sam.layer_embeddings import LayerEmbeddings, OneSlice
+from napari_sam.model_choice import ModelHolder
+from napari_sam.napari_layers import spatial_shape
 
 if TYPE_CHECKING:
     import napari
@@ -59,7 +60,7 @@ def _disconnector(emitter, callback):
 
 
 class WidgetEngine:
-    """The :class:`~napari_sam._qt.engine.Engine` of a :class:`SamWidget`: the model and
+    """The :class:`~napari_sam.panel_contract.Engine` of a :class:`SamWidget`: the model and
     image layer chosen in its pickers (for panels such as the automatic segmentation)."""
 
     def __init__(self, widget: SamWidget) -> None:
@@ -68,6 +69,12 @@ class WidgetEngine:
     def predictor(self) -> Predictor:
         """Load (on first use; call from a worker thread) and return the chosen model."""
         return self._widget.models.predictor()
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The widget's :class:`~napari_sam.jobs.Scheduler`: a panel starts its jobs there,
+        so jobs that may not overlap (embedding, propagation, automatic) never do."""
+        return self._widget.jobs
 
     def image_layer(self) -> Image | None:
         """The image layer chosen in the widget (GUI thread)."""
@@ -110,16 +117,17 @@ class SamWidget(ModelPanel, EmbeddingControl, PromptPanel, LivePreview, StackPro
         # viewer itself (through its public API only).
         napari_viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self._viewer = napari_viewer
-        self.controller = SegmentController(napari_viewer)
+        self.controller = LayerBinding(napari_viewer)
         self.models = ModelHolder()
         self.engine = WidgetEngine(self)
-        self.embeddings = EmbeddingSession()
+        self.embeddings = LayerEmbeddings()
         self._folder: Path | None = None  # keep a store per image there (None: in memory)
         self._store: tuple[Image, Path] | None = None  # a store the user opened, per image
         self._store_before: tuple[Image, Path] | None = None  # restored if it is refused
         self._opening_store = False
+        self.jobs = Scheduler()  # which background jobs run, each with its own cancel
         self._propagation = None  # the running propagation worker
-        self._propagation_cancel = threading.Event()
+        self._propagation_job: Job | None = None
         self._axis_followed = True  # the axis picker follows the slider last moved
         self.decoder = LiveDecoder(self)
         self.decoder.decoded.connect(self._on_decoded)
@@ -129,8 +137,9 @@ class SamWidget(ModelPanel, EmbeddingControl, PromptPanel, LivePreview, StackPro
         self._applied = -1
         self._requested = -1  # generation of the latest decode submitted
         self._embed_worker = None
-        self._cancel = threading.Event()
+        self._embed_job: Job | None = None
         self._after_embed = False
+        self._preview_waits = False  # a prompt waits for another job to embed its slice
         self._last_embed_note = ""
         self._watched_image: Image | None = None
         self._build()
@@ -201,8 +210,8 @@ class SamWidget(ModelPanel, EmbeddingControl, PromptPanel, LivePreview, StackPro
             if layer is self.controller.points or layer is self.controller.shapes:
                 self._bind_keys(layer)
                 layer.events.data.connect(self._on_prompt_data)
-            if layer is self.controller.output:
-                self.output_combo.set_layer(layer)
+        if self.controller.output is not None:  # this image's own output layer
+            self.output_combo.set_layer(self.controller.output)
         if self.controller.points is not None and made:
             self._viewer.layers.selection.active = self.controller.points
             self.controller.points.mode = "add"

@@ -4,9 +4,6 @@ object through a stack axis (:func:`propagate_object`)."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -14,17 +11,14 @@ import numpy as np
 from napari.qt.threading import FunctionWorker, GeneratorWorker, create_worker
 from qtpy.QtCore import QObject, Signal
 
-from napari_sam._qt.stack_session import EmbeddingSession, StackRequest
-from napari_sam.predictor import AcceleratorFallbackWarning, Predictor
+from napari_sam.jobs import Cancelled, CancelToken, cancellable
+from napari_sam.layer_embeddings import LayerEmbeddings, StackRequest
+from napari_sam.predictor import Predictor
 from napari_sam.prompts import Prompt
 from napari_sam.stack import embed_tile
 from napari_sam.tiled import TiledEmbeddings, segment_plane
 from napari_sam.transforms import ObjectMask
 from napari_sam.volume import Propagation, PropagationConfig, propagate
-
-
-class Cancelled(Exception):
-    """Raised inside the image encoder when the user cancelled the embedding."""
 
 
 class WorkFailed(Exception):
@@ -70,36 +64,27 @@ class Embedded:
     index: tuple[int, ...]
 
 
-@contextlib.contextmanager
-def _abort_on(model, cancel: threading.Event):
-    """Check ``cancel`` before every module of the image encoder runs: a cancelled
-    embedding stops within one block instead of running to the end."""
-
-    def check(_module, _inputs):
-        if cancel.is_set():
-            raise Cancelled
-
-    encoder = getattr(model, "image_encoder", None)
-    handles = [m.register_forward_pre_hook(check) for m in encoder.modules()] if encoder else []
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def embed_slices(
     get_predictor: Callable[[], Predictor],
-    session: EmbeddingSession,
+    session: LayerEmbeddings,
     request: StackRequest,
     indices: Sequence[tuple[int, ...]],
-    cancel: threading.Event,
+    token: CancelToken,
 ) -> Iterator[Progress | Embedded | Notice]:
-    """Load the model, open the embeddings (:meth:`EmbeddingSession.stack_for`), then embed
+    """Load the model, open the embeddings (:meth:`LayerEmbeddings.stack_for`), then embed
     every tile of slice ``data[index]`` not yet stored, for each index in order, yielding
     :class:`Progress` before each step and :class:`Embedded` after each slice (after a
     :class:`Notice` when the model had to move to the CPU). Slices are read one window at a
-    time from the layer's array (numpy, dask, zarr)."""
+    time from the layer's array (numpy, dask, zarr). Stops within one encoder block when
+    ``token`` (this job's own) is cancelled."""
+    with cancellable(token):
+        try:
+            yield from _embed_steps(get_predictor, session, request, indices)
+        except Cancelled:
+            return
+
+
+def _embed_steps(get_predictor, session, request, indices):
     total = len(indices) + 1
     yield Progress(0, total, "loading the model")
     predictor = get_predictor()
@@ -112,13 +97,7 @@ def embed_slices(
             part = f" tile {k + 1} / {len(todo)}" if stack.grid.n_tiles > 1 else ""
             yield Progress(n, total, f"embedding{where}{part}")
             note = predictor.fallback_note
-            try:
-                with _abort_on(predictor.model, cancel), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", AcceleratorFallbackWarning)  # a Notice
-                    embed_tile(stack.source, stack.grid, stack.embedder, stack.store, flat,
-                               int(tile))  # fmt: skip
-            except Cancelled:
-                return
+            embed_tile(stack.source, stack.grid, stack.embedder, stack.store, flat, int(tile))
             if predictor.fallback_note != note:
                 yield Notice(f"Embedding: {predictor.fallback_note}")
         yield Embedded(request.key, tuple(index))
@@ -163,11 +142,9 @@ def _decode(job: DecodeJob) -> DecodeResult:
     """Each prompt through :func:`~napari_sam.tiled.segment_plane` (the one 2D / tiled path)."""
     note = job.predictor.fallback_note
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AcceleratorFallbackWarning)  # the notice
-            masks = tuple(segment_plane(job.embeddings, job.predictor, job.slice_index, p,
-                                        zoom=job.zoom, multimask=job.multimask).mask
-                          for p in job.prompts)  # fmt: skip
+        masks = tuple(segment_plane(job.embeddings, job.predictor, job.slice_index, p,
+                                    zoom=job.zoom, multimask=job.multimask).mask
+                      for p in job.prompts)  # fmt: skip
     except RuntimeError as exc:
         raise WorkFailed(exc) from exc
     moved = job.predictor.fallback_note
@@ -213,29 +190,30 @@ class LiveDecoder(QObject):
 
 def propagate_object(
     get_predictor: Callable[[], Predictor],
-    session: EmbeddingSession,
+    session: LayerEmbeddings,
     request: StackRequest,
     annotations: dict[int, Prompt],
     slices: Sequence[int],
     config: PropagationConfig,
-    cancel: threading.Event,
+    token: CancelToken,
 ) -> Generator[Progress, None, Propagation | None]:
     """Load the model, open the embeddings, then :func:`napari_sam.volume.propagate` the
     object (slices not embedded yet are embedded on the way), yielding :class:`Progress`
     per slice. Returns the :class:`~napari_sam.volume.Propagation`, or None when cancelled
-    (``cancel`` is checked before every encoder block and after every slice)."""
-    yield Progress(0, 1, "loading the model")
-    predictor = get_predictor()
-    stack = session.stack_for(request, predictor)
-    steps = propagate(stack, predictor, annotations, slices=slices, config=config)
-    with _abort_on(predictor.model, cancel):
+    (``token``, this job's own, is checked before every encoder block and after every
+    slice)."""
+    with cancellable(token):
         try:
+            yield Progress(0, 1, "loading the model")
+            predictor = get_predictor()
+            stack = session.stack_for(request, predictor)
+            steps = propagate(stack, predictor, annotations, slices=slices, config=config)
             while True:
                 try:
                     done, total = next(steps)
                 except StopIteration as end:
                     return end.value
-                if cancel.is_set():
+                if token.cancelled:
                     steps.close()
                     return None
                 yield Progress(done, total, "segmenting slices")

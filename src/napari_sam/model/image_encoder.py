@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from napari_sam.jobs import checkpoint
+
 from .config import ViTEncoderConfig
 from .layers import (
     DEFAULT_QUERY_CHUNK,
@@ -139,5 +141,6 @@ class ImageEncoderViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x) + self.pos_embed  # (B, h, w, C)
         for blk in self.blocks:
+            checkpoint()  # a cancelled job stops here, within one block
             x = blk(x)
         return self.neck(x.permute(0, 3, 1, 2))  # (B, out_chans, h, w)

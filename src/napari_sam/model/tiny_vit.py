@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from napari_sam.jobs import checkpoint
+
 from .config import TinyViTEncoderConfig
 from .layers import LayerNorm2d, window_partition, window_unpartition
 
@@ -104,6 +106,7 @@ class ConvLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
+            checkpoint()  # a cancelled job stops here, within one block
             x = blk(x)
         return x if self.downsample is None else self.downsample(x)
 
@@ -215,6 +218,7 @@ class BasicLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
+            checkpoint()  # a cancelled job stops here, within one block
             x = blk(x)
         return x if self.downsample is None else self.downsample(x)
 

@@ -1,6 +1,6 @@
 """What the widget does with layers, without Qt: prompt layers, prompts, preview, commit.
 
-:class:`SegmentController` holds references to the layers it made or was given (never
+:class:`LayerBinding` holds references to the layers it made or was given (never
 looks them up by name). Coordinates: everything is in the image layer's data pixels; the
 displayed slice is ``index`` (leading data indices, ``()`` for 2D images).
 """
@@ -20,6 +20,7 @@ from napari_sam.napari_layers import (
     prompt_from_labels_layer,
     prompt_from_points_layer,
     prompts_from_shapes_layer,
+    spatial_shape,
     to_image_pixels,
 )
 from napari_sam.prompts import Prompt, points_on_slice
@@ -35,18 +36,11 @@ POSITIVE_SYMBOL = "disc"
 NEGATIVE_SYMBOL = "x"
 
 
-def spatial_shape(image: Image) -> tuple[int, ...]:
-    """The image layer's pixel grid (channels of RGB data left out; level 0 of multiscale)."""
-    data = image.data[0] if image.multiscale else image.data
-    shape = tuple(data.shape)
-    return shape[:-1] if image.rgb else shape
-
-
 # Preview updates over regions larger than this (pixels) write the array and refresh the view.
 WHOLE_REFRESH_PIXELS = 100_000
 
 
-class SegmentController:
+class LayerBinding:
     """The prompt layers, preview and output of interactive segmentation in one viewer."""
 
     def __init__(self, viewer: napari.Viewer) -> None:
@@ -61,6 +55,9 @@ class SegmentController:
         self._shown: tuple[tuple[int, ...], tuple[int, int, int, int]] | None = None
         self.masks: tuple[ObjectMask, ...] = ()
         self.masks_index: tuple[int, ...] | None = None
+        # the output layer of each image used (by id(image)): image B's objects never go
+        # into image A's layer, and coming back to A finds A's again
+        self._outputs: dict[int, Labels] = {}
 
     # ------------------------------------------------------------------ layers
 
@@ -74,6 +71,8 @@ class SegmentController:
     def use_image(self, image: Image | None) -> list:
         """Make ``image`` the one segmented; creates the prompt and preview layers it needs
         (and an output layer if none fits). Returns the layers created."""
+        if self.image is not None and self.output is not None:
+            self._outputs[id(self.image)] = self.output
         self.image = image
         self.masks, self.masks_index, self._shown = (), None, None
         if image is None:
@@ -82,6 +81,7 @@ class SegmentController:
         nd = len(shape)
         where = {"scale": image.scale[-nd:], "translate": image.translate[-nd:]}
         made = []
+        self.output = self._outputs.get(id(image))
         if self.output is None or not self._fits(self.output, shape):
             self.output = self.viewer.add_labels(
                 np.zeros(shape, np.int32), name=f"{image.name} objects", **where
@@ -265,17 +265,26 @@ class SegmentController:
 
     # ------------------------------------------------------------------ commit
 
+    def has_label(self, label_id: int) -> bool:
+        """Whether the output layer holds ``label_id`` on the slice the preview shows."""
+        output = self.output
+        if output is None or self.masks_index is None or output not in self.viewer.layers:
+            return False
+        return bool(np.any(np.asarray(output.data[self.masks_index]) == label_id))
+
     def next_free_id(self) -> int:
         assert self.output is not None
         data = self.output.data
         return int(np.max(data)) + 1 if data.size else 1
 
-    def commit(self, first_id: int = 0) -> list[int]:
+    def commit(self, first_id: int = 0, replace: bool = False) -> list[int]:
         """Write the preview's objects into the output layer as ONE undo step: the first gets
         ``first_id`` (0: the next free id), the others the next free ids after it; pixels of
-        other objects are kept. Then the prompts and preview are cleared. Returns the ids
-        written (empty when the preview is empty). Raises ``ValueError`` when the output
-        layer does not fit the image."""
+        other objects are kept. With ``replace`` (refining object ``first_id``) the first
+        object's old pixels on the slice outside its new mask are cleared; without it an
+        existing ``first_id`` keeps all its pixels and gains the new ones. Then the prompts
+        and preview are cleared. Returns the ids written (empty when the preview is empty).
+        Raises ``ValueError`` when the output layer does not fit the image."""
         masks = [m for m in self.masks if m.area]
         if not masks or self.masks_index is None:
             return []
@@ -296,7 +305,7 @@ class SegmentController:
         for mask in masks:
             while next_id in ids:
                 next_id += 1
-            apply_edit(plane, plan_write(plane, mask, next_id))
+            apply_edit(plane, plan_write(plane, mask, next_id, replace=replace and not ids))
             ids.append(next_id)
             next_id = max(next_id + 1, int(plane.max()) + 1)
         rr, cc = np.nonzero(plane != plane_before)
@@ -317,26 +326,24 @@ class SegmentController:
         if output is None or output not in self.viewer.layers:
             raise ValueError("choose an output labels layer first")
         labels = np.asarray(output.data)
-        lead: list[np.ndarray] = []
-        rows, cols, vals = [], [], []
+        parts: dict[int, list[tuple[np.ndarray, ...]]] = {0: [], label_id: []}
         for index, mask in planes:
             if labels.ndim != len(index) + 2 or labels.shape[len(index) :] != mask.shape:
                 raise ValueError(f"the output layer {output.name!r} is {labels.shape}; it "
                                  "must have the image's shape")  # fmt: skip
             edit = plan_write(labels, mask, label_id, index=index)
-            for where, value in ((edit.clear, 0), (edit.paint, label_id)):
-                n = len(where[-1])
-                lead.append(np.stack(where[:-2], axis=1) if index else np.zeros((n, 0), np.int64))
-                rows.append(where[-2])
-                cols.append(where[-1])
-                vals.append(np.full(n, value, labels.dtype))
-        if not rows or not sum(map(len, rows)):
+            parts[0].append(edit.clear)
+            parts[label_id].append(edit.paint)
+        writes = [(value, tuple(np.concatenate(axis) for axis in zip(*where)))
+                  for value, where in parts.items() if where]  # fmt: skip
+        writes = [(value, ix) for value, ix in writes if len(ix[-1])]
+        if not writes:
             return 0
-        ix = np.concatenate(lead)
-        indices = (*ix.T.astype(np.int64), np.concatenate(rows), np.concatenate(cols))
+        # two writes (cleared, painted) with known values: no np.unique over a whole stack
         with output.block_history():
-            _set_pixels(output, indices, np.concatenate(vals))
-        return len(indices[-1])
+            for n, (value, ix) in enumerate(writes):
+                output.data_setitem(ix, value, refresh=n == len(writes) - 1)
+        return sum(len(ix[-1]) for _, ix in writes)
 
 
 def _set_pixels(layer: Labels, indices: tuple[np.ndarray, ...], values: np.ndarray) -> None:

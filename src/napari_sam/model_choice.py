@@ -75,17 +75,24 @@ def file_choice(path: str | Path) -> ModelChoice:
 
 
 class ModelHolder:
-    """The predictor for the current (choice, device, precision); loads on first use."""
+    """The predictor for the current (choice, device, precision); loads on first use.
+
+    Two locks: ``_state`` guards the two fields and is only ever held for a moment (the GUI
+    thread takes it on every prompt edit), ``_loading`` serialises loads, which may take
+    minutes (a download), on worker threads. The GUI thread never waits for a load.
+    Predictors it loads leave out-of-memory fallbacks to the widget to report (no warning).
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._state = threading.Lock()
+        self._loading = threading.Lock()
         self._wanted: tuple[ModelChoice, str, str] | None = None
         self._loaded: tuple[tuple[ModelChoice, str, str], Predictor] | None = None
 
     def choose(self, choice: ModelChoice, device: str = "auto", precision: str = "auto") -> bool:
         """Select what :meth:`predictor` returns; True if that changed the selection."""
         wanted = (choice, device, precision)
-        with self._lock:
+        with self._state:
             changed = wanted != self._wanted
             self._wanted = wanted
         return changed
@@ -95,20 +102,24 @@ class ModelHolder:
         return self._wanted
 
     def cached(self) -> Predictor | None:
-        """The predictor if the current choice is already loaded, else None (no loading)."""
-        with self._lock:
+        """The predictor if the current choice is already loaded, else None (no loading,
+        no waiting)."""
+        with self._state:
             if self._loaded is not None and self._loaded[0] == self._wanted:
                 return self._loaded[1]
         return None
 
     def predictor(self) -> Predictor:
         """Load (once) and return the chosen predictor. Call from a worker thread."""
-        with self._lock:
-            wanted = self._wanted
-            if wanted is None:
-                raise RuntimeError("choose a model first")
-            if self._loaded is not None and self._loaded[0] == wanted:
-                return self._loaded[1]
+        with self._loading:
+            with self._state:
+                wanted = self._wanted
+                if wanted is None:
+                    raise RuntimeError("choose a model first")
+                if self._loaded is not None and self._loaded[0] == wanted:
+                    return self._loaded[1]
             predictor = wanted[0].load(wanted[1], wanted[2])
-            self._loaded = (wanted, predictor)
+            predictor.warn_on_fallback = False
+            with self._state:
+                self._loaded = (wanted, predictor)
             return predictor

@@ -6,7 +6,7 @@ once into a store (in memory by default, on disk under a *cache folder*, or a st
 ``napari-sam embed`` that the user opened) and prompting, propagation and the automatic panel
 all read it. What to open is decided on the GUI thread (:class:`StackRequest`: layer data,
 contrast, where to keep the store); opening reads the data's fingerprint and may need the
-model, so it happens on a worker (:meth:`EmbeddingSession.stack_for`).
+model, so it happens on a worker (:meth:`LayerEmbeddings.stack_for`).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def open_stack(request: StackRequest, predictor) -> StackEmbeddings:
                                 data_fingerprint=data_id)  # fmt: skip
 
 
-class EmbeddingSession:
+class LayerEmbeddings:
     """The embeddings of the widget's current image and model (thread safe).
 
     :meth:`stack_for` opens them on a worker (once per key); :meth:`current` hands them to

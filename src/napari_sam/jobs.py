@@ -1,0 +1,125 @@
+"""Background jobs without Qt: a cancel token per job, the points where heavy work checks it,
+and the scheduler that decides which jobs may run side by side.
+
+A job runs on its own thread inside :func:`cancellable` with its own :class:`CancelToken`;
+long loops (the image encoder's blocks, propagation's slices) call :func:`checkpoint`,
+which raises :class:`Cancelled` only when *that thread's* token is set. Cancelling one job
+therefore never stops another, even when both share one model: nothing is hooked onto the
+model itself.
+
+:class:`Scheduler` keeps the running jobs by kind. Jobs that use the image encoder and write
+embeddings (``embed``, ``propagate``, ``auto``) run one at a time; decoding a prompt
+(``decode``) runs beside any of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+#: kinds that may not run at the same time as each other (they encode and write embeddings)
+EXCLUSIVE = frozenset({"embed", "propagate", "auto"})
+#: what the user reads when a job must wait for another of these kinds
+DOING = {"embed": "an embedding", "propagate": "segmenting through the stack",
+         "auto": "an automatic segmentation", "decode": "a preview"}  # fmt: skip
+
+
+class Cancelled(Exception):
+    """Raised at a :func:`checkpoint` of a job whose token was cancelled."""
+
+
+class CancelToken:
+    """One job's cancel flag (thread safe)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled
+
+
+_current = threading.local()
+
+
+@contextlib.contextmanager
+def cancellable(token: CancelToken) -> Iterator[CancelToken]:
+    """Make ``token`` the one :func:`checkpoint` checks on this thread, for the block."""
+    before = getattr(_current, "token", None)
+    _current.token = token
+    try:
+        yield token
+    finally:
+        _current.token = before
+
+
+def checkpoint() -> None:
+    """Raise :class:`Cancelled` when the job running on this thread was cancelled (no-op
+    outside :func:`cancellable`: scripts and the CLI)."""
+    token = getattr(_current, "token", None)
+    if token is not None and token.cancelled:
+        raise Cancelled
+
+
+class Busy(Exception):
+    """A job cannot start now: another job it may not overlap is running (the message says
+    which)."""
+
+
+@dataclass(eq=False)
+class Job:
+    """A running job: its ``kind`` (``embed``, ``propagate``, ``auto``, ``decode``) and its
+    own cancel ``token``."""
+
+    kind: str
+    token: CancelToken = field(default_factory=CancelToken)
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.token.cancelled
+
+
+class Scheduler:
+    """The jobs running now, and which may start: at most one of :data:`EXCLUSIVE` kinds at a
+    time; anything else overlaps freely. Thread safe; jobs are started on the GUI thread and
+    finished from their finished signal."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: list[Job] = []
+
+    def start(self, kind: str) -> Job:
+        """A new job of ``kind``, counted as running until :meth:`finish`. Raises
+        :class:`Busy` when a job it may not overlap runs."""
+        with self._lock:
+            if kind in EXCLUSIVE:
+                for other in self._running:
+                    if other.kind in EXCLUSIVE:
+                        raise Busy(f"{DOING[other.kind].capitalize()} is running: wait for it "
+                                   f"or cancel it first.")  # fmt: skip
+            job = Job(kind)
+            self._running.append(job)
+            return job
+
+    def finish(self, job: Job) -> None:
+        """``job`` has ended (completed, failed or cancelled)."""
+        with self._lock:
+            if job in self._running:
+                self._running.remove(job)
+
+    def running(self, kind: str | None = None) -> list[Job]:
+        """The running jobs (of ``kind`` only, when given)."""
+        with self._lock:
+            return [j for j in self._running if kind is None or j.kind == kind]
