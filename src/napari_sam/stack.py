@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -25,8 +24,9 @@ import torch
 
 from napari_sam.embeddings import EmbeddingStore, StoreError, StoreLayout, StoreSignature
 from napari_sam.lazy import SliceSource, content_hash, fingerprint
+from napari_sam.lru import LRU
 from napari_sam.tiling import Box, TileGrid, default_grid
-from napari_sam.zoom import WindowCache
+from napari_sam.zoom import window_cache
 
 E = TypeVar("E")
 _log = logging.getLogger(__name__)
@@ -115,9 +115,9 @@ class StackEmbeddings:
             raise ValueError(f"store layout {store.layout} does not match the data")
         self.source, self.embedder, self.store, self.grid = source, embedder, store, grid
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[int, int], _Cached] = OrderedDict()
+        self._cache: LRU[tuple[int, int], _Cached] = LRU(cache_size)
         self._lock = threading.RLock()
-        self._windows = WindowCache()
+        self._windows = window_cache()
         self.computed = 0  # embeddings computed by this object (not read from the store)
 
     @classmethod
@@ -156,10 +156,7 @@ class StackEmbeddings:
         return cls(source, embedder, store, grid, cache_size)
 
     def _remember(self, key: tuple[int, int], entry: _Cached) -> None:
-        self._cache[key] = entry
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(key, entry)
 
     def _load(self, slice_index: int, tile: int, content: int | None = None) -> _Cached | None:
         """The stored embedding restored, or None if missing (or corrupted: the store warns).
@@ -182,15 +179,13 @@ class StackEmbeddings:
         from; else it is computed again and replaces the stored one."""
         key = (slice_index, tile)
         with self._lock:
-            entry = self._cache.get(key)
+            entry = self._cache.get(key)  # now the most recent
             if entry is not None and entry.checked:
-                self._cache.move_to_end(key)
                 return entry.value
             pixels = self.source.read(slice_index, self.grid[tile].window)
             content = content_hash(pixels)
             if entry is not None and entry.content == content:
                 entry.checked = True
-                self._cache.move_to_end(key)
                 return entry.value
             entry = self._load(slice_index, tile, content)
             if entry is None:
@@ -207,7 +202,7 @@ class StackEmbeddings:
     def window(self, slice_index: int, window: Box) -> Any:
         """The embedding of any ``window`` (row0, col0, row1, col1) of slice ``slice_index``,
         with the tiles' preprocessing; computed here, not stored (a few kept in memory)."""
-        return self._windows.get(
+        return self._windows.get_or_compute(
             (slice_index, window),
             lambda: self.embedder.embed(self.source.read(slice_index, window)),
         )

@@ -16,17 +16,17 @@ process at full precision, no store).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 
+from napari_sam.lru import LRU
 from napari_sam.prompts import PointLabel, Prompt
-from napari_sam.tiling import Box, Tile, TileGrid, grow_across_tiles
+from napari_sam.tiling import Box, Tile, TileGrid, contains, grow_across_tiles, pixel_box
 from napari_sam.transforms import ObjectMask
-from napari_sam.zoom import WindowCache, ZoomConfig, resolve_zoom, zoom_window
+from napari_sam.zoom import ZoomConfig, resolve_zoom, window_cache, zoom_window
 
 
 class TiledEmbeddings(Protocol):
@@ -55,23 +55,22 @@ class WindowEmbeddings:
         self, grid: TileGrid, embed: Callable[[int, Box], Any], cache_size: int = 4
     ) -> None:
         self.grid, self._embed, self.cache_size = grid, embed, cache_size
-        self._cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
-        self._windows = WindowCache()
+        self._cache: LRU[tuple[int, int], Any] = LRU(cache_size)
+        self._windows = window_cache()
         self.computed = 0
 
     def get(self, slice_index: int, tile: int = 0) -> Any:
-        key = (slice_index, tile)
-        if key not in self._cache:
-            self._cache[key] = self._embed(slice_index, self.grid[tile].window)
-            self.computed += 1
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(key)
-        return self._cache[key]
+        return self._cache.get_or_compute((slice_index, tile),
+                                          lambda: self._compute(slice_index, tile))  # fmt: skip
+
+    def _compute(self, slice_index: int, tile: int) -> Any:
+        self.computed += 1
+        return self._embed(slice_index, self.grid[tile].window)
 
     def window(self, slice_index: int, window: Box) -> Any:
         """The embedding of any ``window`` of slice ``slice_index`` (a few kept)."""
-        return self._windows.get((slice_index, window), lambda: self._embed(slice_index, window))
+        return self._windows.get_or_compute((slice_index, window),
+                                            lambda: self._embed(slice_index, window))  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,8 +216,8 @@ def zoom_in(
         return None
     positives = int((prompt.labels == PointLabel.POSITIVE).sum())
     kept = int((local.labels == PointLabel.POSITIVE).sum())
-    box_cut = prompt.box is not None and (local.box is None or not _contains(
-        window, prompt.box))
+    box_cut = prompt.box is not None and (local.box is None or not contains(
+        window, pixel_box(prompt.box)))
     if kept < positives or box_cut or (not len(local.points) and local.box is None):
         return None
     result = predictor.predict(embeddings.window(slice_index, window), local, multimask).masks[0]
@@ -231,12 +230,6 @@ def zoom_in(
     if any(at_edge and inside for at_edge, inside in edges):
         return None
     return ObjectMask(result.crop, (window[0] + r0, window[1] + c0), shape), window
-
-
-def _contains(window: Box, box: np.ndarray) -> bool:
-    """Whether the (row0, col0, row1, col1) ``box`` lies inside ``window`` (pixel centres)."""
-    return bool(box[0] >= window[0] and box[1] >= window[1]
-                and box[2] <= window[2] - 1 and box[3] <= window[3] - 1)
 
 
 def crop_mask(mask: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> ObjectMask:

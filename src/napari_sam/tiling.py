@@ -47,8 +47,17 @@ class Tile:
         return np.asarray(points_rc, dtype=float) + np.array(self.window[:2], dtype=float)
 
 
-def _contains(box: Box, inner: Box) -> bool:
+def contains(box: Box, inner: Box) -> bool:
+    """Whether ``inner`` lies inside ``box``; both (row0, col0, row1, col1) half-open, the
+    convention of every :data:`Box` here."""
     return box[0] <= inner[0] and box[1] <= inner[1] and inner[2] <= box[2] and inner[3] <= box[3]
+
+
+def pixel_box(box) -> Box:
+    """A prompt's box (row0, col0, row1, col1) through pixel centres, its corners on the
+    first and last pixel (as a drawn rectangle gives it), as a half-open :data:`Box` of the
+    pixels it spans (floats kept: a corner between pixels stays there)."""
+    return (box[0], box[1], box[2] + 1, box[3] + 1)
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,7 @@ class TileGrid:
         box = (math.floor(lo[0]), math.floor(lo[1]), math.floor(hi[0]) + 1, math.floor(hi[1]) + 1)
         best, best_margin = centre, -1.0
         for tile in self.tiles:
-            if not _contains(tile.window, box):
+            if not contains(tile.window, box):
                 continue
             margin = min(self._inner_margins(tile, box))
             if margin > best_margin or (margin == best_margin and tile.index == centre):

@@ -11,12 +11,10 @@ default only for models whose encoder is fast on a CPU (:data:`FAST_MODELS`).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from napari_sam.lru import LRU
 from napari_sam.tiling import Box
 
 # Encoders cheap enough to run once per prompt (vit_nano: ~0.05 s per 512 x 512 on a CPU).
@@ -65,24 +63,7 @@ def resolve_zoom(zoom: ZoomConfig | str | None, model_name: str) -> ZoomConfig |
     raise ValueError(f"zoom must be 'auto', 'on', 'off' or a ZoomConfig, got {zoom!r}")
 
 
-class WindowCache:
+def window_cache(size: int = 4) -> LRU[tuple[int, Box], Any]:
     """The last ``size`` zoom-window embeddings, keyed by (slice, window): a prompt edited
-    again (another point on the same object) reuses its window's embedding. Thread safe."""
-
-    def __init__(self, size: int = 4) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[int, Box], Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[int, Box], compute: Callable[[], Any]) -> Any:
-        """The embedding under ``key``, computed with ``compute()`` when not kept."""
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = compute()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
+    again (another point on the same object) reuses its window's embedding."""
+    return LRU(size)
