@@ -3,6 +3,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from napari_sam.image import percentile_limits
 from napari_sam.training.augment import AugmentConfig, augment, normalise
 from napari_sam.training.data import (
     FolderPairs,
@@ -117,3 +118,16 @@ def test_normalise_contrast_limits():
     img = np.arange(1000, dtype=np.uint16).reshape(20, 50)
     out = normalise(img, 0.0, 100.0)
     assert out.min() == 0 and out.max() == 255
+
+
+def test_training_sees_flat_and_nan_images_as_inference_does():
+    """One contrast rule for training and inference: a NaN pixel or a flat crop gives the
+    model the same input in both."""
+    from napari_sam.image import to_model_image
+
+    nan = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    nan[3, 4] = np.nan
+    flat = np.full((16, 16), 7.0, np.float32)
+    for image in (nan, flat):
+        seen = to_model_image(image, contrast_limits=percentile_limits(image))[..., 0]
+        assert np.array_equal(normalise(image), seen)

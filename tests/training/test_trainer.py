@@ -116,3 +116,17 @@ def test_neighbour_negatives_put_a_negative_click_on_the_touching_neighbour(tiny
     # Input frame = image frame here (128 px model input): look the clicks up in labels.
     at = labels[coords[..., 1].round().long(), coords[..., 0].round().long()]
     assert sorted(at.tolist()) == [[1, 2], [2, 1]]
+
+
+def test_evaluate_measures_what_the_plugin_gives_and_keeps_the_training_mode(tiny_model,
+                                                                             easy_pair):  # fmt: skip
+    from napari_sam.predictor import Predictor
+    from napari_sam.training.evaluate import EvalObject, evaluate, evaluate_prompting
+
+    objects = [EvalObject(easy_pair, int(i)) for i in np.unique(easy_pair.labels)[1:4]]
+    tiny_model.train()
+    result = evaluate(tiny_model, objects)
+    assert tiny_model.training and result.count == 3
+    plugin = evaluate_prompting(Predictor(tiny_model), objects, zoom="off",
+                                multimask=("single", "best"))  # fmt: skip
+    assert (result.box_miou, result.point_miou) == (plugin.box_miou, plugin.point_miou)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_sam.image import apply_contrast, percentile_limits
+
 from napari_sam.training.data import ImagePair
 
 
@@ -37,12 +39,11 @@ class AugmentConfig:
 
 def normalise(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
     """(H, W) float32 image on the 0-255 scale: the ``low`` / ``high`` percentiles of
-    ``image`` (any dtype) become the contrast limits 0 and 255, clipped outside."""
-    image = image.astype(np.float32, copy=False)
-    lo, hi = np.percentile(image, [low, high])
-    if hi <= lo:
-        hi = lo + 1.0
-    return np.clip((image - lo) * (255.0 / (hi - lo)), 0.0, 255.0)
+    ``image`` (any dtype) become the contrast limits 0 and 255, clipped outside. The very
+    rules of inference (:func:`~napari_sam.image.percentile_limits`,
+    :func:`~napari_sam.image.apply_contrast`): NaN and inf ignored by the percentiles, NaN
+    0, a flat image as a flat image is shown to the model."""
+    return apply_contrast(image, percentile_limits(image, (low, high)))
 
 
 def augment(pair: ImagePair, rng: np.random.Generator, config: AugmentConfig) -> ImagePair:

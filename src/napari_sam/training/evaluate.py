@@ -1,8 +1,8 @@
 """Quality of a model on held-out labelled objects: mIoU from a box prompt and from a single
 centre click, next to the classical baseline (Otsu threshold inside the box).
 
-Uses SAM's preprocessing (:mod:`napari_sam.training.batch`): longest side resized to the
-model's input, normalised, padded; masks are the low-res logits upsampled back, > 0.
+Both run the plugin's own prompting path (:func:`napari_sam.tiled.segment_plane`: the
+predictor's preprocessing and mask post-processing), so a figure here is what a user gets.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from napari_sam.training.augment import normalise
-from napari_sam.training.batch import model_input
 from napari_sam.training.data import ImagePair, sample_objects
 from napari_sam.training.prompting import boxes_from_masks, interior_points
 from napari_sam.training.synthetic import NucleiStyle, synthetic_nuclei
@@ -71,51 +68,20 @@ def _iou(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.logical_and(pred, true).sum() / union) if union else 1.0
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, embedding: torch.Tensor, points, boxes, multimask: bool,
-             resized: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """(N, H, W) bool masks in the original frame; with ``multimask`` the mask of highest
-    predicted IoU (as SAM's predictor does for a single click)."""
-    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
-    logits, iou = model.mask_decoder(
-        image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-        multimask_output=multimask,
-    )
-    best = logits[torch.arange(len(logits)), iou.argmax(1)][:, None]  # (N, 1, L, L)
-    size = model.config.image_size
-    up = F.interpolate(best, (size, size), mode="bilinear", align_corners=False)
-    up = up[..., : resized[0], : resized[1]]
-    out = F.interpolate(up, shape, mode="bilinear", align_corners=False)
-    return (out[:, 0] > model.config.mask_threshold).cpu().numpy()
-
-
-@torch.no_grad()
 def evaluate(model: nn.Module, objects: Sequence[EvalObject]) -> EvalResult:
     """Box and centre-point mIoU of ``model`` (SAM's submodules and ``config``) on
-    ``objects``; images are normalised to 0-255 by their 1st / 99.8th percentiles."""
+    ``objects``: the model alone, through the plugin's own prompting path with no zoom,
+    each box's single mask and each click's best of three by predicted IoU (SAM's predictor
+    for a single click); images are normalised to 0-255 by their 1st / 99.8th
+    percentiles. The model's training mode is restored after."""
+    from napari_sam.predictor import Predictor
+
     was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    box_ious: list[float] = []
-    point_ious: list[float] = []
-    for pair, labels in _group(objects):
-        inputs = model_input(normalise(pair.image), model.config, device)
-        embedding = model.image_encoder(inputs.image)
-        true = torch.as_tensor(pair.labels[None] == np.array(labels)[:, None, None])
-        scale = inputs.scale
-        boxes = (boxes_from_masks(true) * scale).to(device)
-        centres = (interior_points(true) * scale).to(device)[:, None]
-        point_labels = torch.ones(len(labels), 1, dtype=torch.long, device=device)
-        shape = pair.labels.shape
-        by_box = _predict(model, embedding, None, boxes, False, inputs.resized, shape)
-        by_point = _predict(model, embedding, (centres, point_labels), None, True,
-                            inputs.resized, shape)
-        for i in range(len(labels)):
-            box_ious.append(_iou(by_box[i], true[i].numpy()))
-            point_ious.append(_iou(by_point[i], true[i].numpy()))
-    model.train(was_training)
-    return EvalResult(float(np.mean(box_ious)), float(np.mean(point_ious)), len(box_ious))
+    try:
+        return evaluate_prompting(Predictor(model), objects, zoom="off",
+                                  multimask=("single", "best"))  # fmt: skip
+    finally:
+        model.train(was_training)
 
 
 def otsu_in_box(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -143,12 +109,14 @@ def evaluate_otsu(objects: Sequence[EvalObject]) -> float:
 
 
 def evaluate_prompting(
-    predictor, objects: Sequence[EvalObject], zoom="auto"
+    predictor, objects: Sequence[EvalObject], zoom="auto",
+    multimask: tuple[str, str] = ("auto", "auto"),
 ) -> EvalResult:
     """Box and centre-click mIoU through the plugin's own prompting path
     (:func:`napari_sam.tiled.segment_plane`: what the widget, CLI and scripts run), with
-    ``zoom`` as there. Contrast limits are each image's 1st / 99.8th percentiles, as in
-    :func:`evaluate`; the prompts are the same tight boxes and deepest-pixel clicks."""
+    ``zoom`` and ``multimask`` (box mode, click mode) as there. Contrast limits are each
+    image's 1st / 99.8th percentiles; the prompts are tight boxes and deepest-pixel
+    clicks."""
     from napari_sam.image import percentile_limits
     from napari_sam.prompts import Prompt
     from napari_sam.tiled import WindowEmbeddings, segment_plane
@@ -169,8 +137,10 @@ def evaluate_prompting(
         boxes = boxes_from_masks(true).numpy()[:, [1, 0, 3, 2]]  # (row0, col0, row1, col1)
         clicks = interior_points(true).numpy()[:, ::-1]  # (row, col)
         for i in range(len(labels)):
-            for prompt, out in ((Prompt.from_box(boxes[i]), box_ious),
-                                (Prompt.from_points(clicks[i : i + 1]), point_ious)):
-                mask = segment_plane(embeddings, predictor, 0, prompt, zoom=zoom).mask
+            for prompt, out, mode in ((Prompt.from_box(boxes[i]), box_ious, multimask[0]),
+                                      (Prompt.from_points(clicks[i : i + 1]), point_ious,
+                                       multimask[1])):  # fmt: skip
+                mask = segment_plane(embeddings, predictor, 0, prompt, zoom=zoom,
+                                     multimask=mode).mask  # fmt: skip
                 out.append(_iou(mask.to_array(), true[i].numpy()))
     return EvalResult(float(np.mean(box_ious)), float(np.mean(point_ious)), len(box_ious))
