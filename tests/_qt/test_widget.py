@@ -109,7 +109,7 @@ def test_chosen_label_id_and_clear(make_napari_viewer, qtbot, nuclei_truth):
 
 def test_boxes_become_objects_in_one_commit(make_napari_viewer, qtbot, nuclei_truth):
     _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
-    use_disc_model(widget)
+    use_disc_model(widget, image_size=512)  # fills a box to within a few pixels
     c = widget.controller
     embed(widget, qtbot)
     nuclei = isolated_nuclei(nuclei_truth, 3)
@@ -130,7 +130,16 @@ def test_boxes_become_objects_in_one_commit(make_napari_viewer, qtbot, nuclei_tr
     assert set(np.unique(c.preview.data)) <= {0, 1, 2, 3}
     qtbot.mouseClick(widget.commit_button, LEFT)
     out = np.asarray(c.output.data)
-    assert len(np.unique(out)) - 1 == len(set(np.unique(c.output.data)) - {0}) >= 2
+    # one object per box, each covering its own nucleus and lying within its box (give or
+    # take the few pixels of upsampling the low-res mask)
+    ids = [int(np.bincount(out[nuclei_truth == lab]).argmax()) for _, lab in nuclei]
+    assert 0 not in ids and len(set(ids)) == len(nuclei) == 3
+    assert set(np.unique(out)) == {0, *ids}
+    for (_, lab), i in zip(nuclei, ids):
+        assert (out[nuclei_truth == lab] == i).mean() > 0.95
+        rr, cc = np.nonzero(out == i)
+        (r0, c0), (r1, c1) = box(lab) + np.array([[-3], [3]])
+        assert r0 <= rr.min() and rr.max() <= r1 and c0 <= cc.min() and cc.max() <= c1
     assert len(c.shapes.data) == 0
     c.output.undo()  # many objects, one undo step
     assert not np.asarray(c.output.data).any()
