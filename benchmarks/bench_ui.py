@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     widget = SamWidget(viewer)
     viewer.window.add_dock_widget(widget)
     model = args.model or default_weights()
-    widget.add_model(ModelChoice(f"{model} (benchmark)", source=model, key=model))
-    widget.device_combo.setCurrentText("cpu")
+    widget.model_section.add_model(ModelChoice(f"{model} (benchmark)", source=model, key=model))
+    widget.model_section.device_combo.setCurrentText("cpu")
     wait(lambda: widget.controller.points is not None)
     done = []
     widget.embedding_finished.connect(lambda: done.append(1))
     t0 = time.perf_counter()
-    widget.embed_all()
+    widget.model_section.embed_all()
     wait(lambda: done)
     embed_s = time.perf_counter() - t0
 
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     points = widget.controller.points
     times = []
     for i in range(args.repeats + 3):
-        widget.clear()
-        wait(lambda: not widget.decoder.busy)
+        widget.prompt_section.clear()
+        wait(lambda: not widget.prompt_section.decoder.busy)
         app.processEvents()
         coord = rng.uniform(0.2 * args.size, 0.8 * args.size, 2)
         n = len(updates)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 #: kinds that may not run at the same time as each other (they encode and write embeddings)
@@ -99,6 +99,12 @@ class Scheduler:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: list[Job] = []
+        self._listeners: list[Callable[[Job], None]] = []
+
+    def on_finish(self, callback: Callable[[Job], None]) -> None:
+        """Call ``callback(job)`` after each job finishes (on the thread that finishes it),
+        e.g. to start what waited for it."""
+        self._listeners.append(callback)
 
     def start(self, kind: str) -> Job:
         """A new job of ``kind``, counted as running until :meth:`finish`. Raises
@@ -116,8 +122,11 @@ class Scheduler:
     def finish(self, job: Job) -> None:
         """``job`` has ended (completed, failed or cancelled)."""
         with self._lock:
-            if job in self._running:
-                self._running.remove(job)
+            if job not in self._running:
+                return
+            self._running.remove(job)
+        for callback in list(self._listeners):
+            callback(job)
 
     def running(self, kind: str | None = None) -> list[Job]:
         """The running jobs (of ``kind`` only, when given)."""

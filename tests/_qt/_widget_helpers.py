@@ -11,26 +11,26 @@ EMBED_TIMEOUT_MS = 300_000  # first use loads the model; the machines are shared
 def dock(viewer, qtbot):
     """The widget docked from the plugin menu, with its prompt layers made."""
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")
-    if widget.controller.image is None and widget.image_combo.layer() is not None:
+    if widget.controller.image is None and widget.model_section.image_combo.layer() is not None:
         qtbot.waitUntil(lambda: widget.controller.points is not None, timeout=5000)
     # CPU and fp32: results do not depend on this machine's bf16 support
-    widget.device_combo.setCurrentText("cpu")
-    widget.precision_combo.setCurrentText("fp32")
+    widget.model_section.device_combo.setCurrentText("cpu")
+    widget.model_section.precision_combo.setCurrentText("fp32")
     return widget
 
 
 def embed(widget, qtbot):
     """Click Embed and wait for the embedding to finish."""
     with qtbot.waitSignal(widget.embedding_finished, timeout=EMBED_TIMEOUT_MS):
-        qtbot.mouseClick(widget.embed_button, _left())
+        qtbot.mouseClick(widget.model_section.embed_button, _left())
     return widget
 
 
 def add_point(widget, qtbot, coord, negative=False):
     """Add a point as a click in add mode does (positive unless ``negative``: the toggle
     button is clicked first) and wait for the preview to follow it."""
-    if widget.negative_button.isChecked() != negative:
-        qtbot.mouseClick(widget.negative_button, _left())
+    if widget.prompt_section.negative_button.isChecked() != negative:
+        qtbot.mouseClick(widget.prompt_section.negative_button, _left())
     with qtbot.waitSignal(widget.preview_updated, timeout=EMBED_TIMEOUT_MS):
         widget.controller.points.add(np.asarray(coord, dtype=float))
 
@@ -88,5 +88,5 @@ def use_disc_model(widget, **kwargs):
     def load(device, precision):
         return store_ready(disc_predictor(**kwargs))
 
-    widget.add_model(ModelChoice("disc stub", loader=load, key="disc"))
+    widget.model_section.add_model(ModelChoice("disc stub", loader=load, key="disc"))
     return widget

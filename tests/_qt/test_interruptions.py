@@ -24,7 +24,7 @@ pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExce
 
 def embed(widget, qtbot):
     with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
-        qtbot.mouseClick(widget.embed_button, LEFT)
+        qtbot.mouseClick(widget.model_section.embed_button, LEFT)
 
 
 def add_point(widget, qtbot, coord):
@@ -43,7 +43,7 @@ def _docked(make_napari_viewer, qtbot, *images, loader=None, delay=0.0):
         viewer.add_image(data, name=f"image{i}")
     viewer.layers.selection.active = viewer.layers[0]
     widget = dock(viewer, qtbot)
-    widget.image_combo.set_layer(viewer.layers[0])
+    widget.model_section.image_combo.set_layer(viewer.layers[0])
     made = []
 
     def load(_device, _precision):
@@ -51,7 +51,7 @@ def _docked(make_napari_viewer, qtbot, *images, loader=None, delay=0.0):
         made.append(predictor)
         return predictor
 
-    widget.add_model(ModelChoice("disc stub", loader=load, key=f"disc-{delay}"))
+    widget.model_section.add_model(ModelChoice("disc stub", loader=load, key=f"disc-{delay}"))
     qtbot.waitUntil(lambda: widget.controller.image is viewer.layers[0], timeout=5000)
     return viewer, widget, made
 
@@ -67,15 +67,15 @@ def _errors(notifications):
 
 def test_cancel_a_stack_embedding_keeps_finished_slices(make_napari_viewer, qtbot, notifications):
     _viewer, widget, made = _docked(make_napari_viewer, qtbot, _stack(20), delay=0.4)
-    key = widget._cache_key()
-    qtbot.mouseClick(widget.embed_button, LEFT)
+    key = widget.model_section.cache_key()
+    qtbot.mouseClick(widget.model_section.embed_button, LEFT)
     qtbot.waitUntil(lambda: len(widget.embeddings.indices(key)) >= 1, timeout=WAIT_MS)
     with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
-        qtbot.mouseClick(widget.cancel_button, LEFT)
+        qtbot.mouseClick(widget.model_section.cancel_button, LEFT)
     _no_threads(qtbot)
     done = widget.embeddings.indices(key)
     assert 1 <= len(done) < 20 and made[0].model.encode_calls < 20
-    assert "cancelled" in widget.status.text() and widget.embed_button.isEnabled()
+    assert "cancelled" in widget.model_section.status.text() and widget.model_section.embed_button.isEnabled()
     assert not _errors(notifications)
 
 
@@ -83,14 +83,14 @@ def test_switching_the_image_during_an_embedding(make_napari_viewer, qtbot, noti
     a, b = _stack(12, 64, seed=1), _stack(4, 48, seed=2)
     viewer, widget, _made = _docked(make_napari_viewer, qtbot, a, b, delay=0.3)
     layer_a, layer_b = viewer.layers[0], viewer.layers[1]
-    key_a = widget._cache_key()
-    qtbot.mouseClick(widget.embed_button, LEFT)
+    key_a = widget.model_section.cache_key()
+    qtbot.mouseClick(widget.model_section.embed_button, LEFT)
     qtbot.waitUntil(lambda: len(widget.embeddings.indices(key_a)) >= 1, timeout=WAIT_MS)
-    widget.image_combo.set_layer(layer_b)  # while A's slices are still being embedded
+    widget.model_section.image_combo.set_layer(layer_b)  # while A's slices are still being embedded
     c = widget.controller
     qtbot.waitUntil(lambda: c.image is layer_b, timeout=5000)
     assert c.preview.data.shape == c.output.data.shape == b.shape
-    if widget.embedding_running:
+    if widget.model_section.embedding_running:
         with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
             pass
     # a prompt on B embeds B's slice (A's features are never used for B) and decodes there
@@ -98,7 +98,7 @@ def test_switching_the_image_during_an_embedding(make_napari_viewer, qtbot, noti
     add_point(widget, qtbot, (2, 20, 20))
     job_size = c.masks[0].shape
     assert job_size == (48, 48) and c.masks_index == (2,)
-    ids = widget.commit()
+    ids = widget.prompt_section.commit()
     out = np.asarray(c.output.data)
     assert ids == [1] and out[2].any() and not np.delete(out, 2, axis=0).any()
     assert not any(np.asarray(lay.data).any() for lay in viewer.layers
@@ -121,24 +121,24 @@ def test_deleting_prompt_and_output_layers_during_live_segmentation(
     # a decode in flight while the preview layer goes away
     points.add(np.array([40.0, 40.0]))
     viewer.layers.remove(preview)
-    qtbot.waitUntil(lambda: not widget.decoder.busy, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not widget.prompt_section.decoder.busy, timeout=WAIT_MS)
     # the prompt layers go away: live segmentation stops asking, nothing breaks
     viewer.layers.remove(points)
     viewer.layers.remove(shapes)
-    widget.request_preview()
+    widget.prompt_section.request_preview()
     # the output goes away: committing says so and writes nothing anywhere
     viewer.layers.remove(output)
-    assert widget.commit() == []
+    assert widget.prompt_section.commit() == []
     assert any("output" in m for m in _errors(notifications))
     assert not np.asarray(output.data).any()
     notifications.clear()
 
     # the widget recovers: Embed (already done: nothing to compute) recreates the layers
-    qtbot.mouseClick(widget.embed_button, LEFT)
-    assert not widget.embedding_running
+    qtbot.mouseClick(widget.model_section.embed_button, LEFT)
+    assert not widget.model_section.embedding_running
     assert c.layers_present() and c.output in viewer.layers and c.output is not output
     add_point(widget, qtbot, (30, 30))
-    assert widget.commit() == [1]
+    assert widget.prompt_section.commit() == [1]
     assert np.asarray(c.output.data)[30, 30] == 1
     _no_threads(qtbot)
     assert not _errors(notifications)
@@ -146,8 +146,8 @@ def test_deleting_prompt_and_output_layers_during_live_segmentation(
 
 def test_closing_the_viewer_stops_a_running_embedding(make_napari_viewer, qtbot, notifications):
     viewer, widget, made = _docked(make_napari_viewer, qtbot, _stack(40), delay=0.5)
-    key = widget._cache_key()
-    qtbot.mouseClick(widget.embed_button, LEFT)
+    key = widget.model_section.cache_key()
+    qtbot.mouseClick(widget.model_section.embed_button, LEFT)
     qtbot.waitUntil(lambda: len(widget.embeddings.indices(key)) >= 1, timeout=WAIT_MS)
     viewer.close()
     _no_threads(qtbot)
@@ -172,11 +172,11 @@ def test_accelerator_out_of_memory_falls_back_to_cpu_with_a_warning(
     embed(widget, qtbot)
     warnings = [m for s, m in notifications if s == "warning"]
     assert any("out of memory" in m and "CPU" in m for m in warnings), notifications
-    assert "model moved to the CPU" in widget.status.text()
-    assert "image embedded" in widget.status.text()
+    assert "model moved to the CPU" in widget.model_section.status.text()
+    assert "image embedded" in widget.model_section.status.text()
     assert made[0].device.type == "cpu"
     add_point(widget, qtbot, (32, 32))
-    assert widget.commit() == [1]
+    assert widget.prompt_section.commit() == [1]
     _no_threads(qtbot)
     assert not _errors(notifications)
 
@@ -206,7 +206,7 @@ def test_decode_out_of_memory_falls_back_to_cpu_with_a_warning(
     assert any("Segmentation" in m and "out of memory" in m and "CPU" in m for m in warnings)
     assert predictor.device.type == "cpu"
     assert np.asarray(widget.controller.preview.data)[32, 32] == 1
-    assert widget.commit() == [1]
+    assert widget.prompt_section.commit() == [1]
     _no_threads(qtbot)
     assert not _errors(notifications)
 

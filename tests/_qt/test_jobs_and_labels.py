@@ -23,8 +23,8 @@ def _docked(make_napari_viewer, qtbot, *images, delay=0.0):
         viewer.add_image(data, name=f"image{i}")
     viewer.layers.selection.active = viewer.layers[0]
     widget = dock(viewer, qtbot)
-    widget.image_combo.set_layer(viewer.layers[0])
-    widget.add_model(ModelChoice("disc stub", key=f"disc-{delay}", loader=lambda d, p: store_ready(
+    widget.model_section.image_combo.set_layer(viewer.layers[0])
+    widget.model_section.add_model(ModelChoice("disc stub", key=f"disc-{delay}", loader=lambda d, p: store_ready(
         disc_predictor(delay=delay, steps=8))))  # fmt: skip
     qtbot.waitUntil(lambda: widget.controller.image is viewer.layers[0], timeout=5000)
     return viewer, widget
@@ -44,16 +44,16 @@ def test_segmenting_through_the_stack_waits_for_a_running_embedding(
 ):
     _viewer, widget = _docked(make_napari_viewer, qtbot, _stack(12), delay=0.3)
     c = widget.controller
-    qtbot.mouseClick(widget.embed_button, LEFT)  # 12 slices, 0.3 s each
-    assert widget.embedding_running
+    qtbot.mouseClick(widget.model_section.embed_button, LEFT)  # 12 slices, 0.3 s each
+    assert widget.model_section.embedding_running
     c.points.add(np.array([0.0, 30.0, 30.0]))  # a prompt to follow
-    widget.propagate()
-    assert not widget.propagation_running
+    widget.stack_section.propagate()
+    assert not widget.stack_section.propagation_running
     assert any("embedding is running" in m for s, m in notifications if s == "warning")
     with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
-        qtbot.mouseClick(widget.cancel_button, LEFT)
+        qtbot.mouseClick(widget.model_section.cancel_button, LEFT)
     with qtbot.waitSignal(widget.propagation_finished, timeout=WAIT_MS):
-        widget.propagate()  # now it may run
+        widget.stack_section.propagate()  # now it may run
     assert np.asarray(c.output.data).any()
     _no_threads(qtbot)
 
@@ -62,9 +62,9 @@ def test_cancelling_the_automatic_tab_leaves_the_embedding_alone(make_napari_vie
     """The automatic segmentation cannot start while an embedding runs (it says so), and
     the embedding's own Cancel is the only thing that stops the embedding."""
     _viewer, widget = _docked(make_napari_viewer, qtbot, _stack(6), delay=0.3)
-    key = widget._cache_key()
-    qtbot.mouseClick(widget.embed_button, LEFT)
-    assert widget.embedding_running
+    key = widget.model_section.cache_key()
+    qtbot.mouseClick(widget.model_section.embed_button, LEFT)
+    assert widget.model_section.embedding_running
     widget.auto_panel.run_button.click()
     assert widget.auto_panel.worker is None and "embedding is running" in (
         widget.auto_panel.status.text())
@@ -82,11 +82,11 @@ def test_a_chosen_label_id_that_exists_keeps_its_other_pixels(make_napari_viewer
     c = widget.controller
     embed(widget, qtbot)
     add_point(widget, qtbot, (15, 15))
-    assert widget.commit() == [1]
+    assert widget.prompt_section.commit() == [1]
     before = np.asarray(c.output.data).copy()
     add_point(widget, qtbot, (45, 45))
-    widget.label_spin.setValue(1)  # the id of the object already there
-    assert widget.commit() == [1]
+    widget.prompt_section.label_spin.setValue(1)  # the id of the object already there
+    assert widget.prompt_section.commit() == [1]
     out = np.asarray(c.output.data)
     assert (out[before == 1] == 1).all()  # the first part of label 1 is still there
     assert out[45, 45] == 1 and (out == 1).sum() > (before == 1).sum()
@@ -97,13 +97,13 @@ def test_a_chosen_label_id_that_exists_keeps_its_other_pixels(make_napari_viewer
 def test_propagation_writes_under_the_id_chosen_when_it_started(make_napari_viewer, qtbot):
     viewer, widget = _docked(make_napari_viewer, qtbot, _stack(8), delay=0.05)
     c = widget.controller
-    widget.label_spin.setValue(5)
+    widget.prompt_section.label_spin.setValue(5)
     c.points.add(np.array([3.0, 30.0, 30.0]))
     viewer.dims.set_current_step(0, 3)
-    qtbot.waitUntil(lambda: not widget.embedding_running, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not widget.model_section.embedding_running, timeout=WAIT_MS)
     with qtbot.waitSignal(widget.propagation_finished, timeout=WAIT_MS):
-        widget.propagate()
-        widget.label_spin.setValue(9)  # changed while it runs: not this object's id
+        widget.stack_section.propagate()
+        widget.prompt_section.label_spin.setValue(9)  # changed while it runs: not this object's id
     out = np.asarray(c.output.data)
     assert set(np.unique(out)) == {0, 5}
     _no_threads(qtbot)
@@ -117,17 +117,17 @@ def test_each_image_keeps_its_own_output_layer(make_napari_viewer, qtbot):
     out_a = c.output
     embed(widget, qtbot)
     add_point(widget, qtbot, (20, 20))
-    widget.commit()
-    widget.image_combo.set_layer(viewer.layers["image1"])
+    widget.prompt_section.commit()
+    widget.model_section.image_combo.set_layer(viewer.layers["image1"])
     qtbot.waitUntil(lambda: c.image is viewer.layers["image1"], timeout=5000)
     assert c.output is not out_a and c.output.name == "image1 objects"
-    assert widget.output_combo.layer() is c.output
+    assert widget.prompt_section.output_combo.layer() is c.output
     embed(widget, qtbot)
     add_point(widget, qtbot, (40, 40))
-    widget.commit()
+    widget.prompt_section.commit()
     assert np.asarray(out_a.data)[40, 40] == 0  # B's object is not in A's layer
     assert np.asarray(c.output.data)[40, 40] == 1
-    widget.image_combo.set_layer(viewer.layers["image0"])
+    widget.model_section.image_combo.set_layer(viewer.layers["image0"])
     qtbot.waitUntil(lambda: c.image is viewer.layers["image0"], timeout=5000)
     assert c.output is out_a  # back to A: A's objects
     _no_threads(qtbot)

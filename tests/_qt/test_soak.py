@@ -38,12 +38,12 @@ def test_soak_1000_prompt_commit_cycles(make_napari_viewer, qtbot, report_line):
     viewer = make_napari_viewer()
     viewer.add_image(data, name="stack")
     widget = dock(viewer, qtbot)
-    widget.add_model(ModelChoice("disc stub", loader=lambda d, p: disc_predictor(), key="disc"))
+    widget.model_section.add_model(ModelChoice("disc stub", loader=lambda d, p: disc_predictor(), key="disc"))
     c = widget.controller
     qtbot.waitUntil(lambda: c.points is not None, timeout=5000)
     with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
-        qtbot.mouseClick(widget.embed_button, Qt.MouseButton.LeftButton)
-    assert len(widget.embeddings.indices(widget._cache_key())) == n_slices
+        qtbot.mouseClick(widget.model_section.embed_button, Qt.MouseButton.LeftButton)
+    assert len(widget.embeddings.indices(widget.model_section.cache_key())) == n_slices
 
     output = c.output
     ids_seen: list[int] = []
@@ -58,7 +58,7 @@ def test_soak_1000_prompt_commit_cycles(make_napari_viewer, qtbot, report_line):
         before = np.array(output.data[k])
         with qtbot.waitSignal(widget.preview_updated, timeout=WAIT_MS):
             c.points.add(np.array([k, r, col], dtype=float))
-        ids = widget.commit()
+        ids = widget.prompt_section.commit()
         assert len(ids) == 1, f"cycle {cycle}: committed {ids}"
         after = np.array(output.data[k])
         assert after[r, col] == ids[0] and not (before == ids[0]).any()

@@ -40,7 +40,7 @@ def _docked(make_napari_viewer, qtbot, data, loader=None, delay=0.0):
         made.append(loader() if loader else store_ready(disc_predictor(delay=delay, steps=8)))
         return made[-1]
 
-    widget.add_model(ModelChoice("stub", loader=load, key=f"stub-{delay}-{id(loader)}"))
+    widget.model_section.add_model(ModelChoice("stub", loader=load, key=f"stub-{delay}-{id(loader)}"))
     qtbot.waitUntil(lambda: widget.controller.points is not None, timeout=5000)
     return viewer, widget, made
 
@@ -51,7 +51,7 @@ def _encodes(made) -> int:
 
 def _propagate(widget, qtbot):
     with qtbot.waitSignal(widget.propagation_finished, timeout=WAIT_MS):
-        qtbot.mouseClick(widget.propagate_button, LEFT)
+        qtbot.mouseClick(widget.stack_section.propagate_button, LEFT)
 
 
 def _no_threads(qtbot):
@@ -68,13 +68,13 @@ def test_propagation_from_slice_k_writes_its_neighbours_as_one_undo_step(
 ):
     viewer, widget, _made = _docked(make_napari_viewer, qtbot, _image((12, 64, 64)))
     c = widget.controller
-    assert widget.propagate_button.isEnabled() and widget.axis_combo.currentText() == "z"
+    assert widget.stack_section.propagate_button.isEnabled() and widget.stack_section.axis_combo.currentText() == "z"
     k = 5
     viewer.dims.set_current_step(0, k)
     add_point(widget, qtbot, (k, 32, 32))
     # the object is absent from slice 9: only a negative point there
     add_point(widget, qtbot, (9, 32, 32), negative=True)
-    widget.label_spin.setValue(7)
+    widget.prompt_section.label_spin.setValue(7)
     _propagate(widget, qtbot)
 
     out = np.asarray(c.output.data)
@@ -97,8 +97,8 @@ def test_propagation_from_slice_k_writes_its_neighbours_as_one_undo_step(
 def test_4d_propagation_follows_the_slider_moved_last(make_napari_viewer, qtbot, notifications):
     viewer, widget, _made = _docked(make_napari_viewer, qtbot, _image((4, 6, 48, 48)))
     c = widget.controller
-    assert [widget.axis_combo.itemText(i) for i in range(2)] == ["t", "z"]
-    assert widget.axis_combo.currentText() == "t"  # napari's slider in use: the first one
+    assert [widget.stack_section.axis_combo.itemText(i) for i in range(2)] == ["t", "z"]
+    assert widget.stack_section.axis_combo.currentText() == "t"  # napari's slider in use: the first one
 
     def move_slider(axis, value):  # what dragging a dims slider does
         viewer.dims.last_used = axis
@@ -106,17 +106,17 @@ def test_4d_propagation_follows_the_slider_moved_last(make_napari_viewer, qtbot,
 
     move_slider(0, 2)
     move_slider(1, 3)  # browsing z now
-    assert widget.axis_combo.currentText() == "z"
+    assert widget.stack_section.axis_combo.currentText() == "z"
     add_point(widget, qtbot, (2, 3, 24, 24))
     _propagate(widget, qtbot)
     out = np.asarray(c.output.data)
     assert all((out[2, z, 20:29, 20:29] == 1).any() for z in range(6))  # every z, at this t
     assert not np.delete(out, 2, axis=0).any()
 
-    widget.axis_combo.setCurrentIndex(0)  # the user picks t: moving z does not change it
-    widget.axis_combo.activated.emit(0)
+    widget.stack_section.axis_combo.setCurrentIndex(0)  # the user picks t: moving z does not change it
+    widget.stack_section.axis_combo.activated.emit(0)
     move_slider(1, 4)
-    assert widget.axis_combo.currentText() == "t"
+    assert widget.stack_section.axis_combo.currentText() == "t"
     add_point(widget, qtbot, (2, 4, 10, 38))  # beside object 1 (kept: not overwritten)
     _propagate(widget, qtbot)
     out = np.asarray(c.output.data)
@@ -136,15 +136,15 @@ def test_cancelling_a_propagation_leaves_the_labels_unchanged(
     add_point(widget, qtbot, (10, 30, 30))  # embeds slice 10 only
     c.output.data[0, :4, :4] = 3  # an object drawn before
     before = np.asarray(c.output.data).copy()
-    qtbot.mouseClick(widget.propagate_button, LEFT)
-    assert not widget.propagate_cancel_button.isHidden()
-    qtbot.waitUntil(lambda: widget.propagate_progress.value() >= 2, timeout=WAIT_MS)
+    qtbot.mouseClick(widget.stack_section.propagate_button, LEFT)
+    assert not widget.stack_section.propagate_cancel_button.isHidden()
+    qtbot.waitUntil(lambda: widget.stack_section.propagate_progress.value() >= 2, timeout=WAIT_MS)
     with qtbot.waitSignal(widget.propagation_finished, timeout=WAIT_MS):
-        qtbot.mouseClick(widget.propagate_cancel_button, LEFT)
+        qtbot.mouseClick(widget.stack_section.propagate_cancel_button, LEFT)
     assert np.array_equal(np.asarray(c.output.data), before)
     assert _encodes(made) < 20  # it stopped instead of embedding the whole stack
     assert any("cancelled" in m for m in _said(notifications, "info"))
-    assert widget.propagate_button.isEnabled() and widget.propagate_progress.isHidden()
+    assert widget.stack_section.propagate_button.isEnabled() and widget.stack_section.propagate_progress.isHidden()
     assert len(c.points.data) == 1  # the prompts stay for another try
     _no_threads(qtbot)
     assert not _said(notifications, "error")
@@ -187,13 +187,13 @@ def test_a_store_made_by_the_cli_opens_and_nothing_is_embedded_again(
     viewer, widget, made = _docked(make_napari_viewer, qtbot, np.load(tmp_path / "cells.npy"),
                                    loader=counted)  # fmt: skip
     with qtbot.waitSignal(widget.embedding_finished, timeout=EMBED_TIMEOUT_MS):
-        widget.open_embeddings(tmp_path / "cells.zarr")
+        widget.model_section.open_embeddings(tmp_path / "cells.zarr")
     assert not _said(notifications, "error"), notifications
-    assert "3 / 3 slices embedded" in widget.status.text()
-    assert "cells.zarr (opened)" in widget.status.text()
+    assert "3 / 3 slices embedded" in widget.model_section.status.text()
+    assert "cells.zarr (opened)" in widget.model_section.status.text()
     assert any("3 of 3 slice(s) stored" in m for m in _said(notifications, "info"))
-    qtbot.mouseClick(widget.embed_button, LEFT)  # nothing left to embed
-    assert not widget.embedding_running
+    qtbot.mouseClick(widget.model_section.embed_button, LEFT)  # nothing left to embed
+    assert not widget.model_section.embedding_running
     viewer.dims.set_current_step(0, 1)
     add_point(widget, qtbot, (1, 30, 30))
     assert widget.controller.masks_index == (1,)
@@ -216,14 +216,14 @@ def test_a_mismatched_store_is_refused_and_changes_nothing(
     c = widget.controller
     viewer.dims.set_current_step(0, 0)
     add_point(widget, qtbot, (0, 20, 20))
-    key, status = widget._cache_key(), widget.status.text()
+    key, status = widget.model_section.cache_key(), widget.model_section.status.text()
     layers = [(lay.name, np.asarray(lay.data).copy()) for lay in viewer.layers
               if hasattr(lay.data, "shape")]  # fmt: skip
     with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
-        widget.open_embeddings(tmp_path / "other.zarr")
+        widget.model_section.open_embeddings(tmp_path / "other.zarr")
     errors = _said(notifications, "error")
     assert len(errors) == 1 and "not opened" in errors[0] and "the image data" in errors[0]
-    assert widget._cache_key() == key and widget.status.text() == status
+    assert widget.model_section.cache_key() == key and widget.model_section.status.text() == status
     assert all(np.array_equal(np.asarray(viewer.layers[name].data), data)
                for name, data in layers)  # fmt: skip
     assert len(c.points.data) == 1
@@ -235,16 +235,16 @@ def test_a_cache_folder_keeps_embeddings_for_the_next_session(
 ):
     data = _image((3, 64, 64), seed=3)
     _viewer, widget, made = _docked(make_napari_viewer, qtbot, data)
-    widget.folder_edit.setText(str(tmp_path))
-    widget.folder_edit.editingFinished.emit()
+    widget.model_section.folder_edit.setText(str(tmp_path))
+    widget.model_section.folder_edit.editingFinished.emit()
     embed(widget, qtbot)
     assert _encodes(made) == 3 and len(list(tmp_path.glob("cells-*.zarr"))) == 1
-    assert f"store per image in {tmp_path}" in widget.status.text()
+    assert f"store per image in {tmp_path}" in widget.model_section.status.text()
 
     _viewer2, widget2, made2 = _docked(make_napari_viewer, qtbot, data.copy())
-    widget2.set_cache_folder(tmp_path)
+    widget2.model_section.set_cache_folder(tmp_path)
     embed(widget2, qtbot)  # opens the store, finds every slice there
-    assert _encodes(made2) == 0 and "3 / 3 slices embedded" in widget2.status.text()
+    assert _encodes(made2) == 0 and "3 / 3 slices embedded" in widget2.model_section.status.text()
     assert not _said(notifications, "error")
 
 
@@ -284,22 +284,22 @@ def test_doubtful_slices_are_listed_and_a_correction_carries_on_from_there(
 ):
     viewer, widget, _made = _docked(make_napari_viewer, qtbot, _fading_disc_stack())
     c = widget.controller
-    assert not widget.doubtful_combo.isVisible()
+    assert not widget.stack_section.doubtful_combo.isVisible()
     viewer.dims.set_current_step(0, 5)
     add_point(widget, qtbot, (5, 32, 32))
-    widget.label_spin.setValue(4)
+    widget.prompt_section.label_spin.setValue(4)
     _propagate(widget, qtbot)
     first = np.asarray(c.output.data).copy()
     assert all(first[z].any() for z in range(12))  # followed through the slow fade
-    doubted = [widget.doubtful_combo.itemData(i)[3] for i in range(widget.doubtful_combo.count())]
+    doubted = [widget.stack_section.doubtful_combo.itemData(i)[3] for i in range(widget.stack_section.doubtful_combo.count())]
     assert doubted and min(doubted) >= 8  # the dimmest slices, and only those
     assert "doubtful: z" in " ".join(_said(notifications, "info"))
 
     # go to the first doubtful slice: it is shown, and the object is set up to be refined
-    widget.doubtful_combo.setCurrentIndex(doubted.index(min(doubted)))
-    qtbot.mouseClick(widget.doubtful_button, LEFT)
+    widget.stack_section.doubtful_combo.setCurrentIndex(doubted.index(min(doubted)))
+    qtbot.mouseClick(widget.stack_section.doubtful_button, LEFT)
     at = min(doubted)
-    assert viewer.dims.current_step[0] == at and widget.refine_spin.value() == 4
+    assert viewer.dims.current_step[0] == at and widget.prompt_section.refine_spin.value() == 4
     # the correction: the object ends two slices further (only negative points there)
     add_point(widget, qtbot, (at, 32, 32))
     add_point(widget, qtbot, (at + 2, 32, 32), negative=True)

@@ -35,19 +35,19 @@ def test_widget_makes_prompt_layers_and_lists_models(make_napari_viewer, qtbot):
     assert isinstance(c.points, Points) and isinstance(c.shapes, Shapes)
     assert isinstance(c.preview, Labels) and isinstance(c.output, Labels)
     assert c.preview.data.shape == c.output.data.shape == (512, 512)
-    assert widget.output_combo.layer() is c.output
+    assert widget.prompt_section.output_combo.layer() is c.output
     assert viewer.layers.selection.active is c.points and c.points.mode == "add"
-    labels = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
+    labels = [widget.model_section.model_combo.itemText(i) for i in range(widget.model_section.model_combo.count())]
     assert labels[0].startswith("bundled") and labels[-1] == "from file..."
     assert any(t.startswith("vit_b ") and "(download" in t for t in labels)
-    assert not widget.propagate_button.isEnabled()  # a 2D image has no stack
-    assert widget.propagate_button.toolTip()
+    assert not widget.stack_section.propagate_button.isEnabled()  # a 2D image has no stack
+    assert widget.stack_section.propagate_button.toolTip()
     # the Automatic tab starts from the preset made for the chosen model
     assert widget.auto_panel.preset.currentText() == "nuclei-bundled"
-    widget.model_combo.setCurrentIndex(next(i for i, t in enumerate(labels)
+    widget.model_section.model_combo.setCurrentIndex(next(i for i, t in enumerate(labels)
                                             if t.startswith("vit_b ")))  # fmt: skip
     assert widget.auto_panel.preset.currentText() == "default"
-    widget.model_combo.setCurrentIndex(0)
+    widget.model_section.model_combo.setCurrentIndex(0)
     assert widget.auto_panel.config() == PRESETS["nuclei-bundled"]
 
 
@@ -55,7 +55,7 @@ def test_point_commit_second_object_and_undo(make_napari_viewer, qtbot, nuclei_t
     _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
     c = widget.controller
     embed(widget, qtbot)
-    assert "image embedded" in widget.status.text()
+    assert "image embedded" in widget.model_section.status.text()
     (p1, _), (p2, _) = isolated_nuclei(nuclei_truth, 2)
 
     add_point(widget, qtbot, p1)
@@ -70,11 +70,11 @@ def test_point_commit_second_object_and_undo(make_napari_viewer, qtbot, nuclei_t
     assert not np.array_equal(np.asarray(c.preview.data) > 0, first)
     assert list(c.points.features["positive"]) == [True, False]
     assert c.points.symbol[0] != c.points.symbol[1]
-    qtbot.mouseClick(widget.negative_button, LEFT)  # back to positive points
+    qtbot.mouseClick(widget.prompt_section.negative_button, LEFT)  # back to positive points
 
     add_point(widget, qtbot, p1)  # the preview follows the prompts: commit this state
     shown = np.asarray(c.preview.data) > 0
-    qtbot.mouseClick(widget.commit_button, LEFT)
+    qtbot.mouseClick(widget.prompt_section.commit_button, LEFT)
     out = np.asarray(c.output.data)
     assert set(np.unique(out)) == {0, 1}
     assert np.array_equal(out == 1, shown)
@@ -82,7 +82,7 @@ def test_point_commit_second_object_and_undo(make_napari_viewer, qtbot, nuclei_t
     one = out == 1
 
     add_point(widget, qtbot, p2)
-    qtbot.mouseClick(widget.commit_button, LEFT)
+    qtbot.mouseClick(widget.prompt_section.commit_button, LEFT)
     out = np.asarray(c.output.data)
     assert set(np.unique(out)) == {0, 1, 2}
     assert np.array_equal(out == 1, one)
@@ -99,11 +99,11 @@ def test_chosen_label_id_and_clear(make_napari_viewer, qtbot, nuclei_truth):
     embed(widget, qtbot)
     ((p1, _),) = isolated_nuclei(nuclei_truth, 1)
     add_point(widget, qtbot, p1)
-    qtbot.mouseClick(widget.clear_button, LEFT)
+    qtbot.mouseClick(widget.prompt_section.clear_button, LEFT)
     assert len(c.points.data) == 0 and not np.asarray(c.preview.data).any()
     add_point(widget, qtbot, p1)
-    widget.label_spin.setValue(7)
-    qtbot.mouseClick(widget.commit_button, LEFT)
+    widget.prompt_section.label_spin.setValue(7)
+    qtbot.mouseClick(widget.prompt_section.commit_button, LEFT)
     assert set(np.unique(c.output.data)) == {0, 7}
 
 
@@ -128,7 +128,7 @@ def test_boxes_become_objects_in_one_commit(make_napari_viewer, qtbot, nuclei_tr
     with qtbot.waitSignal(widget.preview_updated, timeout=EMBED_TIMEOUT_MS):
         c.shapes.add_rectangles([box(lab) for _, lab in nuclei[1:]])
     assert set(np.unique(c.preview.data)) <= {0, 1, 2, 3}
-    qtbot.mouseClick(widget.commit_button, LEFT)
+    qtbot.mouseClick(widget.prompt_section.commit_button, LEFT)
     out = np.asarray(c.output.data)
     # one object per box, each covering its own nucleus and lying within its box (give or
     # take the few pixels of upsampling the low-res mask)
@@ -175,19 +175,19 @@ def test_refine_an_object_of_the_output(make_napari_viewer, qtbot, nuclei_truth)
     embed(widget, qtbot)
     ((p1, _),) = isolated_nuclei(nuclei_truth, 1)
     add_point(widget, qtbot, p1)
-    qtbot.mouseClick(widget.commit_button, LEFT)
+    qtbot.mouseClick(widget.prompt_section.commit_button, LEFT)
     before = np.asarray(c.output.data).copy()
     c.output.selected_label = 1
     with qtbot.waitSignal(widget.preview_updated, timeout=EMBED_TIMEOUT_MS):
-        qtbot.mouseClick(widget.pick_button, LEFT)  # refine label 1: its mask is the prompt
-    assert widget.refine_spin.value() == 1
+        qtbot.mouseClick(widget.prompt_section.pick_button, LEFT)  # refine label 1: its mask is the prompt
+    assert widget.prompt_section.refine_spin.value() == 1
     assert np.asarray(c.preview.data).any()
     add_point(widget, qtbot, (p1[0] + 5, p1[1]), negative=True)
-    qtbot.mouseClick(widget.commit_button, LEFT)
+    qtbot.mouseClick(widget.prompt_section.commit_button, LEFT)
     out = np.asarray(c.output.data)
     assert set(np.unique(out)) == {0, 1}  # label 1 replaced, no new object
     assert (out == 1).any() and not np.array_equal(out, before)
-    assert widget.refine_spin.value() == 0  # refining ends with the commit
+    assert widget.prompt_section.refine_spin.value() == 0  # refining ends with the commit
 
 
 def test_stack_prompts_on_slice_k_write_only_slice_k(make_napari_viewer, qtbot):
@@ -202,10 +202,10 @@ def test_stack_prompts_on_slice_k_write_only_slice_k(make_napari_viewer, qtbot):
     r, col = np.unravel_index(np.argmax(image), image.shape)  # inside the brightest nucleus
     # the slice is embedded on first use (with progress), then decoded
     add_point(widget, qtbot, (k, r, col))
-    assert "1 / 32 slices embedded (11)" in widget.status.text()
+    assert "1 / 32 slices embedded (11)" in widget.model_section.status.text()
     preview = np.asarray(c.preview.data)
     assert preview[k].any() and not np.delete(preview, k, axis=0).any()
-    qtbot.mouseClick(widget.commit_button, LEFT)
+    qtbot.mouseClick(widget.prompt_section.commit_button, LEFT)
     out = np.asarray(c.output.data)
     assert out[k].any() and not np.delete(out, k, axis=0).any()
 
@@ -220,30 +220,30 @@ def test_cancel_embedding_then_embed_again(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-sam", "nuclei_3d")
     widget = dock(viewer, qtbot)
-    qtbot.mouseClick(widget.embed_button, LEFT)
-    assert not widget.progress.isHidden() and widget.cancel_button.isEnabled()
-    key = widget._cache_key()
+    qtbot.mouseClick(widget.model_section.embed_button, LEFT)
+    assert not widget.model_section.progress.isHidden() and widget.model_section.cancel_button.isEnabled()
+    key = widget.model_section.cache_key()
     qtbot.waitUntil(lambda: len(widget.embeddings.indices(key)) >= 1, timeout=EMBED_TIMEOUT_MS)
     with qtbot.waitSignal(widget.embedding_finished, timeout=EMBED_TIMEOUT_MS):
-        qtbot.mouseClick(widget.cancel_button, LEFT)
+        qtbot.mouseClick(widget.model_section.cancel_button, LEFT)
     done = len(widget.embeddings.indices(key))
     assert 1 <= done < 32
-    assert "cancelled" in widget.status.text()
-    assert widget.progress.isHidden() and widget.embed_button.isEnabled()
+    assert "cancelled" in widget.model_section.status.text()
+    assert widget.model_section.progress.isHidden() and widget.model_section.embed_button.isEnabled()
     embed(widget, qtbot)
     assert len(widget.embeddings.indices(key)) == 32
-    assert "32 / 32 slices embedded" in widget.status.text()
+    assert "32 / 32 slices embedded" in widget.model_section.status.text()
 
 
 def test_no_image_and_wrong_layer_type_notify(make_napari_viewer, qtbot, notifications):
     viewer = make_napari_viewer()
     widget = dock(viewer, qtbot)
-    qtbot.mouseClick(widget.embed_button, LEFT)
+    qtbot.mouseClick(widget.model_section.embed_button, LEFT)
     assert any(s == "error" and "Image layer" in m for s, m in notifications)
-    assert widget.embedding_running is False
+    assert widget.model_section.embedding_running is False
     notifications.clear()
     viewer.add_labels(np.zeros((64, 64), np.int32), name="masks")
-    qtbot.mouseClick(widget.embed_button, LEFT)
+    qtbot.mouseClick(widget.model_section.embed_button, LEFT)
     assert any(s == "error" and "'masks' (Labels)" in m for s, m in notifications)
     assert [lay.name for lay in viewer.layers] == ["masks"]  # nothing added or changed
     assert not np.asarray(viewer.layers["masks"].data).any()
@@ -258,8 +258,8 @@ def test_output_of_the_wrong_shape_notifies_and_changes_nothing(
     ((p1, _),) = isolated_nuclei(nuclei_truth, 1)
     add_point(widget, qtbot, p1)
     small = viewer.add_labels(np.zeros((64, 64), np.int32), name="small")
-    widget.output_combo.set_layer(small)
-    qtbot.mouseClick(widget.commit_button, LEFT)
+    widget.prompt_section.output_combo.set_layer(small)
+    qtbot.mouseClick(widget.prompt_section.commit_button, LEFT)
     assert any(s == "error" and "shape" in m for s, m in notifications)
     assert not small.data.any() and np.asarray(c.preview.data).any()
     assert len(c.points.data) == 1
@@ -271,20 +271,20 @@ def test_zoom_choice_reaches_the_preview(make_napari_viewer, qtbot, nuclei_truth
     # smallest isolated nuclei are at least as close to the truth.
     _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
     c = widget.controller
-    assert widget.zoom_combo.currentText() == "auto"
+    assert widget.prompt_section.zoom_combo.currentText() == "auto"
     embed(widget, qtbot)
     ious = {"off": [], "auto": []}
     for point, lab in isolated_nuclei(nuclei_truth, 100)[-3:]:
         truth = nuclei_truth == lab
-        widget.zoom_combo.setCurrentText("off")
+        widget.prompt_section.zoom_combo.setCurrentText("off")
         add_point(widget, qtbot, point)
         previews = {"off": np.asarray(c.preview.data) > 0}
         with qtbot.waitSignal(widget.preview_updated, timeout=EMBED_TIMEOUT_MS):
-            widget.zoom_combo.setCurrentText("auto")
+            widget.prompt_section.zoom_combo.setCurrentText("auto")
         previews["auto"] = np.asarray(c.preview.data) > 0
         assert not np.array_equal(previews["off"], previews["auto"])
         for zoom, mask in previews.items():
             assert mask[point]
             ious[zoom].append((mask & truth).sum() / (mask | truth).sum())
-        widget.clear()
+        widget.prompt_section.clear()
     assert np.mean(ious["auto"]) >= np.mean(ious["off"]), ious

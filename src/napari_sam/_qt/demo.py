@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         points = [(313, 324), (284, 427)]  # two nuclei of the sample
         if args.commit:
             _segment(widget, points[1])
-            widget.commit()
+            widget.prompt_section.commit()
         _segment(widget, points[0])
     if args.screenshot is None:
         napari.run()
@@ -83,7 +83,7 @@ def _through_stack(viewer, widget, k: int = 16) -> None:
     _segment(widget, (k, r, c))
     done = []
     widget.propagation_finished.connect(lambda: done.append(1))
-    widget.propagate()
+    widget.stack_section.propagate()
     _wait(lambda: done)
     viewer.dims.set_current_step(0, k + 3)
 

@@ -1,29 +1,81 @@
-"""Segmenting through the stack in :class:`~napari_sam._qt.widget.SamWidget`: the axis
-picker (which follows the slider moved last), the propagation worker with its progress bar
-and Cancel, writing the object it followed into the output layer, and the slices the
-evidence doubts: pick one, go there, re-prompt it, and the correction carries on from there
-(away from the slice first prompted).
+"""Segmenting through the stack in the Segment Anything widget: the axis picker (which
+follows the slider moved last), the propagation job with its progress bar and Cancel,
+writing the object it followed into the output layer, and the slices the evidence doubts:
+pick one, go there, re-prompt it, and the correction carries on from there (away from the
+slice first prompted).
+
+:class:`StackSection` is one part of :class:`~napari_sam._qt.widget.SamWidget`, built from
+explicit dependencies: the viewer, the :class:`~napari_sam.layer_binding.LayerBinding`, the
+:class:`~napari_sam.model_choice.ModelHolder`, the
+:class:`~napari_sam.layer_embeddings.LayerEmbeddings`, the
+:class:`~napari_sam.jobs.Scheduler` (propagation runs as a ``propagate`` job), and the
+model and prompt sections it reads its request and choices from.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton
+from collections.abc import Callable
 
+import numpy as np
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+)
+
+from napari_sam._qt.events import disconnector
+from napari_sam._qt.model_section import ModelSection
+from napari_sam._qt.prompt_section import PromptSection
 from napari_sam._qt.workers import Progress, start_propagation
-from napari_sam.jobs import Busy
+from napari_sam.jobs import Busy, Job, Scheduler
+from napari_sam.layer_binding import LayerBinding
+from napari_sam.layer_embeddings import LayerEmbeddings
+from napari_sam.model_choice import ModelHolder
 from napari_sam.napari_layers import spatial_shape
 from napari_sam.stack_prompting import annotations_along, continuation, summary
 from napari_sam.transforms import ObjectMask
 
 
-class StackPropagation:
-    """Mixin of :class:`~napari_sam._qt.widget.SamWidget`: follows the prompted object
-    along a stack axis (:func:`~napari_sam._qt.workers.start_propagation`)."""
+class StackSection(QGroupBox):
+    """Follow the prompted object along a stack axis into the output layer."""
 
-    def _add_propagation_rows(self, form: QFormLayout) -> None:
-        """Add the "Segment through stack" rows to the prompt section's ``form``."""
+    #: emitted with the label id after propagation wrote an object into the output
+    propagated = Signal(int)
+    #: emitted when a propagation worker has finished (completed, cancelled or failed)
+    propagation_finished = Signal()
+
+    def __init__(
+        self,
+        viewer,
+        binding: LayerBinding,
+        models: ModelHolder,
+        embeddings: LayerEmbeddings,
+        jobs: Scheduler,
+        model_section: ModelSection,
+        prompts: PromptSection,
+        check_image: Callable[[], Image | None],
+    ) -> None:
+        super().__init__("Through the stack")
+        self._viewer, self.binding, self.models = viewer, binding, models
+        self.embeddings, self.jobs = embeddings, jobs
+        self.model_section, self.prompts = model_section, prompts
+        self._check_image = check_image
+        self._propagation = None  # the running propagation worker
+        self._propagation_job: Job | None = None
+        self._axis_followed = True  # the axis picker follows the slider last moved
+        self._build()
+        viewer.dims.events.last_used.connect(self._on_last_used)
+        self.destroyed.connect(disconnector(viewer.dims.events.last_used, self._on_last_used))
+
+    def _build(self) -> None:
+        form = QFormLayout(self)
         self.propagate_button = QPushButton("Segment through stack (Shift+S)")
         self.propagate_button.setEnabled(False)
         self.propagate_button.setToolTip("Follow the prompted object slice by slice along the "
@@ -65,7 +117,7 @@ class StackPropagation:
         self._continued: tuple[int, int, tuple[int, ...], int] | None = None
         self._show_doubtful([])
 
-    def _fill_axes(self, image) -> None:
+    def fill_axes(self, image) -> None:
         """The axis picker lists the image's leading (non-plane) axes by the viewer's labels
         (napari's numbered defaults read as ..., t, z) and selects the slider in use."""
         self.axis_combo.clear()
@@ -111,11 +163,11 @@ class StackPropagation:
         if not lead_shape:
             show_warning("Segmenting through a stack needs a stack (a 3D or 4D image).")
             return
-        c = self.controller
+        c = self.binding
         try:
             index = c.slice_index()
             axis = int(self.axis_combo.currentData())
-            refine = self.refine_spin.value()
+            refine = self.prompts.refine_spin.value()
             annotations, slices = annotations_along(
                 lambda ix: c.prompts(ix, refine if ix == index else 0), lead_shape, axis, index
             )
@@ -143,14 +195,14 @@ class StackPropagation:
             show_warning(f"Cannot segment through the stack now: {exc}")
             return
         self._propagation_job = job
-        config = PropagationConfig(zoom=self.zoom_combo.currentText(), directions=directions,
-                                   multimask=self.multimask_combo.currentText())  # fmt: skip
-        worker = start_propagation(self.models.predictor, self.embeddings, self._request(),
+        config = PropagationConfig(zoom=self.prompts.zoom, directions=directions,
+                                   multimask=self.prompts.multimask)  # fmt: skip
+        worker = start_propagation(self.models.predictor, self.embeddings, self.model_section.request(),
                                    annotations, slices, config, job.token)  # fmt: skip
         negatives = [p for p, prompt in annotations.items() if is_stop(prompt)]
         # the label id is the one chosen now: changing the pickers while it runs changes
         # nothing (0: the next free id when the object is written)
-        chosen = refine or self.label_spin.value()
+        chosen = refine or self.prompts.label_spin.value()
         where = (c.output, index, axis, self.axis_combo.currentText(), lead_shape[axis],
                  negatives, directions, chosen)  # fmt: skip
         worker.yielded.connect(self._on_propagate_step)
@@ -181,7 +233,7 @@ class StackPropagation:
         self.propagate_progress.setRange(0, item.total)
         self.propagate_progress.setValue(item.done)
         self.propagate_progress.setFormat(f"{item.text} (%v / %m)")
-        self._update_status()
+        self.model_section.update_status()
 
     def _on_propagated(self, result, output, index, axis, axis_name, n, negatives,
                        directions="both", chosen=0) -> None:  # fmt: skip
@@ -194,7 +246,7 @@ class StackPropagation:
         ``chosen``: the label id picked when it started (0: the next free one now)."""
         if result is None or self._propagation_job.cancelled:
             return  # cancelled: said when the worker finishes
-        c = self.controller
+        c = self.binding
         if output is not c.output or output not in self._viewer.layers:
             show_error("The output layer changed while segmenting through the stack; "
                        "nothing was written.")  # fmt: skip
@@ -216,11 +268,9 @@ class StackPropagation:
         except ValueError as exc:
             show_error(f"Nothing written: {exc}")
             return
-        self._valid_from = self._generation = self._generation + 1
-        self.decoder.drop_pending()
+        self.prompts.invalidate()
         c.clear_prompts()
-        self.label_spin.setValue(0)
-        self.refine_spin.setValue(0)
+        self.prompts.reset_ids()
         show_info(summary(result, label_id, axis_name, n, negatives))
         if self._continued is None or self._continued[0] != label_id:
             self._continued = (label_id, axis, tuple(index), int(min(result.sources or (0,))))
@@ -244,7 +294,7 @@ class StackPropagation:
         into "refine"): the next prompt there corrects it, and Segment through stack carries
         the correction on away from the slice first prompted."""
         data = self.doubtful_combo.currentData()
-        image = self.controller.image
+        image = self.binding.image
         if data is None or image is None:
             return
         label, axis, index, position = data
@@ -255,16 +305,17 @@ class StackPropagation:
         world = image.data_to_world(data_point)
         offset = self._viewer.dims.ndim - (lead + 2)
         self._viewer.dims.set_point(axis + offset, float(world[axis]))
-        self.refine_spin.setValue(label)
+        self.prompts.refine_spin.setValue(label)
 
     def _on_propagation_finished(self) -> None:
-        if self._propagation_job.cancelled:
+        job, self._propagation_job = self._propagation_job, None
+        if job.cancelled:
             show_info("Segmenting through the stack was cancelled; nothing was written.")
-        self.jobs.finish(self._propagation_job)
         self._propagation = None
         self.propagate_progress.setVisible(False)
         self.propagate_cancel_button.setVisible(False)
         self.propagate_button.setEnabled(self.axis_combo.count() > 0)
-        self._update_status()
+        self.model_section.update_status()
+        self.jobs.finish(job)
         self.propagation_finished.emit()
-        self._resume_waiting_preview()
+
