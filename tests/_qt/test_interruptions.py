@@ -157,8 +157,25 @@ def test_closing_the_viewer_stops_a_running_embedding(make_napari_viewer, qtbot,
 
 
 def test_accelerator_out_of_memory_falls_back_to_cpu_with_a_warning(
-    make_napari_viewer, qtbot, notifications
+    make_napari_viewer, qtbot, notifications, monkeypatch
 ):
+    """... and no worker thread touches the process-wide warning filters to say it
+    (``warnings.catch_warnings`` is not thread safe)."""
+    import sys
+    import threading
+    import warnings
+
+    in_workers = []
+
+    class Spy(warnings.catch_warnings):  # our code's uses (superqt's own worker has one)
+        def __enter__(self):
+            caller = sys._getframe(1).f_code.co_filename
+            if threading.current_thread() is not threading.main_thread() and (
+                    "napari_sam" in caller):  # fmt: skip
+                in_workers.append(caller)
+            return super().__enter__()
+
+    monkeypatch.setattr(warnings, "catch_warnings", Spy)
     model = fail_first_encodes(
         DiscSam(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
     )
@@ -179,6 +196,7 @@ def test_accelerator_out_of_memory_falls_back_to_cpu_with_a_warning(
     assert widget.prompt_section.commit() == [1]
     _no_threads(qtbot)
     assert not _errors(notifications)
+    assert in_workers == []
 
 
 def test_decode_out_of_memory_falls_back_to_cpu_with_a_warning(
