@@ -224,3 +224,14 @@ def test_prompt_families_and_a_bad_multimask_mode(ours):
     predictor, embedding = ours
     with pytest.raises(ValueError, match="multimask must be one of auto, best, single, any"):
         predictor.predict(embedding, Prompt.from_points([[60, 70]]), "three")
+
+
+def test_a_candidate_by_index_is_that_candidate(ours):
+    """multimask "0"-"3" (the widget's candidate key) gives exactly that one of the four."""
+    predictor, embedding = ours
+    prompt = Prompt.from_points([[60, 70]])
+    every = predictor.predict(embedding, prompt, "any")
+    for k in range(4):
+        chosen = predictor.predict(embedding, prompt, str(k))
+        assert chosen.best[0] == k and chosen.scores[0] == every.all_scores[0, k]
+        assert torch.equal(chosen.logits[0], every.all_logits[0, k])

@@ -42,12 +42,14 @@ TRANSFORM_VERSION = "resize-longest-antialias/pad-br/v1"
 IMAGE_STATE_CACHE = 4
 
 
-Multimask = Literal["auto", "best", "single", "any"]
+Multimask = Literal["auto", "best", "single", "any", "0", "1", "2", "3"]
 """Which of SAM's four masks a prompt gets: ``"best"`` the best of the three ambiguity-aware
 masks by predicted IoU, ``"single"`` the single-mask output, ``"any"`` the best of all four by
 predicted IoU, ``"auto"`` what the model's configuration says for the prompt's family
-(``SamConfig.auto_multimask``)."""
+(``SamConfig.auto_multimask``), or a candidate by its index (``"0"`` the single-mask
+output, ``"1"``-``"3"`` the three; what the widget's candidate key cycles through)."""
 MULTIMASK_MODES: tuple[str, ...] = ("auto", "best", "single", "any")
+CANDIDATES: tuple[str, ...] = ("0", "1", "2", "3")
 
 
 def prompt_family(prompt: Prompt) -> str:
@@ -65,9 +67,9 @@ def mask_choice(prompt: Prompt, multimask: Multimask, auto: tuple[tuple[str, str
     """The mode ``prompt`` is decoded in: ``multimask`` itself, or for ``"auto"`` the mode
     ``auto`` (the model's ``SamConfig.auto_multimask``: family -> mode pairs) gives its
     family; a family it does not name gets the single-mask output."""
-    if multimask not in MULTIMASK_MODES:
-        raise ValueError(f"multimask must be one of {', '.join(MULTIMASK_MODES)}, got "
-                         f"{multimask!r}")  # fmt: skip
+    if multimask not in MULTIMASK_MODES + CANDIDATES:
+        raise ValueError(f"multimask must be one of {', '.join(MULTIMASK_MODES)} or a "
+                         f"candidate 0-3, got {multimask!r}")  # fmt: skip
     if multimask != "auto":
         return multimask
     return dict(auto).get(prompt_family(prompt), "single")
@@ -78,6 +80,8 @@ def chosen_candidate(mode: str, scores: torch.Tensor) -> torch.Tensor:
     predicted IoUs are ``scores`` (B, 4): 0 is the single-mask output."""
     if mode == "single":
         return torch.zeros(len(scores), dtype=torch.int64)
+    if mode in CANDIDATES:
+        return torch.full((len(scores),), int(mode), dtype=torch.int64)
     if mode == "best":
         return 1 + scores[:, 1:].argmax(1)
     return scores.argmax(1)

@@ -288,3 +288,34 @@ def test_zoom_choice_reaches_the_preview(make_napari_viewer, qtbot, nuclei_truth
             ious[zoom].append((mask & truth).sum() / (mask | truth).sum())
         widget.prompt_section.clear()
     assert np.mean(ious["auto"]) >= np.mean(ious["off"]), ious
+
+
+def test_the_candidate_key_cycles_through_sams_masks_with_their_predicted_iou(
+    make_napari_viewer, qtbot
+):
+    """M on the points layer shows candidate 0, 1, 2, 3, then the mask choice again; the
+    label beside *mask* gives the shown candidate's predicted IoU; commit writes it. The
+    disc stand-in's candidates are discs of 1, 2 and 3 radii (predicted IoU 0.9, 0.5, 0.3;
+    the single-mask output is the first)."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="blank")
+    widget = use_disc_model(dock(viewer, qtbot), image_size=64, radius=4)
+    p, c = widget.prompt_section, widget.controller
+    p.zoom_combo.setCurrentText("off")
+    embed(widget, qtbot)
+    add_point(widget, qtbot, (32, 32))
+    from napari.utils.key_bindings import KeyBinding
+
+    press_m = c.points.keymap[KeyBinding.from_str("m")]  # the key bound on the points layer
+    areas, labels = [], []
+    for _ in range(4):
+        with qtbot.waitSignal(widget.preview_updated, timeout=60_000):
+            press_m(c.points)
+        areas.append(int(np.count_nonzero(c.preview.data)))
+        labels.append(p.candidate_label.text())
+    assert labels == ["candidate 0: predicted IoU 0.90", "candidate 1: predicted IoU 0.90",
+                      "candidate 2: predicted IoU 0.50", "candidate 3: predicted IoU 0.30"]
+    assert areas[0] == areas[1] < areas[2] < areas[3]
+    assert p.commit() == [1]
+    assert int(np.count_nonzero(c.output.data)) == areas[3]  # the candidate shown
+    assert p.candidate is None  # the next object starts from the mask choice

@@ -64,6 +64,7 @@ class PromptSection(QGroupBox):
         self._valid_from = 0  # decodes of older requests are dropped (after clear / commit)
         self._applied = -1
         self._requested = -1  # generation of the latest decode submitted
+        self.candidate: str | None = None  # a candidate (0-3) chosen with the candidate key
         self._build(viewer)
 
     # ------------------------------------------------------------------ layout
@@ -122,7 +123,15 @@ class PromptSection(QGroupBox):
                                         "auto: per kind of prompt, as the model says "
                                         "(docs/prompting.md)")  # fmt: skip
         self.multimask_combo.currentTextChanged.connect(lambda _text: self.request_preview())
-        form.addRow("mask", self.multimask_combo)
+        self.candidate_label = QLabel("")
+        self.candidate_label.setToolTip("The preview's mask and SAM's predicted IoU for it. "
+                                        "M cycles through SAM's four candidates (0: its "
+                                        "single-mask output, 1-3: the three ambiguity-aware "
+                                        "masks), then back to the choice above")  # fmt: skip
+        row = QHBoxLayout()
+        row.addWidget(self.multimask_combo)
+        row.addWidget(self.candidate_label, 1)
+        form.addRow("mask", row)
         self.clear_button = QPushButton("Clear (Shift+C)")
         self.clear_button.clicked.connect(self.clear)
         self.commit_button = QPushButton("Commit (C)")
@@ -154,7 +163,16 @@ class PromptSection(QGroupBox):
 
     @property
     def multimask(self) -> str:
-        return self.multimask_combo.currentText()
+        """The mask choice for the preview: a candidate picked with the candidate key, else
+        the *mask* combo's."""
+        return self.candidate or self.multimask_combo.currentText()
+
+    def cycle_candidate(self) -> None:
+        """Show SAM's next candidate mask (0, 1, 2, 3, then the *mask* choice again) for the
+        prompted object, with its predicted IoU; commit takes the one shown."""
+        order = (None, "0", "1", "2", "3")
+        self.candidate = order[(order.index(self.candidate) + 1) % len(order)]
+        self.request_preview()
 
     def reset_ids(self) -> None:
         """Back to the next free id, no object refined (after objects were written)."""
@@ -180,6 +198,8 @@ class PromptSection(QGroupBox):
             self._valid_from = self._generation
             self.decoder.drop_pending()
             c.show_preview((), None)
+            self.candidate = None
+            self.candidate_label.setText("")
             return
         key = self.model_section.cache_key()
         stack = self.embeddings.current(key)
@@ -200,7 +220,13 @@ class PromptSection(QGroupBox):
             return
         self._applied = job.generation
         self.binding.show_preview(result.masks, job.index)
+        self._show_scores(job.multimask, result.scores)
         self.preview_updated.emit()
+
+    def _show_scores(self, mode: str, scores: tuple[float, ...]) -> None:
+        which = f"candidate {mode}" if mode in ("0", "1", "2", "3") else mode
+        shown = ", ".join(f"{s:.2f}" for s in scores[:4])
+        self.candidate_label.setText(f"{which}: predicted IoU {shown}" if scores else "")
 
     def _on_decode_failed(self, failure) -> None:
         job, exc = failure
@@ -236,6 +262,8 @@ class PromptSection(QGroupBox):
                       "its other pixels kept (to redraw an object, refine it).")  # fmt: skip
         self._valid_from = self._generation = self._generation + 1
         self.reset_ids()
+        self.candidate = None
+        self.candidate_label.setText("")
         self.committed.emit()
         return ids
 

@@ -15,7 +15,7 @@ commit), the :class:`~napari_sam._qt.stack_section.StackSection` (segment throug
 stack) and the :class:`~napari_sam._qt.auto_panel.AutoPanel` (the Automatic tab, through
 :class:`WidgetEngine`). This module wires them to each other and to the viewer's events.
 Keys on the prompt layers: ``C`` commit, ``Shift-C`` clear, ``N`` toggle negative points,
-``Shift-S`` segment through the stack.
+``M`` the next of SAM's candidate masks, ``Shift-S`` segment through the stack.
 """
 
 from __future__ import annotations
@@ -195,6 +195,7 @@ class SamWidget(QWidget):
         layer.bind_key("c", lambda _layer: p.commit(), overwrite=True)
         layer.bind_key("Shift-C", lambda _layer: p.clear(), overwrite=True)
         layer.bind_key("n", lambda _layer: p.negative_button.toggle(), overwrite=True)
+        layer.bind_key("m", lambda _layer: p.cycle_candidate(), overwrite=True)
         layer.bind_key("Shift-S", lambda _layer: self.stack_section.propagate(), overwrite=True)
 
     def _on_contrast(self, _event=None) -> None:

@@ -130,25 +130,28 @@ class DecodeJob:
 
 @dataclass(frozen=True)
 class DecodeResult:
-    """The objects of ``job.prompts`` (one plane mask each, whole plane); ``notice``: why
-    the model moved to the CPU during this decode (accelerator out of memory), or None."""
+    """The objects of ``job.prompts`` (one plane mask each, whole plane) and their predicted
+    IoUs (``scores``); ``notice``: why the model moved to the CPU during this decode
+    (accelerator out of memory), or None."""
 
     job: DecodeJob
     masks: tuple[ObjectMask, ...]
     notice: str | None = None
+    scores: tuple[float, ...] = ()
 
 
 def _decode(job: DecodeJob) -> DecodeResult:
     """Each prompt through :func:`~napari_sam.tiled.segment_plane` (the one 2D / tiled path)."""
     note = job.predictor.fallback_note
     try:
-        masks = tuple(segment_plane(job.embeddings, job.predictor, job.slice_index, p,
-                                    zoom=job.zoom, multimask=job.multimask).mask
-                      for p in job.prompts)  # fmt: skip
+        found = [segment_plane(job.embeddings, job.predictor, job.slice_index, p,
+                               zoom=job.zoom, multimask=job.multimask)
+                 for p in job.prompts]  # fmt: skip
     except RuntimeError as exc:
         raise WorkFailed(exc) from exc
     moved = job.predictor.fallback_note
-    return DecodeResult(job, masks, moved if moved != note else None)
+    return DecodeResult(job, tuple(f.mask for f in found), moved if moved != note else None,
+                        tuple(float(f.score) for f in found))
 
 
 class LiveDecoder(QObject):
