@@ -274,14 +274,65 @@ def test_identical_slices_give_one_3d_object_per_object(predictor):
     np.testing.assert_array_equal(labels[1], labels[2])
 
 
-def test_tiled_image_is_segmented_whole(predictor):
-    from napari_sam.training.synthetic import synthetic_nuclei
+def bright_region_predictor():
+    """The real predictor (preprocessing, grid, filters, NMS, upsampling, tiles, embedding
+    store) around a stand-in whose mask of a point is the bright connected region under it,
+    found on the model input at low-res resolution (4 model pixels a cell). So automatic
+    mode on an image of bright blobs on a dark ground should give the blobs."""
+    from scipy import ndimage
 
-    image = synthetic_nuclei((100, 140), seed=1).image
+    from napari_sam.transforms import points_to_model
+    from stub_sam import FEATURES, DiscPredictor, DiscSam
+
+    f = torch.nn.functional
+
+    class BrightRegionPredictor(DiscPredictor):
+        def _encode(self, batch):
+            # (1, 3, S, S) normalised -> grey (1, 1, S/4, S/4), stored as SAM-shaped features
+            # (1, 256, S/16, S/16): 4 x 4 cells into 16 channels, the rest zero
+            grey = f.pixel_unshuffle(f.avg_pool2d(batch.mean(1, keepdim=True), 4), 4)
+            return f.pad(grey, (0, 0, 0, 0, 0, FEATURES - grey.shape[1]))
+
+        def _decode(self, embedding, prompts, multimask=None):
+            grey = f.pixel_shuffle(embedding.features[None, :16].float(), 4)[0, 0]
+            regions, _ = ndimage.label(grey.numpy() > 0.5)
+            xy = points_to_model(np.stack([p.points for p in prompts]), embedding.geometry)
+            cells = (xy[:, 0].numpy() / 4).astype(int)  # (B, 2) x, y cells
+            low = np.stack([regions == regions[y, x] if regions[y, x] else regions < 0
+                            for x, y in cells])  # fmt: skip
+            logits = torch.from_numpy(np.where(low, 8.0, -8.0)).float()[:, None]
+            k = 4 if multimask is None else 3 if multimask else 1
+            return logits.repeat(1, k, 1, 1), torch.full((len(prompts), k), 0.95)
+
+    return BrightRegionPredictor(DiscSam(image_size=512), weights_id="bright-region")
+
+
+def test_tiled_image_is_segmented_whole():
+    """Bright discs on a 100 x 140 image cut into 2 x 2 tiles of 50 x 70 (halo 16): one on
+    the row seam, one on the column seam, one on the corner where four tiles meet, one
+    inside a tile. Each must come out as one object equal to its disc."""
+    rows, cols = np.mgrid[:100, :140]
+    truth = np.zeros((100, 140), np.int32)
+    for i, (r, c, radius) in enumerate([(50, 30, 10), (22, 70, 9), (50, 70, 12), (80, 115, 8)]):
+        truth[(rows - r) ** 2 + (cols - c) ** 2 <= radius**2] = i + 1
+    noise = np.random.default_rng(0).normal(0, 5, truth.shape)
+    image = (np.where(truth > 0, 200.0, 20.0) + noise).astype(np.float32)
+    config = AutoMaskConfig(points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    grid = TileGrid(truth.shape, (50, 70), (16, 16))
+    tiles_of = [{grid.tile_at(r, c) for r, c in zip(*np.nonzero(truth == i))}
+                for i in range(1, 5)]  # fmt: skip
+    assert [len(t) for t in tiles_of] == [2, 2, 4, 1]  # the layout the test means
     steps = []
-    labels = segment_everything(predictor, image, LOOSE, lambda d, t: steps.append((d, t)),
-                                tile=(50, 70), halo=(16, 16))  # fmt: skip
-    assert labels.shape == (100, 140) and labels.max() >= 1
+    labels = segment_everything(bright_region_predictor(), image, config,
+                                lambda d, t: steps.append((d, t)), tile=(50, 70),
+                                halo=(16, 16))  # fmt: skip
+    assert labels.shape == (100, 140)
+    assert len(np.unique(labels)) - 1 == 4  # the four discs, no fragments
+    for i in range(1, 5):
+        ids, counts = np.unique(labels[truth == i], return_counts=True)
+        found = labels == ids[np.argmax(counts)]
+        iou = (found & (truth == i)).sum() / (found | (truth == i)).sum()
+        assert iou >= 0.97, f"disc {i} across tiles {tiles_of[i - 1]}: IoU {iou:.2f}"
     assert [d for d, _ in steps] == list(range(1, len(steps) + 1))
     assert steps[-1][0] == steps[-1][1]  # progress reaches its total
 
