@@ -157,8 +157,10 @@ def test_progress_counts_up_and_closing_cancels(volume):
     oracle = LabelOracle()
     steps = list(propagate(oracle_embeddings(volume), oracle, {10: Prompt.from_points([[30, 30]])},
                            slices=range(20)))  # fmt: skip
-    totals = {total for _, total in steps}
-    assert len(totals) == 1 and steps[-1] == (totals.pop(), steps[-1][1])
+    (total,) = {total for _, total in steps}  # one total throughout
+    assert total == SHAPE[0]  # every slice is within reach of slice 10
+    # progress ends at its total, though the object ends at slices 2 and 18
+    assert steps[-1] == (total, total) and steps[-2][0] < total
     assert [d for d, _ in steps] == sorted(d for d, _ in steps)
     oracle = LabelOracle()
     gen = propagate(oracle_embeddings(volume), oracle, {10: Prompt.from_points([[30, 30]])},
@@ -215,6 +217,10 @@ def test_bundled_model_follows_the_3d_samples_nucleus_to_its_ends():
     ious = [(found[z] & nucleus[z]).sum() / (found[z] | nucleus[z]).sum() for z in on]
     assert min(ious) >= 0.6 and np.mean(ious) >= 0.72
     assert (found & nucleus).sum() / (found | nucleus).sum() >= 0.7  # the whole object
+    # and, said directly, little of each mask lies outside the nucleus (precision 0.81-0.99
+    # a slice now, 0.95 over the object): a mask spilling into the neighbour fails here
+    precision = [(found[z] & nucleus[z]).sum() / found[z].sum() for z in on]
+    assert min(precision) >= 0.75 and (found & nucleus).sum() / found.sum() >= 0.9
 
 
 # ------------------------------------------------------------------- where an object ends
