@@ -37,25 +37,15 @@ class ModelChoice:
         return Predictor.load(self.source, device=device, precision=precision)
 
 
-def _state(info) -> str:
-    from napari_sam.model.download import is_cached
-
-    if info.bundled:
-        return "shipped" if is_cached(info) else "not available in this build"
-    if is_cached(info):
-        return "downloaded"
-    return f"download {info.size}".strip() if info.size else "download"
-
-
 def registry_choices() -> list[ModelChoice]:
     """The bundled model first (when shipped), then every named checkpoint with its
     download state in the label."""
-    from napari_sam.model.download import BUNDLED, WEIGHTS, default_weights
+    from napari_sam.model.download import BUNDLED, WEIGHTS, availability, default_weights
 
     default = default_weights()
     out = []
     for name, info in sorted(WEIGHTS.items(), key=lambda kv: (kv[0] != default, kv[0] != BUNDLED)):
-        out.append(ModelChoice(f"{name} ({_state(info)})", source=name, key=name))
+        out.append(ModelChoice(f"{name} ({availability(info)})", source=name, key=name))
     return out
 
 

@@ -40,6 +40,8 @@ def test_widget_makes_prompt_layers_and_lists_models(make_napari_viewer, qtbot):
     labels = [widget.model_section.model_combo.itemText(i) for i in range(widget.model_section.model_combo.count())]
     assert labels[0].startswith("bundled") and labels[-1] == "from file..."
     assert any(t.startswith("vit_b ") and "(download" in t for t in labels)
+    # weights nobody published a SHA-256 for are never downloaded: the picker says so
+    assert any(t.startswith("vit_b_lm ") and "no published SHA-256" in t for t in labels)
     assert not widget.stack_section.propagate_button.isEnabled()  # a 2D image has no stack
     assert widget.stack_section.propagate_button.toolTip()
     # the Automatic tab starts from the preset made for the chosen model

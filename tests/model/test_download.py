@@ -377,3 +377,16 @@ def test_info_lists_weights_cache_state_and_directory(
     assert "cached" in lines["test_cached"].split() and "for the test" in lines["test_cached"]
     assert "download" in lines["vit_h"] and "2.56 GB" in lines["vit_h"]
     assert set(WEIGHTS) <= set(lines)
+
+
+def test_the_fallback_default_is_one_we_can_verify_and_the_listing_says_which_are_not():
+    """Without the bundled file the default must be a download we can check; weights with
+    no published SHA-256 are listed as files to bring, not as downloads."""
+    fallback = WEIGHTS[download.FALLBACK_DEFAULT]
+    assert fallback.url and fallback.sha256
+    unverifiable = [i for i in WEIGHTS.values() if not i.bundled and i.sha256 is None]
+    assert unverifiable  # the micro-sam models today
+    for info in unverifiable:
+        if not download.is_cached(info):
+            assert "no published SHA-256" in download.availability(info)
+    assert download.availability(WEIGHTS["vit_b"]).startswith(("download", "cached"))

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_sam import __version__
     from napari_sam.device import cpu_has_fast_bf16, resolve_device, resolve_precision
     from napari_sam.model.config import REGISTRY
-    from napari_sam.model.download import WEIGHTS, cache_dir, default_weights, is_cached
+    from napari_sam.model.download import WEIGHTS, availability, cache_dir, default_weights
 
     device = resolve_device("auto")
     print(f"napari_sam  {__version__}")
@@ -38,10 +38,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<10} {config.description}")
     print(f"weights (cache: {cache_dir() / 'weights'}; default: {default_weights()}):")
     for name, info in WEIGHTS.items():
-        if info.bundled:
-            where = "in package" if is_cached(info) else "not shipped"
-        else:
-            where = "cached" if is_cached(info) else "download" + (
-                f" {info.size}" if info.size else "")
-        print(f"  {name:<20} {info.architecture:<9} {where:<16} {info.description}")
+        print(f"  {name:<20} {info.architecture:<9} {availability(info):<16} {info.description}")
     return 0

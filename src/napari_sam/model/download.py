@@ -96,7 +96,7 @@ WEIGHTS: dict[str, WeightsInfo] = {}
 #: The name :func:`default_weights` prefers: our own small model shipped in the package.
 BUNDLED = "bundled"
 #: Used while the bundled file is absent (a build without it): small and microscopy-tuned.
-FALLBACK_DEFAULT = "vit_t_lm"
+FALLBACK_DEFAULT = "vit_t"  # MobileSAM: small, and its SHA-256 is published
 
 
 def _add(info: WeightsInfo) -> None:
@@ -178,6 +178,19 @@ def local_path(info: WeightsInfo, root: Path | None = None) -> Path:
     if info.bundled:
         return _BUNDLED_DIR / info.filename
     return (cache_dir() if root is None else root) / "weights" / info.name / info.filename
+
+
+def availability(info: WeightsInfo, root: Path | None = None) -> str:
+    """How ``info`` can be had, in a few words (the model picker, ``napari-sam info``):
+    "in package" / "not shipped" (bundled), "cached", "download 375 MB", or, for weights
+    whose SHA-256 nobody has published, "bring the file (no published SHA-256)"."""
+    if info.bundled:
+        return "in package" if is_cached(info, root) else "not shipped"
+    if is_cached(info, root):
+        return "cached"
+    if info.sha256 is None:
+        return "bring the file (no published SHA-256)"
+    return f"download {info.size}".strip() if info.size else "download"
 
 
 def is_cached(info: WeightsInfo, root: Path | None = None) -> bool:
