@@ -10,7 +10,7 @@ Scripting API::
     session = napari_sam.Session.load()               # bundled / default weights
     labels = session.segment(image, [napari_sam.Prompt.from_points([[120, 80]])])
 
-    predictor = napari_sam.Predictor.load("vit_b_lm")  # embed once, predict many
+    predictor = napari_sam.Predictor.load("vit_b")  # or a weights file; embed once, predict many
     embedding = predictor.embed(image)
     result = predictor.predict(embedding, napari_sam.Prompt.from_box([10, 20, 80, 90]))
     result.masks[0].to_array(), result.scores, result.all_scores

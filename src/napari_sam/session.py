@@ -1,7 +1,7 @@
 """The public scripting API: segment objects in arrays or in a napari viewer's layers.
 
 >>> import napari_sam
->>> session = napari_sam.Session.load("vit_b_lm")            # or Session(predictor)
+>>> session = napari_sam.Session.load("vit_b")               # or a file, or Session(predictor)
 >>> labels = session.segment(image, [napari_sam.Prompt.from_points([[120, 80]])])
 
 With a viewer (nothing here imports napari; layers are passed in)::
