@@ -123,3 +123,26 @@ def test_the_displayed_slice_of_a_translated_layer_under_an_extra_viewer_axis(
     labels = done.args[0].data
     assert labels.shape == (4, 64, 64)
     assert labels[1].max() >= 1 and not np.delete(labels, 1, axis=0).any()
+
+
+def test_the_gui_thread_never_scans_a_whole_stack_of_labels(setup, qtbot, monkeypatch):
+    """Counting the objects of a whole stack's result happens on the worker: the GUI
+    thread only adds the layer."""
+    import threading
+
+    import numpy as np
+
+    _viewer, _layer, panel = setup((3, 64, 64))
+    panel.whole_stack.setChecked(True)
+    unique, on_gui = np.unique, []
+
+    def spy(values, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            on_gui.append(np.size(values))
+        return unique(values, *args, **kwargs)
+
+    monkeypatch.setattr(np, "unique", spy)
+    with qtbot.waitSignal(panel.finished, timeout=120_000) as done:
+        panel.run_button.click()
+    assert done.args[0] is not None and done.args[0].data.shape == (3, 64, 64)
+    assert not [n for n in on_gui if n >= 3 * 64 * 64]
