@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_sam.image import apply_contrast, percentile_limits
-
 from napari_sam.training.data import ImagePair
 
 
