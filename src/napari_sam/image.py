@@ -123,12 +123,7 @@ def _multichannel(stack: np.ndarray, channel: Channel, contrast_limits) -> np.nd
     if isinstance(channel, str):
         if channel != "composite":
             raise ValueError(f"channel must be an index, indices or 'composite', not {channel!r}")
-        planes = [
-            apply_contrast(stack[i], _limits_or_percentiles(stack[i], per_channel[i]))
-            for i in range(n)
-        ]
-        gray = np.max(planes, axis=0)
-        return np.repeat(gray[..., None], 3, axis=2)
+        return np.repeat(composite(stack, per_channel)[..., None], 3, axis=2)
     indices = (channel,) if isinstance(channel, int | np.integer) else tuple(channel)
     if not 1 <= len(indices) <= 3:
         raise ValueError(f"choose 1 to 3 channels, got {len(indices)}")
@@ -143,6 +138,17 @@ def _multichannel(stack: np.ndarray, channel: Channel, contrast_limits) -> np.nd
     while len(planes) < 3:
         planes.append(np.zeros_like(planes[0]))
     return np.stack(planes, axis=2)
+
+
+def composite(
+    stack: np.ndarray, limits: Sequence[tuple[float, float] | None] | None = None
+) -> np.ndarray:
+    """The composite of channels ``stack`` (C, ...): each channel mapped to 0-255 from its
+    own ``limits`` (one pair or None per channel; None: the full range of uint8, else its
+    percentiles), then the maximum over channels. float32 (...), NaN as 0."""
+    limits = [None] * len(stack) if limits is None else limits
+    return np.max([apply_contrast(stack[i], _limits_or_percentiles(stack[i], limits[i]))
+                   for i in range(len(stack))], axis=0)  # fmt: skip
 
 
 def _limits_or_percentiles(plane: np.ndarray, limits) -> tuple[float, float]:

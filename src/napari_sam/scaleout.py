@@ -4,7 +4,9 @@ One task per pending (slice, tile): read its window (dask data: its chunks, insi
 embed, publish into the store. Tasks are independent and each writes its own zarr chunks, so
 workers need no locks; finished pairs are skipped, so a rerun resumes. With a scheduler address
 the workers must see the image and the store at the same paths (a shared file system) and be
-able to import napari_sam; the embedder is sent to each worker once (``scatter``).
+able to import napari_sam; the embedder is sent to each worker once (``scatter``). The image
+goes to the workers pickled: a file opened through :class:`FileArray` pickles as its path and
+is reopened there (an open tifffile handle cannot be pickled at all).
 """
 
 from __future__ import annotations
@@ -13,10 +15,52 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import dask
+import numpy as np
 
 from napari_sam.stack import StackEmbeddings, embed_tile
+
+
+class FileArray:
+    """One level of an image file (TIFF, zarr, npy; :func:`napari_sam.lazy.open_image`),
+    read lazily, that pickles as ``(path, level)`` and is opened again where it is unpickled:
+    what a dask worker needs. ``shape``, ``dtype`` and indexing as the array opened."""
+
+    def __init__(self, path: str | Path, level: int = 0, array: Any = None) -> None:
+        self.path, self.level = Path(path), int(level)
+        if array is None:
+            from napari_sam.lazy import open_image
+
+            data, multiscale = open_image(self.path)
+            if not multiscale and self.level != 0:
+                raise ValueError(f"{self.path} has one level, not level {self.level}")
+            array = data[self.level] if multiscale else data
+        self._array = array
+        self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
+
+    @classmethod
+    def levels(cls, path: str | Path) -> list[FileArray]:
+        """Every level of the file at ``path``, full resolution first (one when it is not
+        multiscale); the file is opened once."""
+        from napari_sam.lazy import open_image
+
+        data, multiscale = open_image(path)
+        return [cls(path, i, a) for i, a in enumerate(data if multiscale else [data])]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self._array[key])
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "level": self.level}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["level"])
+
+    def __repr__(self) -> str:
+        return f"FileArray({str(self.path)!r}, level={self.level}, shape={self.shape})"
 
 
 def _task(source, grid, embedder, store, slice_index, tile, image, cancelled=None):
@@ -116,7 +160,14 @@ def _run_distributed(stack, pending, scheduler, num_workers, done, total):
         cluster, client = None, Client(scheduler)
     try:
         [embedder] = client.scatter([stack.embedder], broadcast=True)
-        futures = client.compute(_graph(stack, pending, embedder, None))
+        try:
+            futures = client.compute(_graph(stack, pending, embedder, None))
+        except TypeError as exc:  # distributed could not serialise the graph: the image data
+            raise ValueError(
+                f"the image ({type(stack.source.data).__name__}) cannot be sent to the dask "
+                f"workers ({exc.__cause__ or exc}): open the file as "
+                "napari_sam.scaleout.FileArray(path), which the workers reopen by path"
+            ) from exc
         try:
             for future in as_completed(futures):
                 future.result()  # raises the task's error here
