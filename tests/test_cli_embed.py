@@ -29,7 +29,7 @@ def embedders(monkeypatch):
     """The model is replaced by the cheap block-mean embedder; returns those made."""
     made = []
 
-    def make(args, source):
+    def make(args, source, limits):
         made.append(BlockMeanEmbedder())
         return made[-1]
 

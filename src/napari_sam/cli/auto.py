@@ -4,7 +4,9 @@ Every :class:`~napari_sam.automatic.AutoMaskConfig` field is an option (``--poin
 ...), generated from the dataclass; ``--preset`` picks the starting values (default: the
 model's own, :func:`~napari_sam.automatic.config_for_model`). 3D / nD data is segmented slice
 by slice and linked into 3D objects; large planes are tiled. Finding nothing exits with
-:data:`NOTHING_FOUND` and a hint.
+:data:`NOTHING_FOUND` and a hint. The image's axes are read as every command reads them
+(:mod:`napari_sam.cli.inputs`): an 8-bit RGB picture is detected, a channel axis is chosen with
+``--channel`` (and never linked as if it were z).
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+
+from napari_sam.cli.inputs import add_image_options, input_of
+from napari_sam.cli.progress import Progress, progress_of
+
+#: the shared :class:`~napari_sam.cli.progress.Progress`, by the name it had here
+_Progress = Progress
 
 #: exit status when no object was found (the label image is still written)
 NOTHING_FOUND = 3
@@ -39,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None, help="weights name or file (default: bundled)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    parser.add_argument("--rgb", action="store_true", help="the last axis holds RGB(A) colour")
+    add_image_options(parser)
     parser.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="intensity range shown to the model (default: percentiles)")  # fmt: skip
     parser.add_argument("--tile", type=int, nargs=2, metavar=("ROWS", "COLS"),
@@ -60,39 +68,26 @@ def config_from_args(args: argparse.Namespace, model):
     return start.with_values(**changes)
 
 
-def _read(path: Path):
-    from napari_sam.lazy import open_image
-
-    if path.suffix.lower() == ".png":
-        from napari_sam.cli.segment import read_image
-
-        return read_image(path)
-    data, multiscale = open_image(path)
-    return data[0] if multiscale else data
-
-
 def run(args: argparse.Namespace) -> int:
     import tifffile
 
     from napari_sam.automatic import segment_everything
     from napari_sam.predictor import Predictor
 
-    data = _read(args.image)
-    rgb = bool(args.rgb)
-    if rgb and data.shape[-1] not in (3, 4):
-        raise ValueError(f"--rgb needs a last axis of 3 or 4, the image is {data.shape}")
+    progress = progress_of(args)
+    contrast = tuple(args.contrast_limits) if args.contrast_limits else None
+    source, limits = input_of(args).slice_source(contrast=contrast)
     predictor = Predictor.load(args.model, device=args.device, precision=args.precision)
     config = config_from_args(args, predictor.config)
 
-    report = _Progress(args.quiet)
-
+    progress.start("segmenting", "steps", resume="nothing was written: run the same "
+                   "command again to start over")  # fmt: skip
     labels = segment_everything(
-        predictor, data, config, report, rgb=rgb,
-        contrast_limits=tuple(args.contrast_limits) if args.contrast_limits else None,
+        predictor, source.data, config, progress, rgb=source.rgb, contrast_limits=limits,
         tile=tuple(args.tile) if args.tile else None,
         halo=tuple(args.halo) if args.halo else None,
     )  # fmt: skip
-    report.close()
+    progress.close()
     n = int(np.count_nonzero(np.unique(labels)))
     out = labels.astype(np.uint16 if n < 2**16 else np.uint32)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -106,26 +101,3 @@ def run(args: argparse.Namespace) -> int:
               "or set --contrast-limits", file=sys.stderr)  # fmt: skip
         return NOTHING_FOUND
     return 0
-
-
-class _Progress:
-    """Progress on stderr: one line rewritten in place on a terminal; elsewhere (a log
-    file, a pipe) a new line at each tenth of the work, so the log stays readable."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet, self.tty, self.shown = quiet, sys.stderr.isatty(), -1
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        if self.tty:
-            print(f"\rsegmenting: {done}/{total} steps", end="", file=sys.stderr, flush=True)
-            return
-        tenth = 10 * done // max(total, 1)
-        if tenth > self.shown:
-            self.shown = tenth
-            print(f"segmenting: {done}/{total} steps", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if not self.quiet and self.tty:
-            print(file=sys.stderr)

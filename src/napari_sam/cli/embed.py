@@ -1,16 +1,21 @@
 """``napari-sam embed``: compute a stack's embeddings into a store that napari opens later.
 
     napari-sam embed IMAGE --out STORE.zarr [--model NAME|PATH] [--tile H W --halo H W]
-                     [--level N] [--contrast LOW HIGH] [--scheduler ADDRESS] [--workers N]
+                     [--level N] [--contrast LOW HIGH] [--rgb | --channel N|composite]
+                     [--scheduler ADDRESS] [--workers N] [--quiet]
 
 Resumes an interrupted run (finished slices are kept); refuses a store made for other data,
-model or tiling unless ``--overwrite``.
+model or tiling unless ``--overwrite``. The image's axes are read as every command reads them
+(:mod:`napari_sam.cli.inputs`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from napari_sam.cli.inputs import add_image_options, input_of
+from napari_sam.cli.progress import progress_of
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--halo", nargs=2, type=int, metavar=("H", "W"),
                         help="halo per side (default: 1/8 of the model input when tiled)")  # fmt: skip
     parser.add_argument("--level", type=int, default=0, help="multiscale level (0 = full)")
-    parser.add_argument("--rgb", action="store_true", help="the last axis holds RGB(A)")
     parser.add_argument("--contrast", nargs=2, type=float, metavar=("LOW", "HIGH"),
                         help="contrast limits (default: percentiles of a sample)")  # fmt: skip
     parser.add_argument("--scheduler", help="dask.distributed scheduler address "
@@ -37,11 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=1, help="local threads (default 1)")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute a store made for something else")  # fmt: skip
+    add_image_options(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(func=run)
 
 
-def make_embedder(args: argparse.Namespace, source):
-    """The model behind the store: weights ``args.model`` on ``args.device``."""
+def make_embedder(args: argparse.Namespace, source, limits: tuple[float, float] | None):
+    """The model behind the store: weights ``args.model`` on ``args.device``, embedding
+    ``source`` with contrast ``limits`` (None: sampled from the stack)."""
     from napari_sam.device import resolve_device
     from napari_sam.lazy import sample_limits
     from napari_sam.model.checkpoints import load_model
@@ -50,23 +57,19 @@ def make_embedder(args: argparse.Namespace, source):
     from napari_sam.stack import PredictorEmbedder
 
     loaded = load_model(args.model or default_weights(), resolve_device(args.device))
-    limits = tuple(args.contrast) if args.contrast else sample_limits(source)
     predictor = Predictor(loaded.model, weights_id=loaded.weights_hash)
-    return PredictorEmbedder(predictor, limits, args.rgb or None)
+    return PredictorEmbedder(predictor, limits or sample_limits(source), source.rgb or None)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from napari_sam.embeddings import SignatureMismatchError
-    from napari_sam.lazy import SliceSource, open_image
     from napari_sam.scaleout import embed_all
     from napari_sam.stack import StackEmbeddings
 
-    data, multiscale = open_image(args.image)
-    source = SliceSource.from_layer_data(data, multiscale=multiscale, rgb=args.rgb,
-                                         level=args.level)  # fmt: skip
-    embedder = make_embedder(args, source)
+    progress = progress_of(args)
+    contrast = tuple(args.contrast) if args.contrast else None
+    source, limits = input_of(args).slice_source(args.level, contrast)
+    embedder = make_embedder(args, source, limits)
     try:
         stack = StackEmbeddings.open(
             source, embedder, args.out, tile=tuple(args.tile) if args.tile else None,
@@ -79,12 +82,9 @@ def run(args: argparse.Namespace) -> int:
     grid = stack.grid
     print(f"{source.n_slices} slice(s) of {source.plane_shape}, {grid.n_tiles} tile(s) "
           f"(tile {grid.tile}, halo {grid.halo}) -> {args.out}", file=sys.stderr)  # fmt: skip
-    bar = None
+    progress.start("embedding", "embeddings", resume=f"the embeddings computed so far are in "
+                   f"{args.out}: run the same command again to resume")  # fmt: skip
     for done, total in embed_all(stack, scheduler=args.scheduler, num_workers=args.workers):
-        if bar is None:
-            bar = tqdm(total=total, initial=done, unit="emb", file=sys.stderr)
-        else:
-            bar.update(done - bar.n)
-    if bar is not None:
-        bar.close()
+        progress(done, total)
+    progress.close()
     return 0

@@ -14,7 +14,9 @@ not reach. Every slice is embedded once (per tile): in process, or read from ``-
 STORE.zarr`` made by ``napari-sam embed`` (a store made for other data, model, contrast or
 tiling is refused). Large planes are tiled (``--tile H W --halo H W``, default from the model
 input) and an object crossing tile borders is still segmented whole. A small object is decoded
-once more on a magnified window around it (``--zoom``, see :mod:`napari_sam.zoom`).
+once more on a magnified window around it (``--zoom``, see :mod:`napari_sam.zoom`). The image
+is read lazily, a window at a time, and its axes as every command reads them
+(:mod:`napari_sam.cli.inputs`: ``--rgb``, ``--channel``); progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -28,21 +30,21 @@ from typing import Any
 
 import numpy as np
 
+from napari_sam.cli.inputs import InputImage, Layout, add_image_options, input_of
+from napari_sam.cli.progress import Progress, progress_of
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "segment", help="segment objects described in a prompts JSON file into a label image"
     )
-    parser.add_argument("image", type=Path, help="TIFF, PNG or zarr image")
+    parser.add_argument("image", type=Path, help="TIFF, PNG, JPEG, zarr or npy image")
     parser.add_argument("--prompts", type=Path, required=True, help="PROMPTS.json")
     parser.add_argument("-o", "--output", type=Path, required=True, help="LABELS.tif")
     parser.add_argument("--model", default=None, help="weights name or file (default: bundled)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    parser.add_argument(
-        "--channel", default=None,
-        help="for multichannel (C, ..., H, W) data: a channel index, or 'composite'",
-    )  # fmt: skip
+    add_image_options(parser)
     parser.add_argument(
         "--overwrite", action="store_true", help="later objects overwrite earlier ones"
     )
@@ -62,28 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "predicted IoU), single (the single-mask output), any (the best "
                              "of all four) or auto (per kind of prompt, as the model says; "
                              "docs/prompting.md)")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(func=run)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """A TIFF, PNG or zarr array (a zarr group: its array "0", as in OME-Zarr)."""
-    if not path.exists():
-        raise FileNotFoundError(f"no such image: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        return tifffile.imread(path)
-    if suffix == ".png":
-        from PIL import Image
-
-        return np.asarray(Image.open(path))
-    if suffix == ".zarr" or path.is_dir():
-        import zarr
-
-        node = zarr.open(str(path), mode="r")
-        return np.asarray(node["0"] if isinstance(node, zarr.Group) else node)
-    raise ValueError(f"cannot read {path.name}: use TIFF, PNG or zarr")
 
 
 def read_prompts(path: Path) -> list[dict]:
@@ -124,20 +106,24 @@ class _Object:
 
 
 def group_objects(
-    objects: list[dict], leading: tuple[int, ...], zoom: str = "auto", multimask: str = "auto"
-) -> list[_Object]:
+    objects: list[dict], leading: tuple[int, ...], zoom: str = "auto", multimask: str = "auto",
+    channel_hint: bool = False,
+) -> list[_Object]:  # fmt: skip
     """Entries grouped by id; an id marked ``propagate`` collects all of its entries (its
     propagation zooms as ``zoom`` and picks masks as ``multimask`` unless its options say
-    otherwise)."""
+    otherwise). ``channel_hint``: a wrong slice index names ``--channel`` (the leading
+    axes may hold channels)."""
     from napari_sam.volume import PropagationConfig
 
     grouped: dict[int, _Object] = {}
     for order, obj in enumerate(objects):
         index = tuple(int(i) for i in obj.get("slice", ()))
         if len(index) != len(leading) or not all(0 <= i < n for i, n in zip(index, leading)):
+            hint = (" (if the first axis holds channels, choose one with --channel N or "
+                    "--channel composite)") if channel_hint and leading else ""  # fmt: skip
             raise ValueError(
                 f"object {obj['id']}: the image has leading axes {leading}; give "
-                f"{len(leading)} slice indices inside them, not {list(index)}"
+                f"{len(leading)} slice indices inside them, not {list(index)}{hint}"
             )
         entry = grouped.setdefault(obj["id"], _Object(obj["id"], order, {}))
         if index in entry.annotations:
@@ -168,73 +154,70 @@ def _grid(args: argparse.Namespace, plane: tuple[int, int], image_size: int):
     return TileGrid(plane, grid.tile, tuple(args.halo)) if args.halo and grid.tile else grid
 
 
-def _in_process(args: argparse.Namespace, predictor):
-    """Embeddings computed here per (slice, tile), full precision: ``(embeddings, leading
-    shape)``. Untiled planes use their own contrast; tiles and zoom windows of a plane share
-    the plane's."""
+def _in_process(args: argparse.Namespace, predictor, image: InputImage):
+    """Embeddings computed here per (slice, tile), full precision, each window read from the
+    file when it is embedded: ``(embeddings, leading shape)``. Untiled planes use their own
+    contrast; tiles and zoom windows of a plane share the plane's."""
+    from functools import lru_cache
+
     from napari_sam.image import percentile_limits
     from napari_sam.tiled import WindowEmbeddings
 
-    image = read_image(args.image)
-    channel = None
-    if args.channel is not None:
-        channel = args.channel if args.channel == "composite" else int(args.channel)
-    rgb = image.ndim >= 3 and image.shape[-1] in (3, 4) and channel is None
-    spatial = image.shape[1:] if channel is not None else image.shape[:-1] if rgb else image.shape
-    leading, plane_shape = tuple(spatial[:-2]), tuple(spatial[-2:])
+    layout, leading, plane_shape = image.layout, image.leading_shape, image.plane_shape
     grid = _grid(args, plane_shape, predictor.config.image_size)
+    whole = (0, 0, *plane_shape)
+
+    @lru_cache(maxsize=4)
+    def plane_limits(index: tuple[int, ...]):
+        plane = image.read(index, whole)
+        if layout.channel is None:
+            return percentile_limits(plane)
+        return [percentile_limits(c) for c in np.moveaxis(plane, layout.channel_axis, 0)]
 
     def embed(flat: int, window: tuple[int, int, int, int]):
         index = tuple(int(i) for i in np.unravel_index(flat, leading)) if leading else ()
-        plane = image[(slice(None), *index)] if channel is not None else image[index]
-        r0, c0, r1, c1 = window
         limits = None
-        if window != (0, 0, *plane_shape) and plane.dtype != np.uint8:
-            # tiles and zoom windows share the plane's contrast
-            limits = ([percentile_limits(c) for c in plane] if channel is not None
-                      else percentile_limits(plane))  # fmt: skip
-        part = plane[..., r0:r1, c0:c1] if channel is not None else plane[r0:r1, c0:c1]
-        return predictor.embed(part, rgb=rgb, channel=channel, contrast_limits=limits)
+        if window != whole and np.dtype(image.data.dtype) != np.uint8:
+            limits = plane_limits(index)  # tiles and zoom windows share the plane's contrast
+        return predictor.embed(image.read(index, window), contrast_limits=limits,
+                               **layout.embed_options)  # fmt: skip
 
     return WindowEmbeddings(grid, embed, cache_size=max(8, 4 * grid.n_tiles)), leading
 
 
-def _stored(args: argparse.Namespace, predictor):
+def _stored(args: argparse.Namespace, predictor, image: InputImage):
     """Embeddings read from (and, where missing, added to) ``args.embeddings``."""
     from napari_sam.embeddings import EmbeddingStore
-    from napari_sam.lazy import SliceSource, open_image, sample_limits
+    from napari_sam.lazy import sample_limits
     from napari_sam.stack import PredictorEmbedder, StackEmbeddings
 
-    if args.channel is not None:
-        raise ValueError("--channel cannot be used with --embeddings (a store embeds planes)")
     stored = EmbeddingStore.open(args.embeddings).signature  # FileNotFoundError if absent
-    data, multiscale = open_image(args.image)
-    rgb = len(data.shape if not multiscale else data[0].shape) >= 3 and (
-        (data[0] if multiscale else data).shape[-1] in (3, 4))  # fmt: skip
-    source = SliceSource.from_layer_data(data, multiscale=multiscale, rgb=rgb, level=stored.level)
-    limits = tuple(args.contrast) if args.contrast else sample_limits(source)
+    source, limits = image.slice_source(stored.level,
+                                        tuple(args.contrast) if args.contrast else None)  # fmt: skip
+    limits = limits or sample_limits(source)
     tile = tuple(args.tile) if args.tile else stored.tile
     halo = tuple(args.halo) if args.halo else stored.halo
-    stack = StackEmbeddings.open(source, PredictorEmbedder(predictor, limits, rgb or None),
+    stack = StackEmbeddings.open(source, PredictorEmbedder(predictor, limits, source.rgb or None),
                                  args.embeddings, tile=tile, halo=halo)  # fmt: skip
     return stack, source.leading_shape
 
 
 def _masks(
     obj: _Object, embeddings, predictor, leading: tuple[int, ...], zoom: str = "auto",
-    multimask: str = "auto",
-):
+    multimask: str = "auto", progress: Progress | None = None,
+):  # fmt: skip
     """(leading index, plane ObjectMask) of every slice ``obj`` is segmented on; ``zoom``
     and ``multimask`` as ``--zoom`` and ``--multimask`` (a propagated object's own options
-    win)."""
+    win). ``progress(done, total)`` sees each propagated slice."""
+    from napari_sam.automatic.run import drain
     from napari_sam.tiled import segment_plane
-    from napari_sam.volume import axis_slices, propagate, run
+    from napari_sam.volume import axis_slices, propagate
 
     if obj.propagate is None:
         for index, prompt in obj.annotations.items():
             flat = int(np.ravel_multi_index(index, leading)) if leading else 0
             yield index, segment_plane(embeddings, predictor, flat, prompt, zoom=zoom,
-                                       multimask=multimask).mask
+                                       multimask=multimask).mask  # fmt: skip
         return
     if not 0 <= obj.axis < len(leading):
         raise ValueError(f"object {obj.id}: no leading axis {obj.axis} in {leading}")
@@ -245,8 +228,8 @@ def _masks(
     slices = axis_slices(leading, obj.axis, first)
     annotations = {index[obj.axis]: prompt for index, prompt in obj.annotations.items()}
     try:
-        result = run(propagate(embeddings, predictor, annotations, slices=slices,
-                               config=obj.propagate))  # fmt: skip
+        result = drain(propagate(embeddings, predictor, annotations, slices=slices,
+                                 config=obj.propagate), progress)  # fmt: skip
     except ValueError as exc:
         raise ValueError(f"object {obj.id}: {exc}") from None
     for position, mask in zip(result.positions, result.masks):
@@ -260,20 +243,42 @@ def run(args: argparse.Namespace) -> int:
     from napari_sam.labels import write_mask
     from napari_sam.predictor import Predictor
 
+    progress = progress_of(args)
     objects = read_prompts(args.prompts)
+    image = input_of(args)
     predictor = Predictor.load(args.model, device=args.device, precision=args.precision)
+    embeddings_of = _stored if args.embeddings else _in_process
     try:
-        embeddings, leading = (_stored if args.embeddings else _in_process)(args, predictor)
+        embeddings, leading = embeddings_of(args, predictor, image)
     except SignatureMismatchError as exc:
-        print(f"napari-sam segment: error: {exc}. Segment with the --model, --contrast, "
-              "--tile and --halo the store was made with.", file=sys.stderr)  # fmt: skip
+        print(f"napari-sam segment: error: {exc}. Segment with the --model, --channel, "
+              "--contrast, --tile and --halo the store was made with.", file=sys.stderr)  # fmt: skip
         return 2
-    work = group_objects(objects, leading, args.zoom, args.multimask)
+    work = group_objects(objects, leading, args.zoom, args.multimask,
+                         channel_hint=image.layout == Layout())  # fmt: skip
+    if args.embeddings:
+        progress.resume = (f"nothing was written; the embeddings computed so far are in "
+                           f"{args.embeddings}: run the same command again to resume")  # fmt: skip
+    else:
+        progress.resume = ("nothing was written: run the same command again to start over "
+                           "(napari-sam embed IMAGE --out STORE, then --embeddings STORE here, "
+                           "keeps the embeddings across runs)")  # fmt: skip
+    plain = [o for o in work if o.propagate is None]
     found = []  # computed slice by slice (embedding reuse), written in file order
-    for obj in sorted(work, key=lambda o: (o.propagate is not None, min(o.annotations))):
+    entries = sum(len(o.annotations) for o in plain)
+    progress.start("segmenting prompts", "prompts")
+    for obj in sorted(plain, key=lambda o: min(o.annotations)):
+        for index, mask in _masks(obj, embeddings, predictor, leading, args.zoom,
+                                  args.multimask):  # fmt: skip
+            found.append((obj.order, index, obj.id, mask))
+            progress(len(found), entries)
+    for obj in sorted((o for o in work if o.propagate is not None),
+                      key=lambda o: min(o.annotations)):  # fmt: skip
+        progress.start(f"propagating object {obj.id}", "slices")
         found += [(obj.order, index, obj.id, m)
                   for index, m in _masks(obj, embeddings, predictor, leading, args.zoom,
-                                         args.multimask)]
+                                         args.multimask, progress)]  # fmt: skip
+    progress.close()
     dtype = np.uint16 if max(o["id"] for o in objects) < 2**16 else np.uint32
     labels = np.zeros((*leading, *embeddings.grid.shape), dtype=dtype)
     for _, index, obj_id, mask in sorted(found, key=lambda item: item[0]):
