@@ -38,15 +38,15 @@ from bench_auto import f1_from, match_counts
 from scipy import ndimage
 
 from napari_sam.image import percentile_limits
-from napari_sam.lazy import SliceSource
+from napari_sam.plane_segmentation import WindowEmbeddings, segment_plane
 from napari_sam.predictor import Predictor
 from napari_sam.prompts import Prompt
-from napari_sam.stack import PredictorEmbedder, StackEmbeddings
-from napari_sam.tiled import WindowEmbeddings, segment_plane
-from napari_sam.tiling import TileGrid
+from napari_sam.propagation import PropagationConfig, deepest_point, propagate, run
+from napari_sam.slice_source import SliceSource
+from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
+from napari_sam.tile_grid import TileGrid
 from napari_sam.training.synthetic import EASY_STYLE, NucleiStyle, synthetic_nuclei
 from napari_sam.transforms import ObjectMask
-from napari_sam.volume import PropagationConfig, deepest_point, propagate, run
 
 DEFAULT_FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "foreign"
 # the mask choices measured ("auto" is one of them per prompt family: printed with the table)

@@ -64,7 +64,7 @@ def _vit_t_embedder():
 
     from napari_sam.model.sam import build_sam
     from napari_sam.predictor import Predictor
-    from napari_sam.stack import PredictorEmbedder
+    from napari_sam.stack_embeddings import PredictorEmbedder
 
     torch.manual_seed(0)
     model = build_sam("vit_t").eval()
@@ -73,9 +73,9 @@ def _vit_t_embedder():
 
 
 def browse(slices: int, side: int, workdir: Path) -> dict:
-    from napari_sam.lazy import SliceSource
     from napari_sam.scaleout import embed_all
-    from napari_sam.stack import StackEmbeddings
+    from napari_sam.slice_source import SliceSource
+    from napari_sam.stack_embeddings import StackEmbeddings
     from napari_sam.testing import BlockMeanEmbedder
 
     source = SliceSource(_lazy_stack(slices, side))
@@ -99,8 +99,8 @@ def browse(slices: int, side: int, workdir: Path) -> dict:
 
 
 def first_prompt(slices: int, side: int, workdir: Path) -> dict:
-    from napari_sam.lazy import SliceSource
-    from napari_sam.stack import StackEmbeddings
+    from napari_sam.slice_source import SliceSource
+    from napari_sam.stack_embeddings import StackEmbeddings
 
     embedder, weights_mb = _vit_t_embedder()
     source = SliceSource(_lazy_stack(slices, side))
@@ -118,8 +118,8 @@ def first_prompt(slices: int, side: int, workdir: Path) -> dict:
 def big_2d(side: int, workdir: Path) -> dict:
     import zarr
 
-    from napari_sam.lazy import SliceSource
-    from napari_sam.stack import StackEmbeddings
+    from napari_sam.slice_source import SliceSource
+    from napari_sam.stack_embeddings import StackEmbeddings
 
     embedder, weights_mb = _vit_t_embedder()
     arr = zarr.create_array(str(workdir / "big.zarr"), shape=(side, side), chunks=(1024, 1024),
@@ -141,13 +141,13 @@ def big_2d(side: int, workdir: Path) -> dict:
 
 
 def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) -> dict:
-    from napari_sam.lazy import SliceSource, sample_limits
     from napari_sam.predictor import Predictor
+    from napari_sam.propagation import deepest_point
     from napari_sam.sample_data import synthetic_3d
-    from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+    from napari_sam.slice_source import SliceSource, sample_limits
+    from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
     from napari_sam.training.synthetic import EASY_STYLE, synthetic_nuclei
     from napari_sam.transforms import ObjectMask
-    from napari_sam.volume import deepest_point
 
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")
     # the default (the click with the previous mask as dense prompt, and the stop
@@ -229,7 +229,7 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
 def _propagated(stack, predictor, position: int, point, **config) -> np.ndarray:
     """(Z, H, W) bool: the object clicked at ``point`` on slice ``position``, propagated."""
     from napari_sam.prompts import Prompt
-    from napari_sam.volume import PropagationConfig, propagate, run
+    from napari_sam.propagation import PropagationConfig, propagate, run
 
     n = stack.source.n_slices
     result = run(propagate(stack, predictor, {position: Prompt.from_points([point])},

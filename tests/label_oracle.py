@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from napari_sam.plane_segmentation import WindowEmbeddings, crop_mask
 from napari_sam.prompts import PointLabel
-from napari_sam.tiled import WindowEmbeddings, crop_mask
-from napari_sam.tiling import TileGrid
+from napari_sam.tile_grid import TileGrid
 
 
 @dataclass(frozen=True, eq=False)

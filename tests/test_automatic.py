@@ -29,7 +29,7 @@ from napari_sam.automatic.mask_ops import (
     point_grid,
     tight_box,
 )
-from napari_sam.tiling import TileGrid
+from napari_sam.tile_grid import TileGrid
 from napari_sam.transforms import ObjectMask
 
 # settings that let the random tiny model's few, large masks through
@@ -433,10 +433,10 @@ def test_a_blank_or_constant_image_has_no_objects(predictor):
 def test_progress_in_a_log_is_one_line_per_tenth(capsys, monkeypatch):
     import sys
 
-    from napari_sam.cli.auto import _Progress
+    from napari_sam.cli.progress import Progress
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    report = _Progress(quiet=False)
+    report = Progress(quiet=False)
     for done in range(1, 101):
         report(done, 100)
     report.close()

@@ -12,8 +12,8 @@ import tifffile
 from napari_sam.cli import embed as cli_embed
 from napari_sam.cli import main
 from napari_sam.embeddings import EmbeddingStore
-from napari_sam.lazy import SliceSource
-from napari_sam.stack import StackEmbeddings
+from napari_sam.slice_source import SliceSource
+from napari_sam.stack_embeddings import StackEmbeddings
 from napari_sam.testing import BlockMeanEmbedder
 
 
@@ -72,7 +72,7 @@ def test_missing_image_is_one_clear_line(tmp_path, capsys):
 
 
 def test_embed_path_loads_no_qt():
-    code = ("import sys; import napari_sam.cli.embed, napari_sam.scaleout, napari_sam.stack; "
+    code = ("import sys; import napari_sam.cli.embed, napari_sam.scaleout, napari_sam.stack_embeddings; "
             "from napari_sam.cli import build_parser; build_parser(); "
             "print(sorted(m for m in ('qtpy', 'PyQt5', 'PyQt6', 'napari') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

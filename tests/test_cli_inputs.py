@@ -207,9 +207,9 @@ def test_scheduler_embeds_a_tiff(tmp_path, embedders):
 def test_data_that_cannot_reach_the_workers_is_refused_in_one_line(tmp_path):
     from distributed import LocalCluster
 
-    from napari_sam.lazy import SliceSource, open_image
     from napari_sam.scaleout import FileArray, embed_all
-    from napari_sam.stack import StackEmbeddings
+    from napari_sam.slice_source import SliceSource, open_image
+    from napari_sam.stack_embeddings import StackEmbeddings
 
     tifffile.imwrite(tmp_path / "s.tif", np.ones((2, 40, 40), np.uint16), photometric="minisblack")
     data, _ = open_image(tmp_path / "s.tif")  # a zarr view holding an open tifffile handle

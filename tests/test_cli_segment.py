@@ -109,9 +109,9 @@ def test_cli_loads_no_qt(tmp_path):
 
 
 def _in_process_stack(data, weights, tile=None, halo=None):
-    from napari_sam.lazy import SliceSource, sample_limits
     from napari_sam.model.checkpoints import load_model
-    from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+    from napari_sam.slice_source import SliceSource, sample_limits
+    from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
 
     loaded = load_model(weights)
     predictor = Predictor(loaded.model, weights_id=loaded.weights_hash)
@@ -121,8 +121,8 @@ def _in_process_stack(data, weights, tile=None, halo=None):
 
 
 def test_embed_then_segment_with_the_store_equals_in_process(tmp_path, weights, stack):
-    from napari_sam.tiled import segment_plane
-    from napari_sam.volume import PropagationConfig, propagate, run
+    from napari_sam.plane_segmentation import segment_plane
+    from napari_sam.propagation import PropagationConfig, propagate, run
 
     path, data = stack
     store = tmp_path / "emb.zarr"
@@ -151,9 +151,9 @@ def test_embed_then_segment_with_the_store_equals_in_process(tmp_path, weights, 
 
 
 def test_a_store_made_for_something_else_is_refused(tmp_path, weights, stack, capsys):
-    from napari_sam.lazy import SliceSource
     from napari_sam.model.checkpoints import load_model
-    from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+    from napari_sam.slice_source import SliceSource
+    from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
 
     path, data = stack
     store = tmp_path / "other.zarr"

@@ -20,9 +20,9 @@ from napari_sam.embeddings import (
     StoreSignature,
     StoreWarning,
 )
-from napari_sam.lazy import SliceSource
 from napari_sam.scaleout import embed_all
-from napari_sam.stack import StackEmbeddings
+from napari_sam.slice_source import SliceSource
+from napari_sam.stack_embeddings import StackEmbeddings
 from napari_sam.testing import BlockMeanEmbedder
 
 SIG = StoreSignature(data="full:abc", model="blockmean", weights="w1", preprocessing="p")
@@ -138,9 +138,9 @@ def test_an_unreadable_chunk_is_a_clear_error_not_a_silent_recompute(tmp_path):
 _WRITER = """
 import sys
 import numpy as np
-from napari_sam.lazy import SliceSource
+from napari_sam.slice_source import SliceSource
 from napari_sam.scaleout import embed_all
-from napari_sam.stack import StackEmbeddings
+from napari_sam.stack_embeddings import StackEmbeddings
 from napari_sam.testing import BlockMeanEmbedder
 data = np.load(sys.argv[1])
 stack = StackEmbeddings.open(SliceSource(data), BlockMeanEmbedder(), sys.argv[2])

@@ -19,9 +19,9 @@ from napari_sam.embeddings import (
     StoreSignature,
     StoreWarning,
 )
-from napari_sam.lazy import SliceSource, fingerprint, sample_windows
 from napari_sam.scaleout import embed_all
-from napari_sam.stack import StackEmbeddings
+from napari_sam.slice_source import SliceSource, fingerprint, sample_windows
+from napari_sam.stack_embeddings import StackEmbeddings
 from napari_sam.testing import BlockMeanEmbedder
 
 SIG = StoreSignature(data="full:abc", model="blockmean", weights="w1", preprocessing="p")

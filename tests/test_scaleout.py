@@ -8,9 +8,9 @@ import pytest
 from distributed import LocalCluster
 
 from napari_sam.embeddings import EmbeddingStore
-from napari_sam.lazy import SliceSource
 from napari_sam.scaleout import embed_all
-from napari_sam.stack import StackEmbeddings
+from napari_sam.slice_source import SliceSource
+from napari_sam.stack_embeddings import StackEmbeddings
 from napari_sam.testing import BlockMeanEmbedder
 
 

@@ -82,8 +82,8 @@ def test_scripts_zoom_in_on_small_objects_like_the_widget_and_cli():
     """Session.segment with the bundled model decodes a small nucleus again on a magnified
     window, exactly as the one prompting path (segment_plane) of the widget and CLI does."""
     from napari_sam.image import percentile_limits
-    from napari_sam.tiled import WindowEmbeddings, segment_plane
-    from napari_sam.tiling import TileGrid
+    from napari_sam.plane_segmentation import WindowEmbeddings, segment_plane
+    from napari_sam.tile_grid import TileGrid
     from napari_sam.training.synthetic import NucleiStyle, synthetic_nuclei
 
     sample = synthetic_nuclei((256, 320), seed=3, style=NucleiStyle(radius=(5.0, 7.0)))

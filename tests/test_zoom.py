@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from label_oracle import LabelOracle, LabelWindow, oracle_embeddings
+from napari_sam.plane_segmentation import segment_plane, zoom_in
 from napari_sam.prompts import Prompt
-from napari_sam.tiled import segment_plane, zoom_in
 from napari_sam.transforms import ObjectMask
 from napari_sam.zoom import FAST_MODELS, ZoomConfig, resolve_zoom, zoom_window
 
@@ -115,9 +115,9 @@ def test_off_and_auto_for_other_models_decode_once():
 def test_bundled_model_segments_small_nuclei_better_zoomed():
     """What a user sees: small nuclei (radius 4-7 px in a 512 px image) come out closer to
     the truth with zoom (the default for the bundled model) than without."""
+    from napari_sam.plane_segmentation import WindowEmbeddings
     from napari_sam.predictor import Predictor
-    from napari_sam.tiled import WindowEmbeddings
-    from napari_sam.tiling import TileGrid
+    from napari_sam.tile_grid import TileGrid
     from napari_sam.training.synthetic import NucleiStyle, synthetic_nuclei
 
     predictor = Predictor.load("bundled", device="cpu")

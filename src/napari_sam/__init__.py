@@ -48,8 +48,8 @@ _EXPORTS = {
     "AutoMaskConfig": "napari_sam.automatic",
     "PRESETS": "napari_sam.automatic",
     "segment_everything": "napari_sam.automatic",
-    "PropagationConfig": "napari_sam.volume",
-    "propagate": "napari_sam.volume",
+    "PropagationConfig": "napari_sam.propagation",
+    "propagate": "napari_sam.propagation",
 }
 
 __all__ = [
@@ -77,9 +77,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from napari_sam.labels import write_mask
     from napari_sam.predictor import ImageEmbedding, MaskPrediction, Predictor
     from napari_sam.prompts import PointLabel, Prompt
+    from napari_sam.propagation import PropagationConfig, propagate
     from napari_sam.session import LayerSegmentation, Session
     from napari_sam.transforms import ObjectMask
-    from napari_sam.volume import PropagationConfig, propagate
 
 
 def __getattr__(name: str):

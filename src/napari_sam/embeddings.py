@@ -85,7 +85,7 @@ class StoreWarning(UserWarning):
 class StoreSignature:
     """What the embeddings depend on. Any difference makes stored features stale.
 
-    ``data``: :func:`napari_sam.lazy.fingerprint` of the image; ``model``: architecture name;
+    ``data``: :func:`napari_sam.slice_source.fingerprint` of the image; ``model``: architecture name;
     ``weights``: weights hash; ``preprocessing``: the predictor's preprocessing id (input
     size, pixel statistics, resize rule); ``tile`` / ``halo``: (rows, cols) or None / (0, 0);
     ``level``: multiscale level embedded; ``version``: napari-sam version that wrote it.
@@ -137,7 +137,7 @@ class StoreLayout:
 class StoredFeatures:
     """One stored embedding: ``features`` (C, h, w) float16; ``original_size`` (rows, cols)
     of the slice / tile window embedded; ``input_size`` (rows, cols) after the model resize;
-    ``content``: :func:`napari_sam.lazy.content_hash` of the pixels that were embedded."""
+    ``content``: :func:`napari_sam.slice_source.content_hash` of the pixels that were embedded."""
 
     features: np.ndarray
     original_size: tuple[int, int]
@@ -333,7 +333,7 @@ class EmbeddingStore:
         content: int,
     ) -> None:
         """Store and publish one embedding. ``features``: (C, h, w) or (1, C, h, w), any float
-        dtype (stored as float16); ``content``: :func:`napari_sam.lazy.content_hash` of the
+        dtype (stored as float16); ``content``: :func:`napari_sam.slice_source.content_hash` of the
         pixels embedded. Raises :class:`StoreChangedError` if the store was recreated
         meanwhile."""
         s, t = slice_index, tile

@@ -1,7 +1,7 @@
 """Where an object ends: the evidence each propagated slice carries, beyond the model's word.
 
 A model's predicted IoU stays high on wrong masks (the out-of-focus light past a nucleus's end,
-a neighbour it runs into), so propagation (:mod:`napari_sam.volume`) also weighs what it can
+a neighbour it runs into), so propagation (:mod:`napari_sam.propagation`) also weighs what it can
 measure itself, per slice, against the slice it came from:
 
 - ``overlap``: intersection over the smaller area with the previous slice's mask (small when
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from napari_sam.tiling import Box
+from napari_sam.tile_grid import Box
 from napari_sam.transforms import ObjectMask
 
 

@@ -1,4 +1,4 @@
-"""The widget's embeddings: one :class:`~napari_sam.stack.StackEmbeddings` per image and model
+"""The widget's embeddings: one :class:`~napari_sam.stack_embeddings.StackEmbeddings` per image and model
 (no Qt here).
 
 2D images, stacks and large tiled planes share this one path: a (slice, tile) is embedded
@@ -22,8 +22,8 @@ import numpy as np
 import xxhash
 
 from napari_sam.embeddings import EmbeddingStore, SignatureMismatchError, StoreError
-from napari_sam.lazy import SliceSource, fingerprint
-from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+from napari_sam.slice_source import SliceSource, fingerprint
+from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
 
 _CONTRAST = ";contrast="
 
@@ -57,7 +57,7 @@ class StackRequest:
 
 def store_contrast(store: EmbeddingStore) -> tuple[float, float] | None:
     """The contrast limits a store's embeddings were made with (recorded by
-    :class:`~napari_sam.stack.PredictorEmbedder` in the preprocessing id)."""
+    :class:`~napari_sam.stack_embeddings.PredictorEmbedder` in the preprocessing id)."""
     _, found, text = store.signature.preprocessing.partition(_CONTRAST)
     if not found:
         raise StoreRefused(f"{store.path} was not made by a model on images (no contrast "

@@ -4,7 +4,7 @@
 panels it hosts (e.g. ``napari_sam._qt.auto_panel.AutoPanel(viewer, engine)``). A panel
 calls the two methods below, and may call ``embeddings_opener(index=None)`` when the engine
 has it (the widget's does: GUI thread; returns a function ``predictor -> embeddings`` to
-call on a worker, the widget's own :class:`~napari_sam.stack.StackEmbeddings`, so a panel
+call on a worker, the widget's own :class:`~napari_sam.stack_embeddings.StackEmbeddings`, so a panel
 embeds no slice the widget already embedded); everything else is the widget's own.
 """
 

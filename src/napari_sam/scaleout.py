@@ -21,18 +21,18 @@ from typing import Any
 import dask
 import numpy as np
 
-from napari_sam.stack import StackEmbeddings, embed_tile
+from napari_sam.stack_embeddings import StackEmbeddings, embed_tile
 
 
 class FileArray:
-    """One level of an image file (TIFF, zarr, npy; :func:`napari_sam.lazy.open_image`),
+    """One level of an image file (TIFF, zarr, npy; :func:`napari_sam.slice_source.open_image`),
     read lazily, that pickles as ``(path, level)`` and is opened again where it is unpickled:
     what a dask worker needs. ``shape``, ``dtype`` and indexing as the array opened."""
 
     def __init__(self, path: str | Path, level: int = 0, array: Any = None) -> None:
         self.path, self.level = Path(path), int(level)
         if array is None:
-            from napari_sam.lazy import open_image
+            from napari_sam.slice_source import open_image
 
             data, multiscale = open_image(self.path)
             if not multiscale and self.level != 0:
@@ -45,7 +45,7 @@ class FileArray:
     def levels(cls, path: str | Path) -> list[FileArray]:
         """Every level of the file at ``path``, full resolution first (one when it is not
         multiscale); the file is opened once."""
-        from napari_sam.lazy import open_image
+        from napari_sam.slice_source import open_image
 
         data, multiscale = open_image(path)
         return [cls(path, i, a) for i, a in enumerate(data if multiscale else [data])]

@@ -169,15 +169,15 @@ class Session:
     def _zoom(self, image, image_kwargs: dict, prompts: list[Prompt],
               masks: Sequence[ObjectMask]) -> tuple[ObjectMask, ...]:  # fmt: skip
         """``masks`` of ``prompts`` on the 2D ``image``, small ones decoded again on a
-        magnified window (:func:`~napari_sam.tiled.zoom_in`) when :attr:`zoom` says so.
+        magnified window (:func:`~napari_sam.plane_segmentation.zoom_in`) when :attr:`zoom` says so.
         Windows are cut from the model's view of the whole image, so they keep its
         contrast."""
         zoom = resolve_zoom(self.zoom, self.predictor.config.name)
         if zoom is None:
             return tuple(masks)
         from napari_sam.image import to_model_image
-        from napari_sam.tiled import WindowEmbeddings, zoom_in
-        from napari_sam.tiling import TileGrid
+        from napari_sam.plane_segmentation import WindowEmbeddings, zoom_in
+        from napari_sam.tile_grid import TileGrid
 
         model_image = to_model_image(np.asarray(image), **image_kwargs)  # (H, W, 3), 0-255
 

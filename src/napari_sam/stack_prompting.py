@@ -1,4 +1,4 @@
-"""What the widget needs around :func:`napari_sam.volume.propagate` (no Qt here): the prompts
+"""What the widget needs around :func:`napari_sam.propagation.propagate` (no Qt here): the prompts
 along the chosen axis, and a sentence saying how far the object went and why it stopped."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from napari_sam.prompts import Prompt
-from napari_sam.volume import Propagation, axis_slices
+from napari_sam.propagation import Propagation, axis_slices
 
 
 def annotations_along(

@@ -1,6 +1,6 @@
 """Cheap, deterministic stand-ins for tests and benchmarks. Not a model.
 
-:class:`BlockMeanEmbedder` satisfies :class:`napari_sam.stack.Embedder`: its "features" are
+:class:`BlockMeanEmbedder` satisfies :class:`napari_sam.stack_embeddings.Embedder`: its "features" are
 block means of the image, so they depend on every pixel, cost microseconds, and equal inputs
 give equal outputs in any process. It counts its calls.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from napari_sam.stack import EmbedderIdentity
+from napari_sam.stack_embeddings import EmbedderIdentity
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from napari_sam.lru import LRU
-from napari_sam.tiling import Box
+from napari_sam.tile_grid import Box
 
 # Encoders cheap enough to run once per prompt (vit_nano: ~0.05 s per 512 x 512 on a CPU).
 FAST_MODELS = frozenset({"vit_nano"})

@@ -203,9 +203,9 @@ def test_a_store_made_by_the_cli_opens_and_nothing_is_embedded_again(
 def test_a_mismatched_store_is_refused_and_changes_nothing(
     make_napari_viewer, qtbot, notifications, tmp_path
 ):
-    from napari_sam.lazy import SliceSource
     from napari_sam.scaleout import embed_all
-    from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+    from napari_sam.slice_source import SliceSource
+    from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
 
     other = _image((3, 64, 64), seed=8)  # the store is for other data
     stack = StackEmbeddings.open(SliceSource(other), PredictorEmbedder(

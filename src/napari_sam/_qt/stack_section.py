@@ -176,7 +176,7 @@ class StackSection(QGroupBox):
         except ValueError as exc:
             show_error(f"Cannot segment through the stack: {exc}")
             return
-        from napari_sam.volume import PropagationConfig, is_stop
+        from napari_sam.propagation import PropagationConfig, is_stop
 
         if all(is_stop(p) for p in annotations.values()):
             show_error("Cannot segment through the stack: only negative points; add a "
@@ -237,7 +237,7 @@ class StackSection(QGroupBox):
 
     def _on_propagated(self, result, output, index, axis, axis_name, n, negatives,
                        directions="both", chosen=0) -> None:  # fmt: skip
-        """Write ``result`` (a :class:`~napari_sam.volume.Propagation`: positions along
+        """Write ``result`` (a :class:`~napari_sam.propagation.Propagation`: positions along
         ``axis``, one :class:`~napari_sam.transforms.ObjectMask` of the plane each; None when
         cancelled) into ``output`` as one object. ``index``: the leading-axes index of the
         slice prompted; ``n``: the length of ``axis``; ``negatives``: positions with only

@@ -67,7 +67,7 @@ class WidgetEngine:
 
     def embeddings_opener(self, index: tuple[int, ...] | None = None):
         """(GUI thread) A function ``predictor -> embeddings`` to call on a worker: the
-        widget's :class:`~napari_sam.stack.StackEmbeddings` of the chosen image (slice
+        widget's :class:`~napari_sam.stack_embeddings.StackEmbeddings` of the chosen image (slice
         ``index`` only when given, as a one-slice stack), so panels embed nothing twice.
         None when no image is chosen."""
         widget = self._widget

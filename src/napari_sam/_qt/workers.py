@@ -13,12 +13,12 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_sam.jobs import Cancelled, CancelToken, cancellable
 from napari_sam.layer_embeddings import LayerEmbeddings, StackRequest
+from napari_sam.plane_segmentation import TiledEmbeddings, segment_plane
 from napari_sam.predictor import Predictor
 from napari_sam.prompts import Prompt
-from napari_sam.stack import embed_tile
-from napari_sam.tiled import TiledEmbeddings, segment_plane
+from napari_sam.propagation import Propagation, PropagationConfig, propagate
+from napari_sam.stack_embeddings import embed_tile
 from napari_sam.transforms import ObjectMask
-from napari_sam.volume import Propagation, PropagationConfig, propagate
 
 
 class WorkFailed(Exception):
@@ -141,7 +141,7 @@ class DecodeResult:
 
 
 def _decode(job: DecodeJob) -> DecodeResult:
-    """Each prompt through :func:`~napari_sam.tiled.segment_plane` (the one 2D / tiled path)."""
+    """Each prompt through :func:`~napari_sam.plane_segmentation.segment_plane` (the one 2D / tiled path)."""
     note = job.predictor.fallback_note
     try:
         found = [segment_plane(job.embeddings, job.predictor, job.slice_index, p,
@@ -200,9 +200,9 @@ def propagate_object(
     config: PropagationConfig,
     token: CancelToken,
 ) -> Generator[Progress, None, Propagation | None]:
-    """Load the model, open the embeddings, then :func:`napari_sam.volume.propagate` the
+    """Load the model, open the embeddings, then :func:`napari_sam.propagation.propagate` the
     object (slices not embedded yet are embedded on the way), yielding :class:`Progress`
-    per slice. Returns the :class:`~napari_sam.volume.Propagation`, or None when cancelled
+    per slice. Returns the :class:`~napari_sam.propagation.Propagation`, or None when cancelled
     (``token``, this job's own, is checked before every encoder block and after every
     slice)."""
     with cancellable(token):

@@ -67,9 +67,9 @@ def segment_everything_steps(
     data: numpy / dask / zarr ``(*leading, H, W)``, or ``(*leading, H, W, C)`` when ``rgb``;
     every leading index is a 2D slice. contrast_limits: the same for every slice and tile
     (default: uint8 unchanged, else percentiles sampled from the whole stack).
-    embeddings: a :class:`~napari_sam.stack.StackEmbeddings` of ``data`` to reuse (e.g. the
+    embeddings: a :class:`~napari_sam.stack_embeddings.StackEmbeddings` of ``data`` to reuse (e.g. the
     widget's; its tiling is used), else an in-memory one is made with ``tile`` / ``halo``
-    (default: :func:`~napari_sam.tiling.default_grid`).
+    (default: :func:`~napari_sam.tile_grid.default_grid`).
 
     config: default the model's own settings (:func:`config_for_model`).
 
@@ -79,8 +79,8 @@ def segment_everything_steps(
     A constant tile (blank, or one value throughout) holds no object.
     """
     from napari_sam.image import to_model_image
-    from napari_sam.lazy import SliceSource, sample_limits
-    from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+    from napari_sam.slice_source import SliceSource, sample_limits
+    from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
 
     config = config or config_for_model(predictor.config)
     if embeddings is None:

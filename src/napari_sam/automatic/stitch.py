@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sam.tiling import TileGrid
+from napari_sam.tile_grid import TileGrid
 
 
 def match_labels(a: np.ndarray, b: np.ndarray, iou_thresh: float) -> list[tuple[int, int]]:

@@ -19,10 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sam.cli.inputs import add_image_options, input_of
-from napari_sam.cli.progress import Progress, progress_of
-
-#: the shared :class:`~napari_sam.cli.progress.Progress`, by the name it had here
-_Progress = Progress
+from napari_sam.cli.progress import progress_of
 
 #: exit status when no object was found (the label image is still written)
 NOTHING_FOUND = 3

@@ -50,11 +50,11 @@ def make_embedder(args: argparse.Namespace, source, limits: tuple[float, float] 
     """The model behind the store: weights ``args.model`` on ``args.device``, embedding
     ``source`` with contrast ``limits`` (None: sampled from the stack)."""
     from napari_sam.device import resolve_device
-    from napari_sam.lazy import sample_limits
     from napari_sam.model.checkpoints import load_model
     from napari_sam.model.download import default_weights
     from napari_sam.predictor import Predictor
-    from napari_sam.stack import PredictorEmbedder
+    from napari_sam.slice_source import sample_limits
+    from napari_sam.stack_embeddings import PredictorEmbedder
 
     loaded = load_model(args.model or default_weights(), resolve_device(args.device))
     predictor = Predictor(loaded.model, weights_id=loaded.weights_hash)
@@ -64,7 +64,7 @@ def make_embedder(args: argparse.Namespace, source, limits: tuple[float, float] 
 def run(args: argparse.Namespace) -> int:
     from napari_sam.embeddings import SignatureMismatchError
     from napari_sam.scaleout import embed_all
-    from napari_sam.stack import StackEmbeddings
+    from napari_sam.stack_embeddings import StackEmbeddings
 
     progress = progress_of(args)
     contrast = tuple(args.contrast) if args.contrast else None

@@ -151,12 +151,12 @@ class InputImage:
         return np.asarray(self.data[key])
 
     def slice_source(self, level: int = 0, contrast: tuple[float, float] | None = None):
-        """``(source, limits)``: a :class:`~napari_sam.lazy.SliceSource` of the planes the
+        """``(source, limits)``: a :class:`~napari_sam.slice_source.SliceSource` of the planes the
         model sees at ``level`` (grey or RGB; a picked channel; the composite, already on
         0-255, each channel on ``contrast`` or its percentiles sampled over the stack), and
         the contrast limits to embed them with (``contrast``; ``(0, 255)`` for the
         composite; None: the caller's default)."""
-        from napari_sam.lazy import SliceSource, sample_limits
+        from napari_sam.slice_source import SliceSource, sample_limits
 
         layout = self.layout
         if layout.channel is None:

@@ -7,7 +7,7 @@ PROMPTS.json::
 
 ``slice`` (leading indices of nD data) is optional for 2D images; ``labels`` default to all
 positive; give points, a box, or both. The output has the image's spatial shape and each
-object's id. ``"propagate": true`` (or a dict of :class:`~napari_sam.volume.PropagationConfig`
+object's id. ``"propagate": true`` (or a dict of :class:`~napari_sam.propagation.PropagationConfig`
 fields, plus ``"axis"``: the leading axis to follow, default 0) segments the object through
 the stack from every entry with its id: entries of negative points only mark slices it does
 not reach. Every slice is embedded once (per tile): in process, or read from ``--embeddings
@@ -113,7 +113,7 @@ def group_objects(
     propagation zooms as ``zoom`` and picks masks as ``multimask`` unless its options say
     otherwise). ``channel_hint``: a wrong slice index names ``--channel`` (the leading
     axes may hold channels)."""
-    from napari_sam.volume import PropagationConfig
+    from napari_sam.propagation import PropagationConfig
 
     grouped: dict[int, _Object] = {}
     for order, obj in enumerate(objects):
@@ -146,7 +146,7 @@ def group_objects(
 
 
 def _grid(args: argparse.Namespace, plane: tuple[int, int], image_size: int):
-    from napari_sam.tiling import TileGrid, default_grid
+    from napari_sam.tile_grid import TileGrid, default_grid
 
     if args.tile:
         return TileGrid(plane, tuple(args.tile), tuple(args.halo or (0, 0)))
@@ -161,7 +161,7 @@ def _in_process(args: argparse.Namespace, predictor, image: InputImage):
     from functools import lru_cache
 
     from napari_sam.image import percentile_limits
-    from napari_sam.tiled import WindowEmbeddings
+    from napari_sam.plane_segmentation import WindowEmbeddings
 
     layout, leading, plane_shape = image.layout, image.leading_shape, image.plane_shape
     grid = _grid(args, plane_shape, predictor.config.image_size)
@@ -188,8 +188,8 @@ def _in_process(args: argparse.Namespace, predictor, image: InputImage):
 def _stored(args: argparse.Namespace, predictor, image: InputImage):
     """Embeddings read from (and, where missing, added to) ``args.embeddings``."""
     from napari_sam.embeddings import EmbeddingStore
-    from napari_sam.lazy import sample_limits
-    from napari_sam.stack import PredictorEmbedder, StackEmbeddings
+    from napari_sam.slice_source import sample_limits
+    from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
 
     stored = EmbeddingStore.open(args.embeddings).signature  # FileNotFoundError if absent
     source, limits = image.slice_source(stored.level,
@@ -210,8 +210,8 @@ def _masks(
     and ``multimask`` as ``--zoom`` and ``--multimask`` (a propagated object's own options
     win). ``progress(done, total)`` sees each propagated slice."""
     from napari_sam.automatic.run import drain
-    from napari_sam.tiled import segment_plane
-    from napari_sam.volume import axis_slices, propagate
+    from napari_sam.plane_segmentation import segment_plane
+    from napari_sam.propagation import axis_slices, propagate
 
     if obj.propagate is None:
         for index, prompt in obj.annotations.items():

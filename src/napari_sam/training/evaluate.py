@@ -1,7 +1,7 @@
 """Quality of a model on held-out labelled objects: mIoU from a box prompt and from a single
 centre click, next to the classical baseline (Otsu threshold inside the box).
 
-Both run the plugin's own prompting path (:func:`napari_sam.tiled.segment_plane`: the
+Both run the plugin's own prompting path (:func:`napari_sam.plane_segmentation.segment_plane`: the
 predictor's preprocessing and mask post-processing), so a figure here is what a user gets.
 """
 
@@ -113,14 +113,14 @@ def evaluate_prompting(
     multimask: tuple[str, str] = ("auto", "auto"),
 ) -> EvalResult:
     """Box and centre-click mIoU through the plugin's own prompting path
-    (:func:`napari_sam.tiled.segment_plane`: what the widget, CLI and scripts run), with
+    (:func:`napari_sam.plane_segmentation.segment_plane`: what the widget, CLI and scripts run), with
     ``zoom`` and ``multimask`` (box mode, click mode) as there. Contrast limits are each
     image's 1st / 99.8th percentiles; the prompts are tight boxes and deepest-pixel
     clicks."""
     from napari_sam.image import percentile_limits
+    from napari_sam.plane_segmentation import WindowEmbeddings, segment_plane
     from napari_sam.prompts import Prompt
-    from napari_sam.tiled import WindowEmbeddings, segment_plane
-    from napari_sam.tiling import TileGrid
+    from napari_sam.tile_grid import TileGrid
 
     box_ious: list[float] = []
     point_ious: list[float] = []

@@ -1,12 +1,12 @@
 """Embeddings of a whole stack, tiled, computed on demand: the displayed slice first.
 
-:class:`StackEmbeddings` ties a lazy image (:class:`~napari_sam.lazy.SliceSource`), a tile
+:class:`StackEmbeddings` ties a lazy image (:class:`~napari_sam.slice_source.SliceSource`), a tile
 grid, an embedder and an :class:`~napari_sam.embeddings.EmbeddingStore`. ``get(s, t)`` serves
 from a small in-memory cache, else from the store, else embeds that one tile of that one
 slice and publishes it. :func:`napari_sam.scaleout.embed_all` computes everything at once.
 
 A stored embedding is served only for the pixels it was made from: each records the
-:func:`~napari_sam.lazy.content_hash` of its slice / tile window, and ``get`` hashes the window
+:func:`~napari_sam.slice_source.content_hash` of its slice / tile window, and ``get`` hashes the window
 as it is now before serving it. An embedding whose pixels changed (an edit that the sampled
 data fingerprint of a big stack cannot see) is recomputed and replaced in the store.
 """
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from napari_sam.embeddings import EmbeddingStore, StoreError, StoreLayout, StoreSignature
-from napari_sam.lazy import SliceSource, content_hash, fingerprint
 from napari_sam.lru import LRU
-from napari_sam.tiling import Box, TileGrid, default_grid
+from napari_sam.slice_source import SliceSource, content_hash, fingerprint
+from napari_sam.tile_grid import Box, TileGrid, default_grid
 from napari_sam.zoom import window_cache
 
 E = TypeVar("E")
@@ -134,7 +134,7 @@ class StackEmbeddings:
         data_fingerprint: str | None = None,
     ) -> StackEmbeddings:
         """Everything from the data and embedder: signature, default tiling (see
-        :func:`~napari_sam.tiling.default_grid`) unless ``tile`` / ``halo`` are given, and a
+        :func:`~napari_sam.tile_grid.default_grid`) unless ``tile`` / ``halo`` are given, and a
         store on disk at ``path`` (created or resumed) or in memory when ``path`` is None."""
         ident = embedder.identity
         if tile is None:
@@ -240,7 +240,7 @@ class StackEmbeddings:
 class PredictorEmbedder:
     """:class:`Embedder` over :class:`napari_sam.predictor.Predictor`: embeds with fixed
     ``contrast_limits`` (low, high), the same for every slice and tile so their features are
-    comparable (a layer's limits, or :func:`napari_sam.lazy.sample_limits` of the data)."""
+    comparable (a layer's limits, or :func:`napari_sam.slice_source.sample_limits` of the data)."""
 
     predictor: Any
     contrast_limits: tuple[float, float] | None = None

@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 
 from label_oracle import LabelOracle, ball, oracle_embeddings
-from napari_sam.lazy import SliceSource
+from napari_sam.plane_segmentation import PlaneMask
 from napari_sam.predictor import Predictor
 from napari_sam.prompts import Prompt
-from napari_sam.stack import PredictorEmbedder, StackEmbeddings
-from napari_sam.tiled import PlaneMask
-from napari_sam.tiling import TileGrid
-from napari_sam.transforms import ObjectMask
-from napari_sam.volume import (
+from napari_sam.propagation import (
     PropagationConfig,
     axis_slices,
     carried_prompt,
@@ -21,6 +17,10 @@ from napari_sam.volume import (
     propagate,
     run,
 )
+from napari_sam.slice_source import SliceSource
+from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
+from napari_sam.tile_grid import TileGrid
+from napari_sam.transforms import ObjectMask
 
 SHAPE = (20, 64, 64)
 

@@ -3,13 +3,13 @@
 :func:`segment_plane` takes a :class:`~napari_sam.prompts.Prompt` in plane ``(row, col)``
 pixels, routes it to the tile whose window holds it (:meth:`TileGrid.route`), decodes it
 there with the predictor, continues the mask into the neighbouring tiles the object runs into
-(:func:`~napari_sam.tiling.grow_across_tiles`), and returns the object on the whole plane.
+(:func:`~napari_sam.tile_grid.grow_across_tiles`), and returns the object on the whole plane.
 An untiled slice is the grid of one tile whose window is the plane, so the plain case is this
 same code with no growth. A small object is then decoded once more on a magnified window
 around it (:mod:`napari_sam.zoom`) when the embeddings can embed any window. CLI, propagation
-(:mod:`napari_sam.volume`) and widgets use it.
+(:mod:`napari_sam.propagation`) and widgets use it.
 
-Embeddings come from a :class:`TiledEmbeddings`: a :class:`~napari_sam.stack.StackEmbeddings`
+Embeddings come from a :class:`TiledEmbeddings`: a :class:`~napari_sam.stack_embeddings.StackEmbeddings`
 (store-backed, shared with the widget's cache) or :class:`WindowEmbeddings` (computed in
 process at full precision, no store).
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 from napari_sam.lru import LRU
 from napari_sam.prompts import PointLabel, Prompt
-from napari_sam.tiling import Box, Tile, TileGrid, contains, grow_across_tiles, pixel_box
+from napari_sam.tile_grid import Box, Tile, TileGrid, contains, grow_across_tiles, pixel_box
 from napari_sam.transforms import ObjectMask
 from napari_sam.zoom import ZoomConfig, resolve_zoom, window_cache, zoom_window
 
@@ -32,7 +32,7 @@ from napari_sam.zoom import ZoomConfig, resolve_zoom, window_cache, zoom_window
 class TiledEmbeddings(Protocol):
     """Embeddings per (slice, tile): ``grid`` (the plane's :class:`TileGrid`) and
     ``get(slice_index, tile) -> ImageEmbedding`` of ``grid[tile].window`` of that slice.
-    :class:`~napari_sam.stack.StackEmbeddings` with a ``PredictorEmbedder`` is one."""
+    :class:`~napari_sam.stack_embeddings.StackEmbeddings` with a ``PredictorEmbedder`` is one."""
 
     grid: TileGrid
 

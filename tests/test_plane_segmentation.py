@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from label_oracle import LabelOracle, oracle_embeddings
-from napari_sam.lazy import SliceSource
+from napari_sam.plane_segmentation import segment_plane
 from napari_sam.predictor import Predictor
 from napari_sam.prompts import Prompt
-from napari_sam.stack import PredictorEmbedder, StackEmbeddings
-from napari_sam.tiled import segment_plane
-from napari_sam.tiling import TileGrid
+from napari_sam.slice_source import SliceSource
+from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
+from napari_sam.tile_grid import TileGrid
 
 GRID = TileGrid((128, 128), (64, 64), (16, 16))  # 2 x 2 tiles, windows of up to 80 px
 

@@ -1,7 +1,7 @@
 """Propagation of one object through a stack axis (z or t: the same code).
 
 The stack axis is a sequence of slices (flat slice indices of a
-:class:`~napari_sam.stack.StackEmbeddings`, see :func:`axis_slices`); a *position* is an index
+:class:`~napari_sam.stack_embeddings.StackEmbeddings`, see :func:`axis_slices`); a *position* is an index
 into it. From prompts on one or more positions, :func:`propagate` segments the object on
 those slices, then slice by slice away from them, prompting each slice with the previous
 slice's mask: by default a positive click at its deepest pixel (optionally with its low-res
@@ -12,7 +12,7 @@ annotated slice, stability, predicted IoU). A front stops where that evidence sa
 has ended (:class:`PropagationConfig`), when the mask is empty, or before a slice where the
 user put only negative points. Between two annotated slices the gap is filled from both ends,
 alternately, until the fronts meet. Each slice goes through
-:func:`napari_sam.tiled.segment_plane`, so tiled slices propagate the same way.
+:func:`napari_sam.plane_segmentation.segment_plane`, so tiled slices propagate the same way.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from napari_sam.evidence import (
     reference_contrast,
     stability_score,
 )
+from napari_sam.plane_segmentation import PlaneMask, TiledEmbeddings, segment_plane
 from napari_sam.prompts import PointLabel, Prompt
-from napari_sam.tiled import PlaneMask, TiledEmbeddings, segment_plane
-from napari_sam.tiling import Box
+from napari_sam.tile_grid import Box
 from napari_sam.transforms import ObjectMask
 from napari_sam.zoom import ZoomConfig
 
@@ -234,14 +234,14 @@ def propagate(
 ) -> Progress:
     """Segment one object through the stack axis ``slices``; a generator.
 
-    embeddings: per (slice, tile), e.g. the widget's :class:`~napari_sam.stack.StackEmbeddings`;
+    embeddings: per (slice, tile), e.g. the widget's :class:`~napari_sam.stack_embeddings.StackEmbeddings`;
     predictor: the :class:`~napari_sam.predictor.Predictor` that made them; annotations:
     position (index into ``slices``) -> the user's prompt there, plane ``(row, col)``; a
     prompt of negative points only marks a slice the object does not reach. slices: the flat
     slice index of each position (:func:`axis_slices`; ``range(n)`` for a plain z or t stack).
     pixels: ``(flat slice index, window) ->`` that window's pixels, (h, w) or (h, w, C), for
     the contrast evidence (only around the mask); default the embeddings' ``source.read``
-    when they have one (a :class:`~napari_sam.stack.StackEmbeddings`), else no contrast rule.
+    when they have one (a :class:`~napari_sam.stack_embeddings.StackEmbeddings`), else no contrast rule.
     Yields ``(done, total)`` slices (total: slices within reach; may end early); returns a
     :class:`Propagation` (``StopIteration.value``; see :func:`run`). Close it to cancel.
     """

@@ -8,9 +8,9 @@ import pytest
 import tifffile
 import zarr
 
-from napari_sam.lazy import SliceSource, fingerprint, open_image, sample_limits
 from napari_sam.scaleout import embed_all
-from napari_sam.stack import StackEmbeddings
+from napari_sam.slice_source import SliceSource, fingerprint, open_image, sample_limits
+from napari_sam.stack_embeddings import StackEmbeddings
 from napari_sam.testing import BlockMeanEmbedder
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_sam.tiling import TileGrid, default_grid, grow_across_tiles
+from napari_sam.tile_grid import TileGrid, default_grid, grow_across_tiles
 
 
 def test_cores_partition_the_plane_and_windows_add_the_halo():
