@@ -57,11 +57,13 @@ def test_segment_stack_writes_ids_at_slices(tmp_path, weights, stack):
     assert set(np.unique(labels[1])) <= {0, 3, 5} and set(np.unique(labels[2])) <= {0, 7}
 
     from napari_sam.model.checkpoints import load_model
+    from napari_sam.slice_source import SliceSource, sample_limits
 
+    # every slice is embedded with the stack's contrast, as `embed` and `auto` give it
     predictor = Predictor(load_model(weights).model)
-    result = predictor.predict(
-        predictor.embed(data[2]), Prompt(points=[[20, 20]], labels=[1], box=[5, 5, 40, 40])
-    )
+    limits = sample_limits(SliceSource(data))
+    result = predictor.predict(predictor.embed(data[2], contrast_limits=limits),
+                               Prompt(points=[[20, 20]], labels=[1], box=[5, 5, 40, 40]))  # fmt: skip
     np.testing.assert_array_equal(labels[2] == 7, result.masks[0].to_array())
 
 

@@ -144,13 +144,15 @@ def content_hash(pixels: np.ndarray) -> int:
 
 def sample_windows(source: SliceSource, n_slices: int = 8, side: int = 256) -> list[np.ndarray]:
     """Up to ``n_slices`` evenly spaced slices, five ``side`` x ``side`` windows of each
-    (corners + centre), read lazily: a cheap, fixed sample of the data."""
+    (corners + centre; a window that repeats another on a small plane is read once), read
+    lazily: a cheap, fixed sample of the data."""
     n = source.n_slices
     picks = sorted({round(i * (n - 1) / (n_slices - 1)) for i in range(n_slices)}) if n > 1 else [0]
     rows, cols = source.plane_shape
     side_r, side_c = min(side, rows), min(side, cols)
-    starts = [(0, 0), (0, cols - side_c), (rows - side_r, 0), (rows - side_r, cols - side_c),
-              ((rows - side_r) // 2, (cols - side_c) // 2)]  # fmt: skip
+    starts = dict.fromkeys([(0, 0), (0, cols - side_c), (rows - side_r, 0),
+                            (rows - side_r, cols - side_c),
+                            ((rows - side_r) // 2, (cols - side_c) // 2)])  # fmt: skip
     return [source.read(index, (r, c, r + side_r, c + side_c))
             for index in picks for r, c in starts]  # fmt: skip
 

@@ -156,33 +156,22 @@ def _grid(args: argparse.Namespace, plane: tuple[int, int], image_size: int):
 
 def _in_process(args: argparse.Namespace, predictor, image: InputImage):
     """Embeddings computed here per (slice, tile), full precision, each window read from the
-    file when it is embedded: ``(embeddings, leading shape)``. Untiled planes use their own
-    contrast; tiles and zoom windows of a plane share the plane's."""
-    from functools import lru_cache
-
-    from napari_sam.image import percentile_limits
+    file when it is embedded: ``(embeddings, leading shape)``. The contrast is the one every
+    command gives an image (``--contrast``, else one pair sampled over the whole stack, as
+    ``embed``, ``auto`` and a store have it), so a slice segments the same with or without a
+    store."""
     from napari_sam.plane_segmentation import WindowEmbeddings
+    from napari_sam.slice_source import sample_limits
+    from napari_sam.stack_embeddings import PredictorEmbedder
 
-    layout, leading, plane_shape = image.layout, image.leading_shape, image.plane_shape
-    grid = _grid(args, plane_shape, predictor.config.image_size)
-    whole = (0, 0, *plane_shape)
-
-    @lru_cache(maxsize=4)
-    def plane_limits(index: tuple[int, ...]):
-        plane = image.read(index, whole)
-        if layout.channel is None:
-            return percentile_limits(plane)
-        return [percentile_limits(c) for c in np.moveaxis(plane, layout.channel_axis, 0)]
+    source, limits = image.slice_source(0, tuple(args.contrast) if args.contrast else None)
+    embedder = PredictorEmbedder(predictor, limits or sample_limits(source), source.rgb or None)
+    grid = _grid(args, source.plane_shape, predictor.config.image_size)
 
     def embed(flat: int, window: tuple[int, int, int, int]):
-        index = tuple(int(i) for i in np.unravel_index(flat, leading)) if leading else ()
-        limits = None
-        if window != whole and np.dtype(image.data.dtype) != np.uint8:
-            limits = plane_limits(index)  # tiles and zoom windows share the plane's contrast
-        return predictor.embed(image.read(index, window), contrast_limits=limits,
-                               **layout.embed_options)  # fmt: skip
+        return embedder.embed(source.read(flat, window))
 
-    return WindowEmbeddings(grid, embed, cache_size=max(8, 4 * grid.n_tiles)), leading
+    return WindowEmbeddings(grid, embed, cache_size=max(8, 4 * grid.n_tiles)), source.leading_shape
 
 
 def _stored(args: argparse.Namespace, predictor, image: InputImage):
