@@ -187,3 +187,19 @@ def test_propagation_stops_at_a_negative_entry(tmp_path, weights, stack):
                  "--model", str(weights), "--tile", "40", "50", "--halo", "8", "8"]) == 0  # fmt: skip
     labels = tifffile.imread(out)
     assert not labels[2].any() and set(np.unique(labels)) <= {0, 6}
+
+
+def test_segment_without_a_store_embeds_with_the_contrast_asked_for(tmp_path, weights, stack):
+    path, data = stack
+    prompts = _prompts(tmp_path, [{"id": 7, "slice": [2], "box": [5, 5, 40, 40]}])
+    out = tmp_path / "labels.tif"
+    low, high = np.percentile(data, [20, 60])  # far from the default percentiles
+    assert main(["segment", str(path), "--prompts", str(prompts), "-o", str(out),
+                 "--model", str(weights), "--device", "cpu", "--precision", "fp32",
+                 "--contrast", str(low), str(high)]) == 0  # fmt: skip
+    from napari_sam.model.checkpoints import load_model
+
+    predictor = Predictor(load_model(weights).model)
+    result = predictor.predict(predictor.embed(data[2], contrast_limits=(low, high)),
+                               Prompt.from_box([5, 5, 40, 40]))  # fmt: skip
+    np.testing.assert_array_equal(tifffile.imread(out)[2] == 7, result.masks[0].to_array())
