@@ -79,6 +79,7 @@ def test_distributed_gives_the_same_store_as_local(tmp_path, data, processes):
                       protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster:  # fmt: skip
         progress = list(embed_all(remote, scheduler=cluster.scheduler_address))
     assert progress[-1] == (45, 45)
+    assert remote.is_done().all()  # the handle that asked sees what the workers published
     a, b = EmbeddingStore.open(tmp_path / "local.zarr"), EmbeddingStore.open(tmp_path / "remote.zarr")
     assert a.signature == b.signature
     np.testing.assert_array_equal(a.group["features"][...], b.group["features"][...])

@@ -1,8 +1,9 @@
 """Embed a whole stack on dask: local threads by default, a dask.distributed cluster on request.
 
 One task per pending (slice, tile): read its window (dask data: its chunks, inside the graph),
-embed, publish into the store. Tasks are independent and each writes its own zarr chunks, so
-workers need no locks; finished pairs are skipped, so a rerun resumes. With a scheduler address
+embed, publish into the store. Tasks are independent: each writes its own feature chunk, and
+the shared bookkeeping rows are written under the store's lock file
+(:mod:`napari_sam.embeddings`); finished pairs are skipped, so a rerun resumes. With a scheduler address
 the workers must see the image and the store at the same paths (a shared file system) and be
 able to import napari_sam; the embedder is sent to each worker once (``scatter``). The image
 goes to the workers pickled: a file opened through :class:`FileArray` pickles as its path and
@@ -112,6 +113,7 @@ def embed_all(
         yield from _run_threads(stack, pending, num_workers, done, total)
     else:
         yield from _run_distributed(stack, pending, scheduler, num_workers, done, total)
+    stack.store.refresh()  # what the workers' own store handles published
     stack.computed += len(pending)
 
 
