@@ -72,3 +72,20 @@ def test_calibrate_changes_only_the_iou_head(tmp_path, capsys):
     assert changed and all(k.startswith("mask_decoder.iou_prediction_head.") for k in changed)
     assert load_model(out).architecture == "vit_nano"
     assert main(["calibrate", "--model", str(start), "--out", str(out)]) == 2
+
+
+def test_an_unreadable_checkpoint_is_a_clear_error_that_never_advises_unpickling(
+    tmp_path, capsys
+):
+    import pickle
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / "checkpoint.pt", "wb") as f:  # a pickle with code: refused by torch
+        pickle.dump({"step": eval}, f)
+    code = main(["train", "--synthetic", "1", "--model", "vit_nano", "--from-scratch",
+                 "--out", str(tmp_path / "x.pt"), "--run-dir", str(run_dir), "--steps", "1",
+                 *QUICK])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "not a readable training checkpoint" in err and "checkpoint.pt" in err
+    assert "weights_only" not in err and "Traceback" not in err

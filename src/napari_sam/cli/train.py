@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from napari_sam.device import resolve_device
-    from napari_sam.training.trainer import Trainer, export_weights
+    from napari_sam.training.trainer import Trainer, export_weights, read_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     config = train_config(args)
     start = 0
     if checkpoint.exists():
-        start = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["step"])
+        start = int(read_checkpoint(checkpoint)["step"])
     trainer = Trainer(model, config, _sampler(args, start), device)
     if checkpoint.exists():
         trainer.load_checkpoint(checkpoint)

@@ -112,6 +112,20 @@ def export_weights(model: nn.Module, path: str | Path, dtype: torch.dtype = torc
     return path
 
 
+def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """The state saved by :meth:`Trainer.save_checkpoint` (tensors only: never a pickle).
+    Raises ``ValueError`` naming the file and torch's reason, without torch's advice to
+    unpickle it, when it cannot be read."""
+    from napari_sam.model.checkpoints import torch_error_reason
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises pickle, runtime and zip errors alike
+        raise ValueError(f"{path} is not a readable training checkpoint "
+                         f"({torch_error_reason(exc)}); delete it (or choose another "
+                         "--run-dir) to start afresh") from None  # fmt: skip
+
+
 class Trainer:
     """Trains ``model`` (a SAM with ``config``, ``image_encoder``, ``prompt_encoder`` and
     ``mask_decoder``) on pairs from ``sampler``."""
@@ -205,7 +219,7 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore weights, optimizer state and step from :meth:`save_checkpoint`'s file."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = read_checkpoint(path, self.device)
         if state["architecture"] != self.model.config.name:
             raise ValueError(
                 f"checkpoint {path} is for {state['architecture']!r}, "
