@@ -21,6 +21,9 @@ $(PY):
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PIP) install --quiet "$(TORCH)"
 	$(PIP) install --quiet -e ".[dev]"
+	# micro-sam's AIS decoder, the oracle of tests/model/test_instance_decoder.py; --no-deps keeps
+	# the CPU torch (its torchvision would pull a CUDA build; tests/microsam_oracle.py)
+	$(PIP) install --quiet --no-deps micro_sam==1.8.14 torch_em==0.10.9
 	touch $@ $(VENV)/.installed-qt
 
 $(VENV)/.installed-qt: pyproject.toml | $(PY)

@@ -1,0 +1,90 @@
+"""micro-sam's instance decoder, importable here without micro-sam's heavy dependencies.
+
+micro-sam (``micro_sam``) and torch_em are installed unchanged with ``--no-deps`` (Makefile,
+dev install): their decoder code needs only torch, but their package imports reach for
+``elf``, ``bioimage_cpp``, ``nifty`` and vigra (compiled, not on the package index for this
+platform or multi-GB through torchvision's CUDA torch). So:
+
+- torch_em's ``model/unetr.py`` is imported as a submodule of bare ``torch_em`` /
+  ``torch_em.model`` packages (their ``__init__`` files, which import the data loaders and
+  trainer, are not run; ``unetr.py`` itself imports only ``model/unet.py``, ``vit.py`` and
+  ``util.py``);
+- micro-sam's own ``get_unetr`` / ``get_decoder`` / ``DecoderAdapter`` are taken from its
+  ``instance_segmentation.py`` source, unchanged, and compiled beside the names they use
+  (``UNETR``, ``torch``, ``util.get_device``), because importing that module pulls elf and
+  bioimage_cpp.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import sys
+import types
+import warnings
+from collections import OrderedDict
+from functools import cache
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+#: micro-sam's AIS decoder functions, by name, in its ``instance_segmentation.py``
+MICRO_SAM_NAMES = ("DecoderAdapter", "get_unetr", "get_decoder")
+
+
+def _bare_package(name: str) -> None:
+    """Register package ``name`` (its real folder) without running its ``__init__``."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError(f"{name} is not installed (Makefile: the dev install step)")
+    module = types.ModuleType(name)
+    module.__path__ = list(spec.submodule_search_locations)
+    sys.modules[name] = module
+
+
+@cache
+def torch_em_unetr() -> types.ModuleType:
+    """torch_em's ``torch_em.model.unetr`` module."""
+    try:
+        return importlib.import_module("torch_em.model.unetr")
+    except ImportError:
+        for name in [m for m in sys.modules if m.split(".")[0] == "torch_em"]:
+            del sys.modules[name]
+    _bare_package("torch_em")
+    _bare_package("torch_em.model")
+    return importlib.import_module("torch_em.model.unetr")
+
+
+@cache
+def micro_sam_decoder_api() -> types.SimpleNamespace:
+    """micro-sam's ``get_unetr``, ``get_decoder`` and ``DecoderAdapter``, as micro-sam wrote
+    them; ``device=None`` resolves to the CPU."""
+    spec = importlib.util.find_spec("micro_sam")
+    if spec is None or spec.origin is None:
+        raise ImportError("micro_sam is not installed (Makefile: the dev install step)")
+    source_path = Path(spec.origin).parent / "instance_segmentation.py"
+    tree = ast.parse(source_path.read_text(), filename=str(source_path))
+    wanted = [
+        node for node in tree.body
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name in MICRO_SAM_NAMES
+    ]  # fmt: skip
+    found = {node.name for node in wanted}
+    if found != set(MICRO_SAM_NAMES):
+        raise ImportError(f"micro-sam no longer defines {set(MICRO_SAM_NAMES) - found}")
+    namespace = {
+        "torch": torch,
+        "warnings": warnings,
+        "OrderedDict": OrderedDict,
+        "Optional": Optional,
+        "Union": Union,
+        "UNETR": torch_em_unetr().UNETR,
+        "util": types.SimpleNamespace(get_device=lambda d=None: torch.device(d or "cpu")),
+    }
+    module = ast.Module(body=wanted, type_ignores=[])
+    code = compile(module, str(source_path), "exec", dont_inherit=True)
+    exec(code, namespace)  # micro-sam's code, unchanged
+    return types.SimpleNamespace(**{name: namespace[name] for name in MICRO_SAM_NAMES})
