@@ -38,10 +38,11 @@ from bench_auto import f1_from, match_counts
 from scipy import ndimage
 
 from napari_sam.image import percentile_limits
+from napari_sam.jobs import drain
 from napari_sam.plane_segmentation import WindowEmbeddings, segment_plane
 from napari_sam.predictor import Predictor
 from napari_sam.prompts import Prompt
-from napari_sam.propagation import PropagationConfig, deepest_point, propagate, run
+from napari_sam.propagation import PropagationConfig, deepest_point, propagate
 from napari_sam.slice_source import SliceSource
 from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
 from napari_sam.tile_grid import TileGrid
@@ -192,7 +193,7 @@ def propagate_rows(predictor: Predictor, volumes, config: PropagationConfig,
                 prompt = (Prompt.from_box([rows.min(), cols.min(), rows.max(), cols.max()])
                           if kind == "box" else Prompt.from_points([centre(truth[mid])]))
                 t0 = time.perf_counter()
-                result = run(propagate(stack, predictor, {mid: prompt}, slices=range(len(image)),
+                result = drain(propagate(stack, predictor, {mid: prompt}, slices=range(len(image)),
                                        config=config))  # fmt: skip
                 seconds += time.perf_counter() - t0
                 found = result.to_array(len(image))
@@ -240,7 +241,7 @@ def drift_rows(predictor: Predictor, images, config: PropagationConfig,
         for obj in rng.choice(whole, min(per_image, len(whole)), replace=False):
             truth = truth_t == obj
             prompt = Prompt.from_points([centre(truth[0])])
-            result = run(propagate(stack, predictor, {0: prompt}, slices=range(len(series)),
+            result = drain(propagate(stack, predictor, {0: prompt}, slices=range(len(series)),
                                    config=config))  # fmt: skip
             found = result.to_array(len(series))
             for t in range(1, len(series)):

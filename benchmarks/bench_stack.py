@@ -228,11 +228,12 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
 
 def _propagated(stack, predictor, position: int, point, **config) -> np.ndarray:
     """(Z, H, W) bool: the object clicked at ``point`` on slice ``position``, propagated."""
+    from napari_sam.jobs import drain
     from napari_sam.prompts import Prompt
-    from napari_sam.propagation import PropagationConfig, propagate, run
+    from napari_sam.propagation import PropagationConfig, propagate
 
     n = stack.source.n_slices
-    result = run(propagate(stack, predictor, {position: Prompt.from_points([point])},
+    result = drain(propagate(stack, predictor, {position: Prompt.from_points([point])},
                            slices=range(n), config=PropagationConfig(**config)))  # fmt: skip
     return result.to_array(n)
 

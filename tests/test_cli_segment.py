@@ -123,8 +123,9 @@ def _in_process_stack(data, weights, tile=None, halo=None):
 
 
 def test_embed_then_segment_with_the_store_equals_in_process(tmp_path, weights, stack):
+    from napari_sam.jobs import drain
     from napari_sam.plane_segmentation import segment_plane
-    from napari_sam.propagation import PropagationConfig, propagate, run
+    from napari_sam.propagation import PropagationConfig, propagate
 
     path, data = stack
     store = tmp_path / "emb.zarr"
@@ -143,7 +144,7 @@ def test_embed_then_segment_with_the_store_equals_in_process(tmp_path, weights, 
 
     predictor, embeddings = _in_process_stack(data, weights, (40, 50), (8, 8))
     expected = np.zeros(data.shape, np.uint16)
-    result = run(propagate(embeddings, predictor, {1: Prompt.from_points([[30, 40]])},
+    result = drain(propagate(embeddings, predictor, {1: Prompt.from_points([[30, 40]])},
                            slices=range(3), config=PropagationConfig(**everything)))  # fmt: skip
     expected[result.to_array(3)] = 2
     box = segment_plane(embeddings, predictor, 2, Prompt.from_box([50, 55, 75, 95]))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from label_oracle import LabelOracle, ball, oracle_embeddings
+from napari_sam.jobs import drain
 from napari_sam.plane_segmentation import PlaneMask
 from napari_sam.predictor import Predictor
 from napari_sam.prompts import Prompt
@@ -15,7 +16,6 @@ from napari_sam.propagation import (
     carried_prompt,
     deepest_point,
     propagate,
-    run,
 )
 from napari_sam.slice_source import SliceSource
 from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
@@ -37,7 +37,7 @@ def volume():
 def _run(volume, annotations, config=None, oracle=None, grid=None):
     oracle = oracle or LabelOracle()
     embeddings = oracle_embeddings(volume, grid)
-    return run(propagate(embeddings, oracle, annotations, slices=range(len(volume)),
+    return drain(propagate(embeddings, oracle, annotations, slices=range(len(volume)),
                          config=config or PropagationConfig()))  # fmt: skip
 
 
@@ -146,7 +146,7 @@ def test_time_axis_of_a_tz_stack_is_the_same_code():
         labels[i * z + 1, 5 + 2 * i : 15 + 2 * i, 5:15] = 1  # moves down over time, at z = 1
     slices = axis_slices((t, z), 0, (0, 1))
     assert slices == [1, 4, 7, 10, 13]
-    result = run(propagate(oracle_embeddings(labels), LabelOracle(),
+    result = drain(propagate(oracle_embeddings(labels), LabelOracle(),
                            {2: Prompt.from_points([[10, 10]])}, slices=slices))  # fmt: skip
     assert result.positions == tuple(range(t))
     for position, mask in zip(result.positions, result.masks):
@@ -184,7 +184,7 @@ def test_real_model_propagates_through_a_store(tiny_sam):
     config = PropagationConfig(min_score=0.0, min_overlap=0.0)
     gen = propagate(stack, predictor, {1: Prompt.from_points([[30, 30]])}, slices=range(4),
                     config=config)  # fmt: skip
-    result = run(gen)
+    result = drain(gen)
     assert stack.computed <= 4  # each slice embedded once
     first = predictor.predict(stack.get(1), Prompt.from_points([[30, 30]]))
     np.testing.assert_array_equal(result.masks[result.positions.index(1)].to_array(),
@@ -203,7 +203,7 @@ def test_bundled_model_follows_the_3d_samples_nucleus_to_its_ends():
     # the contrast napari gives the layer, which the widget embeds with: the data's range
     limits = (float(image.min()), float(image.max()))
     stack = StackEmbeddings.open(SliceSource(image), PredictorEmbedder(predictor, limits))
-    result = run(propagate(stack, predictor, {16: Prompt.from_points([[r, c]])},
+    result = drain(propagate(stack, predictor, {16: Prompt.from_points([[r, c]])},
                            slices=range(len(image))))  # fmt: skip
     found = result.to_array(len(image))
     on = np.nonzero(nucleus.any((1, 2)))[0]
@@ -241,7 +241,7 @@ def _fading_stack(fade_per_slice: float, n: int = 12) -> tuple[np.ndarray, np.nd
 def test_an_object_that_fades_slowly_is_followed_to_the_end():
     # 7 % dimmer a slice: after 11 slices 45 % of its first contrast, but never a sudden drop
     labels, pixels = _fading_stack(0.93)
-    result = run(propagate(oracle_embeddings(labels), LabelOracle(), {0: Prompt.from_points(
+    result = drain(propagate(oracle_embeddings(labels), LabelOracle(), {0: Prompt.from_points(
         [[24, 24]])}, slices=range(12), pixels=lambda s, w: pixels[s, w[0]:w[2], w[1]:w[3]]))  # fmt: skip
     assert result.positions == tuple(range(12))
     assert result.evidence[-1].contrast < PropagationConfig().min_contrast  # it did fade
@@ -251,7 +251,7 @@ def test_an_object_that_fades_slowly_is_followed_to_the_end():
 def test_an_object_that_fades_out_at_once_stops_there():
     labels, pixels = _fading_stack(1.0)
     pixels[7:][labels[7:] == 1] = 130.0  # slices 7-11: only a faint trace is left
-    result = run(propagate(oracle_embeddings(labels), LabelOracle(), {2: Prompt.from_points(
+    result = drain(propagate(oracle_embeddings(labels), LabelOracle(), {2: Prompt.from_points(
         [[24, 24]])}, slices=range(12), pixels=lambda s, w: pixels[s, w[0]:w[2], w[1]:w[3]]))  # fmt: skip
     assert result.positions == tuple(range(7))
     assert [s.position for s in result.stops] == [7]
@@ -313,7 +313,7 @@ def test_bundled_model_stops_within_a_slice_of_each_end_of_short_touching_nuclei
         rows, cols = np.nonzero(truth[mid])
         box = {mid: Prompt.from_box([rows.min(), cols.min(), rows.max(), cols.max()])}
         for config, out in ((PropagationConfig(), ends), (before, ends_before)):
-            result = run(propagate(stack, predictor, box, slices=range(16), config=config))
+            result = drain(propagate(stack, predictor, box, slices=range(16), config=config))
             out.append((result.positions[0] - zs[0], result.positions[-1] - zs[-1]))
     assert len(ends) >= 8
     # both directions: the first and the last slice written are within one of the truth's

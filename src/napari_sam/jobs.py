@@ -2,28 +2,32 @@
 and the scheduler that decides which jobs may run side by side.
 
 A job runs on its own thread inside :func:`cancellable` with its own :class:`CancelToken`;
-long loops (the image encoder's blocks, propagation's slices) call :func:`checkpoint`,
-which raises :class:`Cancelled` only when *that thread's* token is set. Cancelling one job
+the image encoder calls :func:`checkpoint` before each block, which raises
+:class:`Cancelled` only when *that thread's* token is set (loops such as propagation's
+slices also check their token between steps). Cancelling one job
 therefore never stops another, even when both share one model: nothing is hooked onto the
 model itself.
 
 :class:`Scheduler` keeps the running jobs by kind. Jobs that use the image encoder and write
-embeddings (``embed``, ``propagate``, ``auto``) run one at a time; decoding a prompt
-(``decode``) runs beside any of them.
+embeddings (``embed``, ``propagate``, ``auto``) run one at a time; any other kind runs beside
+them (the widget's preview decodes do not go through it at all).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: kinds that may not run at the same time as each other (they encode and write embeddings)
 EXCLUSIVE = frozenset({"embed", "propagate", "auto"})
 #: what the user reads when a job must wait for another of these kinds
 DOING = {"embed": "an embedding", "propagate": "segmenting through the stack",
-         "auto": "an automatic segmentation", "decode": "a preview"}  # fmt: skip
+         "auto": "an automatic segmentation"}  # fmt: skip
 
 
 class Cancelled(Exception):
@@ -70,6 +74,20 @@ def checkpoint() -> None:
         raise Cancelled
 
 
+def drain(steps: Generator[tuple[int, int], None, T],
+          progress: Callable[[int, int], Any] | None = None) -> T:  # fmt: skip
+    """Run a progress generator (yielding ``(done, total)``) to its end and return its
+    value; ``progress(done, total)`` sees every step. The heavy work of the package is such
+    generators, so that a GUI runs them step by step and a script drains them."""
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total)
+
+
 class Busy(Exception):
     """A job cannot start now: another job it may not overlap is running (the message says
     which)."""
@@ -106,15 +124,30 @@ class Scheduler:
         e.g. to start what waited for it."""
         self._listeners.append(callback)
 
+    def _refuse(self, kind: str) -> None:
+        if kind in EXCLUSIVE:
+            for other in self._running:
+                if other.kind in EXCLUSIVE:
+                    raise Busy(f"{DOING[other.kind].capitalize()} is running: wait for it "
+                               f"or cancel it first.")  # fmt: skip
+
+    def check(self, kind: str) -> None:
+        """Raise :class:`Busy` when a job of ``kind`` could not start now (nothing starts)."""
+        with self._lock:
+            self._refuse(kind)
+
+    def blocking(self, kind: str) -> Job | None:
+        """The running job that keeps one of ``kind`` from starting, or None."""
+        with self._lock:
+            if kind in EXCLUSIVE:
+                return next((j for j in self._running if j.kind in EXCLUSIVE), None)
+            return None
+
     def start(self, kind: str) -> Job:
         """A new job of ``kind``, counted as running until :meth:`finish`. Raises
         :class:`Busy` when a job it may not overlap runs."""
         with self._lock:
-            if kind in EXCLUSIVE:
-                for other in self._running:
-                    if other.kind in EXCLUSIVE:
-                        raise Busy(f"{DOING[other.kind].capitalize()} is running: wait for it "
-                                   f"or cancel it first.")  # fmt: skip
+            self._refuse(kind)
             job = Job(kind)
             self._running.append(job)
             return job

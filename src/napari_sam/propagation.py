@@ -41,7 +41,7 @@ from napari_sam.zoom import ZoomConfig
 
 Progress = Generator[tuple[int, int], None, "Propagation"]
 __all__ = ["Propagation", "PropagationConfig", "Stop", "axis_slices", "carried_prompt",
-           "deepest_point", "is_stop", "mask_overlap", "propagate", "run"]  # fmt: skip
+           "deepest_point", "is_stop", "mask_overlap", "propagate"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ def propagate(
     the contrast evidence (only around the mask); default the embeddings' ``source.read``
     when they have one (a :class:`~napari_sam.stack_embeddings.StackEmbeddings`), else no contrast rule.
     Yields ``(done, total)`` slices (total: slices within reach; may end early); returns a
-    :class:`Propagation` (``StopIteration.value``; see :func:`run`). Close it to cancel.
+    :class:`Propagation` (``StopIteration.value``; see :func:`napari_sam.jobs.drain`). Close it to cancel.
     """
     n = len(slices)
     for position in annotations:
@@ -329,15 +329,6 @@ def propagate(
                             dtype=np.float32),
         doubtful_below=config.doubtful,
     )
-
-
-def run(generator: Generator[tuple[int, int], None, Propagation]) -> Propagation:
-    """Drive a :func:`propagate` generator to the end (no progress) and return its result."""
-    while True:
-        try:
-            next(generator)
-        except StopIteration as end:
-            return end.value
 
 
 def _plan(annotated: list[int], stops: list[int], n: int, config: PropagationConfig):

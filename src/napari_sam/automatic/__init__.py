@@ -19,7 +19,6 @@ from napari_sam.automatic.plane import (
     select_masks,
 )
 from napari_sam.automatic.run import (
-    drain,
     generate_masks,
     segment_everything,
     segment_everything_steps,
@@ -32,7 +31,6 @@ __all__ = [
     "AutoMaskConfig",
     "config_for_model",
     "config_labels",
-    "drain",
     "generate_masks",
     "generate_masks_steps",
     "link_slices",

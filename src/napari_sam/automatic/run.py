@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -21,21 +21,7 @@ from napari_sam.automatic.plane import (
     plan_steps,
 )
 from napari_sam.automatic.stitch import link_slices, merge_tiles
-
-T = TypeVar("T")
-
-
-def drain(
-    steps: Generator[Progress, None, T], progress: Callable[[int, int], Any] | None = None
-) -> T:
-    """Run a progress generator to its end; ``progress(done, total)`` sees every step."""
-    while True:
-        try:
-            done, total = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(done, total)
+from napari_sam.jobs import drain
 
 
 def generate_masks(predictor, image: np.ndarray, config: AutoMaskConfig | None = None,

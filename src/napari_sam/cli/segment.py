@@ -198,7 +198,7 @@ def _masks(
     """(leading index, plane ObjectMask) of every slice ``obj`` is segmented on; ``zoom``
     and ``multimask`` as ``--zoom`` and ``--multimask`` (a propagated object's own options
     win). ``progress(done, total)`` sees each propagated slice."""
-    from napari_sam.automatic.run import drain
+    from napari_sam.jobs import drain
     from napari_sam.plane_segmentation import segment_plane
     from napari_sam.propagation import axis_slices, propagate
 
