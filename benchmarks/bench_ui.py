@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or default_weights()
     widget.model_section.add_model(ModelChoice(f"{model} (benchmark)", source=model, key=model))
     widget.model_section.device_combo.setCurrentText("cpu")
-    wait(lambda: widget.controller.points is not None)
+    wait(lambda: widget.binding.points is not None)
     done = []
     widget.embedding_finished.connect(lambda: done.append(1))
     t0 = time.perf_counter()
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     updates = []
     widget.preview_updated.connect(lambda: updates.append(time.perf_counter()))
     rng = np.random.default_rng(0)
-    points = widget.controller.points
+    points = widget.binding.points
     times = []
     for i in range(args.repeats + 3):
         widget.prompt_section.clear()

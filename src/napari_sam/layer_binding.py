@@ -8,6 +8,7 @@ displayed slice is ``index`` (leading data indices, ``()`` for 2D images).
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -55,9 +56,9 @@ class LayerBinding:
         self._shown: tuple[tuple[int, ...], tuple[int, int, int, int]] | None = None
         self.masks: tuple[ObjectMask, ...] = ()
         self.masks_index: tuple[int, ...] | None = None
-        # the output layer of each image used (by id(image)): image B's objects never go
-        # into image A's layer, and coming back to A finds A's again
-        self._outputs: dict[int, Labels] = {}
+        # the output layer of each image used: image B's objects never go into image A's
+        # layer, and coming back to A finds A's again (weak: a deleted image is forgotten)
+        self._outputs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ layers
 
@@ -72,7 +73,7 @@ class LayerBinding:
         """Make ``image`` the one segmented; creates the prompt and preview layers it needs
         (and an output layer if none fits). Returns the layers created."""
         if self.image is not None and self.output is not None:
-            self._outputs[id(self.image)] = self.output
+            self._outputs[self.image] = self.output
         self.image = image
         self.masks, self.masks_index, self._shown = (), None, None
         if image is None:
@@ -81,7 +82,7 @@ class LayerBinding:
         nd = len(shape)
         where = {"scale": image.scale[-nd:], "translate": image.translate[-nd:]}
         made = []
-        self.output = self._outputs.get(id(image))
+        self.output = self._outputs.get(image)
         if self.output is None or not self._fits(self.output, shape):
             self.output = self.viewer.add_labels(
                 np.zeros(shape, np.int32), name=f"{image.name} objects", **where
@@ -317,11 +318,13 @@ class LayerBinding:
 
 
     def write_object(self, planes: Sequence[tuple[tuple[int, ...], ObjectMask]],
-                     label_id: int) -> int:  # fmt: skip
+                     label_id: int, replace: bool = True) -> int:  # fmt: skip
         """Write one object found on several slices (``(index, mask)`` pairs, e.g. from
-        propagation) into the output layer as ONE undo step with ``label_id`` (its old pixels
-        on those slices are replaced; other objects are kept). Returns pixels changed.
-        Raises ``ValueError`` when the output layer is gone or does not fit."""
+        propagation) into the output layer as ONE undo step with ``label_id``: with
+        ``replace`` (refining that object) its old pixels on those slices are replaced,
+        without it they are kept and the new ones join them; other objects are kept.
+        Returns pixels changed. Raises ``ValueError`` when the output layer is gone or does
+        not fit."""
         output = self.output
         if output is None or output not in self.viewer.layers:
             raise ValueError("choose an output labels layer first")
@@ -331,7 +334,7 @@ class LayerBinding:
             if labels.ndim != len(index) + 2 or labels.shape[len(index) :] != mask.shape:
                 raise ValueError(f"the output layer {output.name!r} is {labels.shape}; it "
                                  "must have the image's shape")  # fmt: skip
-            edit = plan_write(labels, mask, label_id, index=index)
+            edit = plan_write(labels, mask, label_id, index=index, replace=replace)
             parts[0].append(edit.clear)
             parts[label_id].append(edit.paint)
         writes = [(value, tuple(np.concatenate(axis) for axis in zip(*where)))

@@ -11,8 +11,8 @@ EMBED_TIMEOUT_MS = 300_000  # first use loads the model; the machines are shared
 def dock(viewer, qtbot):
     """The widget docked from the plugin menu, with its prompt layers made."""
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")
-    if widget.controller.image is None and widget.model_section.image_combo.layer() is not None:
-        qtbot.waitUntil(lambda: widget.controller.points is not None, timeout=5000)
+    if widget.binding.image is None and widget.model_section.image_combo.layer() is not None:
+        qtbot.waitUntil(lambda: widget.binding.points is not None, timeout=5000)
     # CPU and fp32: results do not depend on this machine's bf16 support
     widget.model_section.device_combo.setCurrentText("cpu")
     widget.model_section.precision_combo.setCurrentText("fp32")
@@ -32,7 +32,7 @@ def add_point(widget, qtbot, coord, negative=False):
     if widget.prompt_section.negative_button.isChecked() != negative:
         qtbot.mouseClick(widget.prompt_section.negative_button, _left())
     with qtbot.waitSignal(widget.preview_updated, timeout=EMBED_TIMEOUT_MS):
-        widget.controller.points.add(np.asarray(coord, dtype=float))
+        widget.binding.points.add(np.asarray(coord, dtype=float))
 
 
 def _left():

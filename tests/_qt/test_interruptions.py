@@ -3,7 +3,7 @@ while a worker runs, and an accelerator out of memory. Outcome each time: no exc
 error notification, no worker thread left running, no layer half written.
 
 The model is the disc stand-in (tests/stub_sam.py) behind the real predictor; its
-encoder sleeps ``delay`` seconds per slice, in steps the cancel hooks can stop.
+encoder sleeps ``delay`` seconds per slice, in steps a cancelled job stops between.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def embed(widget, qtbot):
 def add_point(widget, qtbot, coord):
     """Add a positive point and wait for the preview to follow it."""
     with qtbot.waitSignal(widget.preview_updated, timeout=WAIT_MS):
-        widget.controller.points.add(np.asarray(coord, dtype=float))
+        widget.binding.points.add(np.asarray(coord, dtype=float))
 
 
 def _stack(n, size=64, seed=0):
@@ -52,7 +52,7 @@ def _docked(make_napari_viewer, qtbot, *images, loader=None, delay=0.0):
         return predictor
 
     widget.model_section.add_model(ModelChoice("disc stub", loader=load, key=f"disc-{delay}"))
-    qtbot.waitUntil(lambda: widget.controller.image is viewer.layers[0], timeout=5000)
+    qtbot.waitUntil(lambda: widget.binding.image is viewer.layers[0], timeout=5000)
     return viewer, widget, made
 
 
@@ -87,7 +87,7 @@ def test_switching_the_image_during_an_embedding(make_napari_viewer, qtbot, noti
     qtbot.mouseClick(widget.model_section.embed_button, LEFT)
     qtbot.waitUntil(lambda: len(widget.embeddings.indices(key_a)) >= 1, timeout=WAIT_MS)
     widget.model_section.image_combo.set_layer(layer_b)  # while A's slices are still being embedded
-    c = widget.controller
+    c = widget.binding
     qtbot.waitUntil(lambda: c.image is layer_b, timeout=5000)
     assert c.preview.data.shape == c.output.data.shape == b.shape
     if widget.model_section.embedding_running:
@@ -113,7 +113,7 @@ def test_deleting_prompt_and_output_layers_during_live_segmentation(
 ):
     image = np.random.default_rng(3).random((64, 64)).astype(np.float32)
     viewer, widget, _made = _docked(make_napari_viewer, qtbot, image)
-    c = widget.controller
+    c = widget.binding
     embed(widget, qtbot)
     add_point(widget, qtbot, (20, 20))
     output, preview, points, shapes = c.output, c.preview, c.points, c.shapes
@@ -223,7 +223,7 @@ def test_decode_out_of_memory_falls_back_to_cpu_with_a_warning(
     warnings = [m for s, m in notifications if s == "warning"]
     assert any("Segmentation" in m and "out of memory" in m and "CPU" in m for m in warnings)
     assert predictor.device.type == "cpu"
-    assert np.asarray(widget.controller.preview.data)[32, 32] == 1
+    assert np.asarray(widget.binding.preview.data)[32, 32] == 1
     assert widget.prompt_section.commit() == [1]
     _no_threads(qtbot)
     assert not _errors(notifications)
@@ -232,7 +232,7 @@ def test_decode_out_of_memory_falls_back_to_cpu_with_a_warning(
 def test_a_preview_growing_past_the_previous_one(make_napari_viewer, qtbot, notifications):
     image = np.random.default_rng(5).random((64, 64)).astype(np.float32)
     _viewer, widget, _made = _docked(make_napari_viewer, qtbot, image)
-    c = widget.controller
+    c = widget.binding
     embed(widget, qtbot)
     add_point(widget, qtbot, (20, 20))
     add_point(widget, qtbot, (50, 50))  # was: IndexError drawing into the old, smaller region

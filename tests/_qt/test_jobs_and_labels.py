@@ -26,7 +26,7 @@ def _docked(make_napari_viewer, qtbot, *images, delay=0.0):
     widget.model_section.image_combo.set_layer(viewer.layers[0])
     widget.model_section.add_model(ModelChoice("disc stub", key=f"disc-{delay}", loader=lambda d, p: store_ready(
         disc_predictor(delay=delay, steps=8))))  # fmt: skip
-    qtbot.waitUntil(lambda: widget.controller.image is viewer.layers[0], timeout=5000)
+    qtbot.waitUntil(lambda: widget.binding.image is viewer.layers[0], timeout=5000)
     return viewer, widget
 
 
@@ -42,36 +42,57 @@ def _stack(n, size=64):
 def test_segmenting_through_the_stack_waits_for_a_running_embedding(
     make_napari_viewer, qtbot, notifications
 ):
+    """Shift-S while an embedding runs starts when it ends (it never runs beside it), and
+    a store cannot be opened meanwhile."""
     _viewer, widget = _docked(make_napari_viewer, qtbot, _stack(12), delay=0.3)
-    c = widget.controller
+    c = widget.binding
     qtbot.mouseClick(widget.model_section.embed_button, LEFT)  # 12 slices, 0.3 s each
     assert widget.model_section.embedding_running
     c.points.add(np.array([0.0, 30.0, 30.0]))  # a prompt to follow
     widget.stack_section.propagate()
-    assert not widget.stack_section.propagation_running
-    assert any("embedding is running" in m for s, m in notifications if s == "warning")
-    with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
-        qtbot.mouseClick(widget.model_section.cancel_button, LEFT)
+    assert not widget.stack_section.propagation_running  # not beside the embedding
+    assert any("starts when the embedding ends" in m for s, m in notifications if s == "info")
     with qtbot.waitSignal(widget.propagation_finished, timeout=WAIT_MS):
-        widget.stack_section.propagate()  # now it may run
+        pass  # the embedding ends, then the propagation runs
     assert np.asarray(c.output.data).any()
+    assert widget.jobs.running() == []
     _no_threads(qtbot)
 
 
-def test_cancelling_the_automatic_tab_leaves_the_embedding_alone(make_napari_viewer, qtbot):
-    """The automatic segmentation cannot start while an embedding runs (it says so), and
-    the embedding's own Cancel is the only thing that stops the embedding."""
-    _viewer, widget = _docked(make_napari_viewer, qtbot, _stack(6), delay=0.3)
-    key = widget.model_section.cache_key()
-    qtbot.mouseClick(widget.model_section.embed_button, LEFT)
-    assert widget.model_section.embedding_running
-    widget.auto_panel.run_button.click()
-    assert widget.auto_panel.worker is None and "embedding is running" in (
-        widget.auto_panel.status.text())
-    widget.auto_panel.cancel()  # nothing of its own runs: nothing stops
-    with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
-        pass
-    assert len(widget.embeddings.indices(key)) == 6
+def test_a_store_is_not_opened_while_another_job_holds_the_encoder(
+    make_napari_viewer, qtbot, notifications, tmp_path
+):
+    _viewer, widget = _docked(make_napari_viewer, qtbot, _stack(8), delay=0.3)
+    c = widget.binding
+    c.points.add(np.array([0.0, 30.0, 30.0]))
+    qtbot.waitUntil(lambda: not widget.model_section.embedding_running, timeout=WAIT_MS)
+    with qtbot.waitSignal(widget.propagation_finished, timeout=WAIT_MS):
+        widget.stack_section.propagate()
+        widget.model_section.open_embeddings(tmp_path / "other.zarr")
+        assert any("Cannot open the embeddings now" in m
+                   for s, m in notifications if s == "warning")  # fmt: skip
+        assert "(opened)" not in widget.model_section.status.text()
+    assert "(opened)" not in widget.model_section.status.text()
+    assert not [m for s, m in notifications if s == "error"]
+    _no_threads(qtbot)
+
+
+def test_cancelling_the_automatic_tab_inside_the_encoder_frees_the_widget(
+    make_napari_viewer, qtbot
+):
+    """A cancel that lands while the encoder runs ends the automatic job: Embed and the
+    tab's Run work again afterwards."""
+    _viewer, widget = _docked(make_napari_viewer, qtbot, _stack(1)[0], delay=2.0)
+    panel = widget.auto_panel
+    with qtbot.waitSignal(panel.finished, timeout=WAIT_MS) as done:
+        panel.run_button.click()
+        qtbot.waitUntil(lambda: bool(widget.jobs.running("auto")), timeout=WAIT_MS)
+        qtbot.wait(500)  # inside the 2 s encode
+        panel.cancel()
+    assert done.args[0] is None and panel.status.text() == "Cancelled."
+    assert widget.jobs.running() == [] and panel.run_button.isEnabled()
+    embed(widget, qtbot)  # the encoder is free again
+    assert "image embedded" in widget.model_section.status.text()
     _no_threads(qtbot)
 
 
@@ -79,7 +100,7 @@ def test_a_chosen_label_id_that_exists_keeps_its_other_pixels(make_napari_viewer
                                                               notifications):  # fmt: skip
     image = np.random.default_rng(1).random((64, 64)).astype(np.float32)
     _viewer, widget = _docked(make_napari_viewer, qtbot, image)
-    c = widget.controller
+    c = widget.binding
     embed(widget, qtbot)
     add_point(widget, qtbot, (15, 15))
     assert widget.prompt_section.commit() == [1]
@@ -94,9 +115,27 @@ def test_a_chosen_label_id_that_exists_keeps_its_other_pixels(make_napari_viewer
     _no_threads(qtbot)
 
 
+def test_propagation_into_an_existing_label_id_keeps_its_other_pixels(make_napari_viewer, qtbot):
+    viewer, widget = _docked(make_napari_viewer, qtbot, _stack(6), delay=0.0)
+    c, p = widget.binding, widget.prompt_section
+    viewer.dims.set_current_step(0, 2)
+    add_point(widget, qtbot, (2, 12, 12))
+    p.label_spin.setValue(5)
+    assert p.commit() == [5]
+    first = np.asarray(c.output.data) == 5
+    c.points.add(np.array([2.0, 45.0, 45.0]))
+    qtbot.waitUntil(lambda: not widget.model_section.embedding_running, timeout=WAIT_MS)
+    p.label_spin.setValue(5)  # the same id, not refine: the new part joins object 5
+    with qtbot.waitSignal(widget.propagation_finished, timeout=WAIT_MS):
+        widget.stack_section.propagate()
+    out = np.asarray(c.output.data)
+    assert (out[first] == 5).all() and out[2, 45, 45] == 5
+    _no_threads(qtbot)
+
+
 def test_propagation_writes_under_the_id_chosen_when_it_started(make_napari_viewer, qtbot):
     viewer, widget = _docked(make_napari_viewer, qtbot, _stack(8), delay=0.05)
-    c = widget.controller
+    c = widget.binding
     widget.prompt_section.label_spin.setValue(5)
     c.points.add(np.array([3.0, 30.0, 30.0]))
     viewer.dims.set_current_step(0, 3)
@@ -113,7 +152,7 @@ def test_each_image_keeps_its_own_output_layer(make_napari_viewer, qtbot):
     a = np.random.default_rng(2).random((64, 64)).astype(np.float32)
     b = np.random.default_rng(3).random((64, 64)).astype(np.float32)  # same shape
     viewer, widget = _docked(make_napari_viewer, qtbot, a, b)
-    c = widget.controller
+    c = widget.binding
     out_a = c.output
     embed(widget, qtbot)
     add_point(widget, qtbot, (20, 20))

@@ -39,7 +39,7 @@ def test_soak_1000_prompt_commit_cycles(make_napari_viewer, qtbot, report_line):
     viewer.add_image(data, name="stack")
     widget = dock(viewer, qtbot)
     widget.model_section.add_model(ModelChoice("disc stub", loader=lambda d, p: disc_predictor(), key="disc"))
-    c = widget.controller
+    c = widget.binding
     qtbot.waitUntil(lambda: c.points is not None, timeout=5000)
     with qtbot.waitSignal(widget.embedding_finished, timeout=WAIT_MS):
         qtbot.mouseClick(widget.model_section.embed_button, Qt.MouseButton.LeftButton)

@@ -41,7 +41,7 @@ def _docked(make_napari_viewer, qtbot, data, loader=None, delay=0.0):
         return made[-1]
 
     widget.model_section.add_model(ModelChoice("stub", loader=load, key=f"stub-{delay}-{id(loader)}"))
-    qtbot.waitUntil(lambda: widget.controller.points is not None, timeout=5000)
+    qtbot.waitUntil(lambda: widget.binding.points is not None, timeout=5000)
     return viewer, widget, made
 
 
@@ -67,7 +67,7 @@ def test_propagation_from_slice_k_writes_its_neighbours_as_one_undo_step(
     make_napari_viewer, qtbot, notifications
 ):
     viewer, widget, _made = _docked(make_napari_viewer, qtbot, _image((12, 64, 64)))
-    c = widget.controller
+    c = widget.binding
     assert widget.stack_section.propagate_button.isEnabled() and widget.stack_section.axis_combo.currentText() == "z"
     k = 5
     viewer.dims.set_current_step(0, k)
@@ -96,7 +96,7 @@ def test_propagation_from_slice_k_writes_its_neighbours_as_one_undo_step(
 
 def test_4d_propagation_follows_the_slider_moved_last(make_napari_viewer, qtbot, notifications):
     viewer, widget, _made = _docked(make_napari_viewer, qtbot, _image((4, 6, 48, 48)))
-    c = widget.controller
+    c = widget.binding
     assert [widget.stack_section.axis_combo.itemText(i) for i in range(2)] == ["t", "z"]
     assert widget.stack_section.axis_combo.currentText() == "t"  # napari's slider in use: the first one
 
@@ -131,7 +131,7 @@ def test_cancelling_a_propagation_leaves_the_labels_unchanged(
     make_napari_viewer, qtbot, notifications
 ):
     viewer, widget, made = _docked(make_napari_viewer, qtbot, _image((20, 64, 64)), delay=0.4)
-    c = widget.controller
+    c = widget.binding
     viewer.dims.set_current_step(0, 10)
     add_point(widget, qtbot, (10, 30, 30))  # embeds slice 10 only
     c.output.data[0, :4, :4] = 3  # an object drawn before
@@ -196,7 +196,7 @@ def test_a_store_made_by_the_cli_opens_and_nothing_is_embedded_again(
     assert not widget.model_section.embedding_running
     viewer.dims.set_current_step(0, 1)
     add_point(widget, qtbot, (1, 30, 30))
-    assert widget.controller.masks_index == (1,)
+    assert widget.binding.masks_index == (1,)
     assert _encodes(made) == 0  # every slice came from the store
 
 
@@ -213,7 +213,7 @@ def test_a_mismatched_store_is_refused_and_changes_nothing(
     for _ in embed_all(stack):
         pass
     viewer, widget, _made = _docked(make_napari_viewer, qtbot, _image((3, 64, 64), seed=9))
-    c = widget.controller
+    c = widget.binding
     viewer.dims.set_current_step(0, 0)
     add_point(widget, qtbot, (0, 20, 20))
     key, status = widget.model_section.cache_key(), widget.model_section.status.text()
@@ -283,7 +283,7 @@ def test_doubtful_slices_are_listed_and_a_correction_carries_on_from_there(
     make_napari_viewer, qtbot, notifications
 ):
     viewer, widget, _made = _docked(make_napari_viewer, qtbot, _fading_disc_stack())
-    c = widget.controller
+    c = widget.binding
     assert not widget.stack_section.doubtful_combo.isVisible()
     viewer.dims.set_current_step(0, 5)
     add_point(widget, qtbot, (5, 32, 32))

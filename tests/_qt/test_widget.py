@@ -31,7 +31,7 @@ def _sample_2d(make_napari_viewer, qtbot):
 
 def test_widget_makes_prompt_layers_and_lists_models(make_napari_viewer, qtbot):
     viewer, widget = _sample_2d(make_napari_viewer, qtbot)
-    c = widget.controller
+    c = widget.binding
     assert isinstance(c.points, Points) and isinstance(c.shapes, Shapes)
     assert isinstance(c.preview, Labels) and isinstance(c.output, Labels)
     assert c.preview.data.shape == c.output.data.shape == (512, 512)
@@ -55,7 +55,7 @@ def test_widget_makes_prompt_layers_and_lists_models(make_napari_viewer, qtbot):
 
 def test_point_commit_second_object_and_undo(make_napari_viewer, qtbot, nuclei_truth):
     _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
-    c = widget.controller
+    c = widget.binding
     embed(widget, qtbot)
     assert "image embedded" in widget.model_section.status.text()
     (p1, _), (p2, _) = isolated_nuclei(nuclei_truth, 2)
@@ -97,7 +97,7 @@ def test_point_commit_second_object_and_undo(make_napari_viewer, qtbot, nuclei_t
 
 def test_chosen_label_id_and_clear(make_napari_viewer, qtbot, nuclei_truth):
     _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
-    c = widget.controller
+    c = widget.binding
     embed(widget, qtbot)
     ((p1, _),) = isolated_nuclei(nuclei_truth, 1)
     add_point(widget, qtbot, p1)
@@ -112,7 +112,7 @@ def test_chosen_label_id_and_clear(make_napari_viewer, qtbot, nuclei_truth):
 def test_boxes_become_objects_in_one_commit(make_napari_viewer, qtbot, nuclei_truth):
     _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
     use_disc_model(widget, image_size=512)  # fills a box to within a few pixels
-    c = widget.controller
+    c = widget.binding
     embed(widget, qtbot)
     nuclei = isolated_nuclei(nuclei_truth, 3)
 
@@ -152,7 +152,7 @@ def test_a_large_object_then_a_small_one_show_exactly(make_napari_viewer, qtbot)
 
     viewer, widget = _sample_2d(make_napari_viewer, qtbot)
     use_disc_model(widget, image_size=512, radius=4)  # one tile, like the bundled model
-    c = widget.controller
+    c = widget.binding
     embed(widget, qtbot)
     visual = viewer.window._qt_viewer.canvas.layer_to_visual[c.preview]
 
@@ -173,7 +173,7 @@ def test_a_large_object_then_a_small_one_show_exactly(make_napari_viewer, qtbot)
 
 def test_refine_an_object_of_the_output(make_napari_viewer, qtbot, nuclei_truth):
     _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
-    c = widget.controller
+    c = widget.binding
     embed(widget, qtbot)
     ((p1, _),) = isolated_nuclei(nuclei_truth, 1)
     add_point(widget, qtbot, p1)
@@ -196,7 +196,7 @@ def test_stack_prompts_on_slice_k_write_only_slice_k(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-sam", "nuclei_3d")
     widget = use_disc_model(dock(viewer, qtbot))
-    c = widget.controller
+    c = widget.binding
     assert c.points.ndim == 3 and c.output.data.shape == (32, 256, 256)
     k = 11
     viewer.dims.set_current_step(0, k)
@@ -255,7 +255,7 @@ def test_output_of_the_wrong_shape_notifies_and_changes_nothing(
     make_napari_viewer, qtbot, notifications, nuclei_truth
 ):
     viewer, widget = _sample_2d(make_napari_viewer, qtbot)
-    c = widget.controller
+    c = widget.binding
     embed(widget, qtbot)
     ((p1, _),) = isolated_nuclei(nuclei_truth, 1)
     add_point(widget, qtbot, p1)
@@ -272,7 +272,7 @@ def test_zoom_choice_reaches_the_preview(make_napari_viewer, qtbot, nuclei_truth
     # in the whole image only. Switching redraws the preview, and zoomed masks of the
     # smallest isolated nuclei are at least as close to the truth.
     _viewer, widget = _sample_2d(make_napari_viewer, qtbot)
-    c = widget.controller
+    c = widget.binding
     assert widget.prompt_section.zoom_combo.currentText() == "auto"
     embed(widget, qtbot)
     ious = {"off": [], "auto": []}
@@ -302,7 +302,7 @@ def test_the_candidate_key_cycles_through_sams_masks_with_their_predicted_iou(
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((64, 64), np.float32), name="blank")
     widget = use_disc_model(dock(viewer, qtbot), image_size=64, radius=4)
-    p, c = widget.prompt_section, widget.controller
+    p, c = widget.prompt_section, widget.binding
     p.zoom_combo.setCurrentText("off")
     embed(widget, qtbot)
     add_point(widget, qtbot, (32, 32))

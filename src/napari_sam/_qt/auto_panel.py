@@ -172,6 +172,9 @@ class AutoPanel(QWidget):
         self.worker.returned.connect(lambda found: self._on_done(layer, found, index))
         self.worker.errored.connect(self._on_error)
         self.worker.aborted.connect(self._on_aborted)
+        # a cancel inside the encoder ends the work without returned / aborted: finished is
+        # the one signal every run sends, so the job is always handed back
+        self.worker.finished.connect(self._on_worker_finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
@@ -191,6 +194,10 @@ class AutoPanel(QWidget):
         self.progress.setRange(0, total)
         self.progress.setValue(done)
         self.status.setText(f"Segmenting: step {done} of {total}")
+
+    def _on_worker_finished(self) -> None:
+        if self.worker is not None:  # no other handler ran: cancelled in the encoder
+            self._on_aborted()
 
     def _idle(self) -> None:
         if self._scheduler is not None and self.job is not None:

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")
     if args.screenshot is not None:
         viewer.window.resize(1500, 950)
-    _wait(lambda: widget.controller.points is not None)
+    _wait(lambda: widget.binding.points is not None)
     if args.stack:
         _through_stack(viewer, widget)
     else:
@@ -67,7 +67,7 @@ def _segment(widget, point_rc) -> None:
 
     updated = []
     widget.preview_updated.connect(lambda: updated.append(1))
-    widget.controller.points.add(np.asarray(point_rc, dtype=float))
+    widget.binding.points.add(np.asarray(point_rc, dtype=float))
     _wait(lambda: updated)
 
 
@@ -76,7 +76,7 @@ def _through_stack(viewer, widget, k: int = 16) -> None:
     slice ``k + 3``."""
     import numpy as np
 
-    image = widget.controller.image
+    image = widget.binding.image
     viewer.dims.set_current_step(0, k)
     plane = np.asarray(image.data[k])
     r, c = np.unravel_index(np.argmax(plane), plane.shape)

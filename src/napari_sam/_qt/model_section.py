@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_sam._qt.layer_combo import LayerCombo
 from napari_sam._qt.workers import Embedded, Notice, Progress, start_embedding
-from napari_sam.jobs import Busy, Job, Scheduler
+from napari_sam.jobs import EXCLUSIVE, Busy, Job, Scheduler
 from napari_sam.layer_binding import LayerBinding
 from napari_sam.layer_embeddings import LayerEmbeddings, StackRequest, StoreRefused
 from napari_sam.model_choice import (
@@ -239,6 +239,11 @@ class ModelSection(QGroupBox):
         if self._worker is not None:
             show_warning("An embedding is running: cancel it or wait, then open the store.")
             return
+        try:
+            self.jobs.check("embed")
+        except Busy as exc:
+            show_warning(f"Cannot open the embeddings now: {exc}")
+            return
         self._store_before = self._store
         self._store = (image, Path(path))
         self._opening_store = True
@@ -317,8 +322,13 @@ class ModelSection(QGroupBox):
                 show_warning(str(exc))
             return
         self._job = job
-        worker = start_embedding(self.models.predictor, self.embeddings, self.request(),
-                                 list(indices), job.token)  # fmt: skip
+        try:
+            worker = start_embedding(self.models.predictor, self.embeddings, self.request(),
+                                     list(indices), job.token)  # fmt: skip
+        except BaseException:
+            self._job = None
+            self.jobs.finish(job)
+            raise
         worker.yielded.connect(self._on_step)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
@@ -373,16 +383,16 @@ class ModelSection(QGroupBox):
         show_error(f"Embedding failed: {exc}")
 
     def _on_finished(self) -> None:
+        self._worker = None
+        job, self._job = self._job, None
+        self.jobs.finish(job)  # first: nothing below may keep the job registered
         if self._opening_store:
             self._opening_store = False
             self._opened_store()
-        self._worker = None
-        job, self._job = self._job, None
         self.embed_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.progress.setVisible(False)
         self.update_status()
-        self.jobs.finish(job)
         self.embedding_finished.emit()
         then, self._then = self._then, None
         if then is not None:
@@ -390,7 +400,7 @@ class ModelSection(QGroupBox):
 
     def _on_job_finished(self, job: Job) -> None:
         """A prompt that waited for another encoder job (propagation, automatic) runs now."""
-        if self._waiting is not None and job.kind != "decode":
+        if self._waiting is not None and job.kind in EXCLUSIVE:
             waiting, self._waiting = self._waiting, None
             self._note = ""
             self.update_status()

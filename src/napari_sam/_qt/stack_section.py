@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 from napari_sam._qt.events import disconnector
 from napari_sam._qt.model_section import ModelSection
 from napari_sam._qt.prompt_section import PromptSection
-from napari_sam._qt.workers import Progress, start_propagation
+from napari_sam._qt.workers import Notice, Progress, start_propagation
 from napari_sam.jobs import Busy, Job, Scheduler
 from napari_sam.layer_binding import LayerBinding
 from napari_sam.layer_embeddings import LayerEmbeddings
@@ -70,7 +70,9 @@ class StackSection(QGroupBox):
         self._propagation = None  # the running propagation worker
         self._propagation_job: Job | None = None
         self._axis_followed = True  # the axis picker follows the slider last moved
+        self._queued = False  # Shift-S pressed while an embedding ran: runs when it ends
         self._build()
+        jobs.on_finish(self._on_job_finished)
         viewer.dims.events.last_used.connect(self._on_last_used)
         self.destroyed.connect(disconnector(viewer.dims.events.last_used, self._on_last_used))
 
@@ -189,22 +191,34 @@ class StackSection(QGroupBox):
                                               if k != axis)  # fmt: skip
             if same_line:
                 directions = continuation(index[axis], source)
+        # the mask choice, not a candidate the M key picked for this slice's preview
+        config = PropagationConfig(zoom=self.prompts.zoom, directions=directions,
+                                   multimask=self.prompts.multimask_combo.currentText())  # fmt: skip
+        request = self.model_section.request()
         try:
             job = self.jobs.start("propagate")
         except Busy as exc:
-            show_warning(f"Cannot segment through the stack now: {exc}")
+            blocking = self.jobs.blocking("propagate")
+            if blocking is not None and blocking.kind == "embed":  # e.g. the first click's
+                self._queued = True
+                show_info("Segmenting through the stack starts when the embedding ends.")
+            else:
+                show_warning(f"Cannot segment through the stack now: {exc}")
             return
         self._propagation_job = job
-        config = PropagationConfig(zoom=self.prompts.zoom, directions=directions,
-                                   multimask=self.prompts.multimask)  # fmt: skip
-        worker = start_propagation(self.models.predictor, self.embeddings, self.model_section.request(),
-                                   annotations, slices, config, job.token)  # fmt: skip
+        try:
+            worker = start_propagation(self.models.predictor, self.embeddings, request,
+                                       annotations, slices, config, job.token)  # fmt: skip
+        except BaseException:
+            self._propagation_job = None
+            self.jobs.finish(job)
+            raise
         negatives = [p for p, prompt in annotations.items() if is_stop(prompt)]
         # the label id is the one chosen now: changing the pickers while it runs changes
         # nothing (0: the next free id when the object is written)
         chosen = refine or self.prompts.label_spin.value()
         where = (c.output, index, axis, self.axis_combo.currentText(), lead_shape[axis],
-                 negatives, directions, chosen)  # fmt: skip
+                 negatives, directions, chosen, bool(refine))  # fmt: skip
         worker.yielded.connect(self._on_propagate_step)
         worker.returned.connect(lambda result: self._on_propagated(result, *where))
         worker.errored.connect(lambda exc: show_error(f"Segmenting through the stack "
@@ -225,25 +239,40 @@ class StackSection(QGroupBox):
         self._propagation_job.cancel()
         self._propagation.quit()
 
+    def _on_job_finished(self, job: Job) -> None:
+        """Run the propagation that waited for an embedding (not when it was cancelled)."""
+        if self._queued and job.kind == "embed":
+            self._queued = False
+            if job.cancelled:
+                show_info("The embedding was cancelled: segmenting through the stack did not "
+                          "start.")  # fmt: skip
+            else:
+                self.propagate()
+
     @property
     def propagation_running(self) -> bool:
         return self._propagation is not None
 
-    def _on_propagate_step(self, item: Progress) -> None:
+    def _on_propagate_step(self, item: Progress | Notice) -> None:
+        if isinstance(item, Notice):
+            show_warning(item.text)
+            return
         self.propagate_progress.setRange(0, item.total)
         self.propagate_progress.setValue(item.done)
         self.propagate_progress.setFormat(f"{item.text} (%v / %m)")
         self.model_section.update_status()
 
     def _on_propagated(self, result, output, index, axis, axis_name, n, negatives,
-                       directions="both", chosen=0) -> None:  # fmt: skip
+                       directions="both", chosen=0, refining=False) -> None:  # fmt: skip
         """Write ``result`` (a :class:`~napari_sam.propagation.Propagation`: positions along
         ``axis``, one :class:`~napari_sam.transforms.ObjectMask` of the plane each; None when
         cancelled) into ``output`` as one object. ``index``: the leading-axes index of the
         slice prompted; ``n``: the length of ``axis``; ``negatives``: positions with only
         negative points; ``directions``: "forward" / "backward" when this carries a correction
         on, whose object then also leaves the slices beyond where the correction stopped;
-        ``chosen``: the label id picked when it started (0: the next free one now)."""
+        ``chosen``: the label id picked when it started (0: the next free one now);
+        ``refining``: that id was the object to refine, whose old pixels on these slices go
+        (else an existing object of that id keeps them and gains the new ones)."""
         if result is None or self._propagation_job.cancelled:
             return  # cancelled: said when the worker finishes
         c = self.binding
@@ -264,7 +293,7 @@ class StackSection(QGroupBox):
             where[axis] = position
             planes.append((tuple(where), mask))
         try:
-            c.write_object(planes, label_id)
+            c.write_object(planes, label_id, replace=refining)
         except ValueError as exc:
             show_error(f"Nothing written: {exc}")
             return
@@ -309,13 +338,13 @@ class StackSection(QGroupBox):
 
     def _on_propagation_finished(self) -> None:
         job, self._propagation_job = self._propagation_job, None
+        self._propagation = None
+        self.jobs.finish(job)  # first: nothing below may keep the job registered
         if job.cancelled:
             show_info("Segmenting through the stack was cancelled; nothing was written.")
-        self._propagation = None
         self.propagate_progress.setVisible(False)
         self.propagate_cancel_button.setVisible(False)
         self.propagate_button.setEnabled(self.axis_combo.count() > 0)
         self.model_section.update_status()
-        self.jobs.finish(job)
         self.propagation_finished.emit()
 

@@ -6,7 +6,7 @@ worker), the :class:`~napari_sam.layer_embeddings.LayerEmbeddings` (``embeddings
 store per image and model, shared by 2D, stacks, tiles, propagation and the Automatic tab),
 the :class:`~napari_sam.jobs.Scheduler` (``jobs``: which background jobs may overlap, each
 with its own cancel) and the :class:`~napari_sam.layer_binding.LayerBinding`
-(``controller``: the prompt, preview and output layers of the image in use).
+(``binding``: the prompt, preview and output layers of the image in use).
 
 Qt sections, each given the parts it uses: the
 :class:`~napari_sam._qt.model_section.ModelSection` (image, model, embeddings, status), the
@@ -71,7 +71,7 @@ class WidgetEngine:
         ``index`` only when given, as a one-slice stack), so panels embed nothing twice.
         None when no image is chosen."""
         widget = self._widget
-        if widget.controller.image is None or widget.controller.image is not self.image_layer():
+        if widget.binding.image is None or widget.binding.image is not self.image_layer():
             return None
         request, session = widget.model_section.request(), widget.embeddings
 
@@ -102,17 +102,17 @@ class SamWidget(QWidget):
         # viewer itself (through its public API only).
         viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self._viewer = viewer
-        self.controller = LayerBinding(viewer)
+        self.binding = LayerBinding(viewer)
         self.models = ModelHolder()
         self.embeddings = LayerEmbeddings()
         self.jobs = Scheduler()
         self.engine = WidgetEngine(self)
         self._watched_image: Image | None = None
-        self.model_section = ModelSection(viewer, self.models, self.controller,
+        self.model_section = ModelSection(viewer, self.models, self.binding,
                                           self.embeddings, self.jobs, self._check_image)  # fmt: skip
-        self.prompt_section = PromptSection(viewer, self.controller, self.models,
+        self.prompt_section = PromptSection(viewer, self.binding, self.models,
                                             self.embeddings, self.model_section)  # fmt: skip
-        self.stack_section = StackSection(viewer, self.controller, self.models, self.embeddings,
+        self.stack_section = StackSection(viewer, self.binding, self.models, self.embeddings,
                                           self.jobs, self.model_section, self.prompt_section,
                                           self._check_image)  # fmt: skip
         self.auto_panel = AutoPanel(viewer, self.engine)
@@ -137,7 +137,7 @@ class SamWidget(QWidget):
     def _wire(self) -> None:
         m, p, s = self.model_section, self.prompt_section, self.stack_section
         m.image_chosen.connect(self._on_image)
-        m.model_changed.connect(lambda: self.controller.show_preview((), None))
+        m.model_changed.connect(lambda: self.binding.show_preview((), None))
         m.model_combo.currentIndexChanged.connect(self._suggest_auto_preset)
         self._suggest_auto_preset()
         m.embedding_finished.connect(self.embedding_finished.emit)
@@ -177,16 +177,16 @@ class SamWidget(QWidget):
         self._watched_image = image
         if image is not None:
             image.events.contrast_limits.connect(self._on_contrast)
-        made = self.controller.use_image(image)
+        made = self.binding.use_image(image)
         for layer in made:
-            if layer is self.controller.points or layer is self.controller.shapes:
+            if layer is self.binding.points or layer is self.binding.shapes:
                 self._bind_keys(layer)
                 layer.events.data.connect(self._on_prompt_data)
-        if self.controller.output is not None:  # this image's own output layer
-            self.prompt_section.output_combo.set_layer(self.controller.output)
-        if self.controller.points is not None and made:
-            self._viewer.layers.selection.active = self.controller.points
-            self.controller.points.mode = "add"
+        if self.binding.output is not None:  # this image's own output layer
+            self.prompt_section.output_combo.set_layer(self.binding.output)
+        if self.binding.points is not None and made:
+            self._viewer.layers.selection.active = self.binding.points
+            self.binding.points.mode = "add"
         self.stack_section.fill_axes(image)
         self.model_section.update_status()
 
@@ -208,17 +208,17 @@ class SamWidget(QWidget):
         self.prompt_section.request_preview()
 
     def _on_slice(self, _event=None) -> None:
-        if self.controller.image is not None and len(spatial_shape(self.controller.image)) > 2:
+        if self.binding.image is not None and len(spatial_shape(self.binding.image)) > 2:
             self.prompt_section.request_preview()
             self.model_section.update_status()
 
     def _check_image(self) -> Image | None:
-        image = self.controller.image
+        image = self.binding.image
         if image is None:
             others = [f"{lay.name!r} ({type(lay).__name__})" for lay in self._viewer.layers]
             found = f"; the viewer has {', '.join(others)}, not an image" if others else ""
             show_error(f"Segment Anything needs an Image layer: open or choose one{found}.")
             return None
-        if not self.controller.layers_present():
+        if not self.binding.layers_present():
             self._on_image(image)  # remade prompt layers get their keys and live preview
         return image

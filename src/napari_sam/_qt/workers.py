@@ -199,7 +199,7 @@ def propagate_object(
     slices: Sequence[int],
     config: PropagationConfig,
     token: CancelToken,
-) -> Generator[Progress, None, Propagation | None]:
+) -> Generator[Progress | Notice, None, Propagation | None]:
     """Load the model, open the embeddings, then :func:`napari_sam.propagation.propagate` the
     object (slices not embedded yet are embedded on the way), yielding :class:`Progress`
     per slice. Returns the :class:`~napari_sam.propagation.Propagation`, or None when cancelled
@@ -211,6 +211,7 @@ def propagate_object(
             predictor = get_predictor()
             stack = session.stack_for(request, predictor)
             steps = propagate(stack, predictor, annotations, slices=slices, config=config)
+            note = predictor.fallback_note
             while True:
                 try:
                     done, total = next(steps)
@@ -219,6 +220,9 @@ def propagate_object(
                 if token.cancelled:
                     steps.close()
                     return None
+                if predictor.fallback_note != note:
+                    note = predictor.fallback_note
+                    yield Notice(f"Segmenting through the stack: {note}")
                 yield Progress(done, total, "segmenting slices")
         except Cancelled:
             return None

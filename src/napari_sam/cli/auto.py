@@ -45,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     add_image_options(parser)
-    parser.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        help="intensity range shown to the model (default: percentiles)")  # fmt: skip
+    parser.add_argument("--contrast", "--contrast-limits", dest="contrast", type=float, nargs=2,
+                        metavar=("LOW", "HIGH"),
+                        help="contrast limits (default: percentiles of a sample of the stack)")  # fmt: skip
     parser.add_argument("--tile", type=int, nargs=2, metavar=("ROWS", "COLS"),
                         help="tile size for large planes (default: from the model size)")  # fmt: skip
     parser.add_argument("--halo", type=int, nargs=2, metavar=("ROWS", "COLS"),
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_sam.predictor import Predictor
 
     progress = progress_of(args)
-    contrast = tuple(args.contrast_limits) if args.contrast_limits else None
+    contrast = tuple(args.contrast) if args.contrast else None
     source, limits = input_of(args).slice_source(contrast=contrast)
     predictor = Predictor.load(args.model, device=args.device, precision=args.precision)
     config = config_from_args(args, predictor.config)
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no object found. If the image holds objects: lower --pred-iou-thresh (now "
               f"{config.pred_iou_thresh:g}) and --stability-score-thresh (now "
               f"{config.stability_score_thresh:g}), try --preset nuclei-bundled with the "
-              "bundled model or --preset nuclei with a microscopy model (--model vit_b_lm), "
-              "or set --contrast-limits", file=sys.stderr)  # fmt: skip
+              "bundled model or --preset nuclei with a microscopy model (--model "
+              "vit_b_lm.pt, micro-sam's file), or set --contrast", file=sys.stderr)  # fmt: skip
         return NOTHING_FOUND
     return 0

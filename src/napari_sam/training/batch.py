@@ -65,9 +65,11 @@ def model_input(image: np.ndarray, config: SamConfig, device=None) -> ModelInput
 
 
 def object_targets(
-    labels: np.ndarray, ids: np.ndarray, config: SamConfig, device=None
+    labels: np.ndarray, ids: np.ndarray, config: SamConfig, device=None,
+    neighbours: bool = False,
 ) -> Targets:
-    """Masks of the objects ``ids`` (N,) of ``labels`` (H, W) in the padded input frame."""
+    """Masks of the objects ``ids`` (N,) of ``labels`` (H, W) in the padded input frame;
+    with ``neighbours``, each one's touching neighbour too (:func:`touching_neighbours`)."""
     size = config.image_size
     h, w = resized_shape(labels.shape, size)
     lab = torch.as_tensor(np.ascontiguousarray(labels).astype(np.int64), device=device)
@@ -76,7 +78,8 @@ def object_targets(
     full = lab[None] == torch.as_tensor(ids, device=lab.device).view(-1, 1, 1)
     stride = size // config.low_res_mask_size
     low = F.avg_pool2d(full[:, None].float(), stride) if stride > 1 else full[:, None].float()
-    return Targets(full, low, stride, touching_neighbours(lab, full, ids))
+    near = touching_neighbours(lab, full, ids) if neighbours else None
+    return Targets(full, low, stride, near)
 
 
 def touching_neighbours(labels: torch.Tensor, full: torch.Tensor, ids) -> torch.Tensor:

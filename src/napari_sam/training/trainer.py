@@ -154,7 +154,8 @@ class Trainer:
             )
             if len(ids) == 0:
                 continue
-            targets = object_targets(pair.labels, ids, sam_config, self.device)
+            targets = object_targets(pair.labels, ids, sam_config, self.device,
+                                     neighbours=self.config.rounds.neighbour_negative_prob > 0)
             visible = targets.low_res.amax((1, 2, 3)) > 0.5  # too small for the decoder grid
             if visible.any():
                 return model_input(pair.image, sam_config, self.device), targets.select(visible)
