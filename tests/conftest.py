@@ -85,3 +85,17 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("napari-sam reliability figures")
         for line in _REPORT:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A random-weight vit_nano checkpoint file (the bundled architecture, 512 input), for
+    the command-line tests."""
+    import torch
+
+    from napari_sam.model.sam import build_sam
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "nano.pt"
+    torch.save(build_sam("vit_nano").state_dict(), path)
+    return path

@@ -14,23 +14,12 @@ import tracemalloc
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_sam.cli import embed as cli_embed
 from napari_sam.cli import main
 from napari_sam.embeddings import EmbeddingStore
-from napari_sam.model.sam import build_sam
 from napari_sam.predictor import Predictor
 from napari_sam.testing import BlockMeanEmbedder
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """A random-weight vit_nano checkpoint file (the bundled architecture, 512 input)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "nano.pt"
-    torch.save(build_sam("vit_nano").state_dict(), path)
-    return path
 
 
 @pytest.fixture
