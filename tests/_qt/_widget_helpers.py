@@ -90,3 +90,29 @@ def use_disc_model(widget, **kwargs):
 
     widget.model_section.add_model(ModelChoice("disc stub", loader=load, key="disc"))
     return widget
+
+
+def docked_with_stub(make_napari_viewer, qtbot, *images, loader=None, delay=0.0):
+    """A viewer with ``images`` (named image0, image1, ...), the widget docked on the first
+    and the disc stand-in chosen (``loader()``'s predictor instead when given; its encoder
+    sleeps ``delay`` s per slice, in 8 cancellable steps). Returns (viewer, widget, the
+    predictors made)."""
+    from napari_sam.model_choice import ModelChoice
+    from stub_sam import disc_predictor
+
+    viewer = make_napari_viewer()
+    for i, data in enumerate(images):
+        viewer.add_image(data, name=f"image{i}")
+    viewer.layers.selection.active = viewer.layers[0]
+    widget = dock(viewer, qtbot)
+    widget.model_section.image_combo.set_layer(viewer.layers[0])
+    made = []
+
+    def load(_device, _precision):
+        predictor = store_ready(loader() if loader else disc_predictor(delay=delay, steps=8))
+        made.append(predictor)
+        return predictor
+
+    widget.model_section.add_model(ModelChoice("disc stub", loader=load, key=f"disc-{delay}"))
+    qtbot.waitUntil(lambda: widget.binding.image is viewer.layers[0], timeout=5000)
+    return viewer, widget, made

@@ -11,11 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _widget_helpers import dock, store_ready
+from _widget_helpers import docked_with_stub
 from qtpy.QtCore import Qt, QThreadPool
 
-from napari_sam.model_choice import ModelChoice
-from stub_sam import DiscSam, OnAcceleratorPredictor, disc_predictor, fail_first_encodes
+from stub_sam import DiscSam, OnAcceleratorPredictor, fail_first_encodes
 
 LEFT = Qt.MouseButton.LeftButton
 WAIT_MS = 60_000
@@ -37,25 +36,6 @@ def _stack(n, size=64, seed=0):
     return np.random.default_rng(seed).random((n, size, size)).astype(np.float32)
 
 
-def _docked(make_napari_viewer, qtbot, *images, loader=None, delay=0.0):
-    viewer = make_napari_viewer()
-    for i, data in enumerate(images):
-        viewer.add_image(data, name=f"image{i}")
-    viewer.layers.selection.active = viewer.layers[0]
-    widget = dock(viewer, qtbot)
-    widget.model_section.image_combo.set_layer(viewer.layers[0])
-    made = []
-
-    def load(_device, _precision):
-        predictor = store_ready(loader() if loader else disc_predictor(delay=delay, steps=8))
-        made.append(predictor)
-        return predictor
-
-    widget.model_section.add_model(ModelChoice("disc stub", loader=load, key=f"disc-{delay}"))
-    qtbot.waitUntil(lambda: widget.binding.image is viewer.layers[0], timeout=5000)
-    return viewer, widget, made
-
-
 def _no_threads(qtbot):
     pool = QThreadPool.globalInstance()
     qtbot.waitUntil(lambda: pool.activeThreadCount() == 0, timeout=WAIT_MS)
@@ -66,7 +46,7 @@ def _errors(notifications):
 
 
 def test_cancel_a_stack_embedding_keeps_finished_slices(make_napari_viewer, qtbot, notifications):
-    _viewer, widget, made = _docked(make_napari_viewer, qtbot, _stack(20), delay=0.4)
+    _viewer, widget, made = docked_with_stub(make_napari_viewer, qtbot, _stack(20), delay=0.4)
     key = widget.model_section.cache_key()
     qtbot.mouseClick(widget.model_section.embed_button, LEFT)
     qtbot.waitUntil(lambda: len(widget.embeddings.indices(key)) >= 1, timeout=WAIT_MS)
@@ -81,7 +61,7 @@ def test_cancel_a_stack_embedding_keeps_finished_slices(make_napari_viewer, qtbo
 
 def test_switching_the_image_during_an_embedding(make_napari_viewer, qtbot, notifications):
     a, b = _stack(12, 64, seed=1), _stack(4, 48, seed=2)
-    viewer, widget, _made = _docked(make_napari_viewer, qtbot, a, b, delay=0.3)
+    viewer, widget, _made = docked_with_stub(make_napari_viewer, qtbot, a, b, delay=0.3)
     layer_a, layer_b = viewer.layers[0], viewer.layers[1]
     key_a = widget.model_section.cache_key()
     qtbot.mouseClick(widget.model_section.embed_button, LEFT)
@@ -112,7 +92,7 @@ def test_deleting_prompt_and_output_layers_during_live_segmentation(
     make_napari_viewer, qtbot, notifications
 ):
     image = np.random.default_rng(3).random((64, 64)).astype(np.float32)
-    viewer, widget, _made = _docked(make_napari_viewer, qtbot, image)
+    viewer, widget, _made = docked_with_stub(make_napari_viewer, qtbot, image)
     c = widget.binding
     embed(widget, qtbot)
     add_point(widget, qtbot, (20, 20))
@@ -145,7 +125,7 @@ def test_deleting_prompt_and_output_layers_during_live_segmentation(
 
 
 def test_closing_the_viewer_stops_a_running_embedding(make_napari_viewer, qtbot, notifications):
-    viewer, widget, made = _docked(make_napari_viewer, qtbot, _stack(40), delay=0.5)
+    viewer, widget, made = docked_with_stub(make_napari_viewer, qtbot, _stack(40), delay=0.5)
     key = widget.model_section.cache_key()
     qtbot.mouseClick(widget.model_section.embed_button, LEFT)
     qtbot.waitUntil(lambda: len(widget.embeddings.indices(key)) >= 1, timeout=WAIT_MS)
@@ -180,7 +160,7 @@ def test_accelerator_out_of_memory_falls_back_to_cpu_with_a_warning(
         DiscSam(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
     )
     image = np.random.default_rng(4).random((64, 64)).astype(np.float32)
-    _viewer, widget, made = _docked(
+    _viewer, widget, made = docked_with_stub(
         make_napari_viewer,
         qtbot,
         image,
@@ -203,7 +183,7 @@ def test_decode_out_of_memory_falls_back_to_cpu_with_a_warning(
     make_napari_viewer, qtbot, notifications
 ):
     image = np.random.default_rng(6).random((64, 64)).astype(np.float32)
-    _viewer, widget, made = _docked(
+    _viewer, widget, made = docked_with_stub(
         make_napari_viewer,
         qtbot,
         image,
@@ -231,7 +211,7 @@ def test_decode_out_of_memory_falls_back_to_cpu_with_a_warning(
 
 def test_a_preview_growing_past_the_previous_one(make_napari_viewer, qtbot, notifications):
     image = np.random.default_rng(5).random((64, 64)).astype(np.float32)
-    _viewer, widget, _made = _docked(make_napari_viewer, qtbot, image)
+    _viewer, widget, _made = docked_with_stub(make_napari_viewer, qtbot, image)
     c = widget.binding
     embed(widget, qtbot)
     add_point(widget, qtbot, (20, 20))

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _widget_helpers import add_point, dock, embed, store_ready
+from _widget_helpers import add_point, docked_with_stub, embed
 from qtpy.QtCore import Qt, QThreadPool
-
-from napari_sam.model_choice import ModelChoice
-from stub_sam import disc_predictor
 
 LEFT = Qt.MouseButton.LeftButton
 WAIT_MS = 120_000
@@ -18,15 +15,7 @@ pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExce
 
 
 def _docked(make_napari_viewer, qtbot, *images, delay=0.0):
-    viewer = make_napari_viewer()
-    for i, data in enumerate(images):
-        viewer.add_image(data, name=f"image{i}")
-    viewer.layers.selection.active = viewer.layers[0]
-    widget = dock(viewer, qtbot)
-    widget.model_section.image_combo.set_layer(viewer.layers[0])
-    widget.model_section.add_model(ModelChoice("disc stub", key=f"disc-{delay}", loader=lambda d, p: store_ready(
-        disc_predictor(delay=delay, steps=8))))  # fmt: skip
-    qtbot.waitUntil(lambda: widget.binding.image is viewer.layers[0], timeout=5000)
+    viewer, widget, _made = docked_with_stub(make_napari_viewer, qtbot, *images, delay=delay)
     return viewer, widget
 
 
