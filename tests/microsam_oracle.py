@@ -88,3 +88,98 @@ def micro_sam_decoder_api() -> types.SimpleNamespace:
     code = compile(module, str(source_path), "exec", dont_inherit=True)
     exec(code, namespace)  # micro-sam's code, unchanged
     return types.SimpleNamespace(**{name: namespace[name] for name in MICRO_SAM_NAMES})
+
+
+# --- AIS post-processing: torch_em's seeded watershed, micro-sam's ``generate`` -------------
+
+
+def _compile_from_source(path: Path, names: tuple[str, ...], namespace: dict) -> dict:
+    """The top-level functions ``names`` of the module at ``path`` (and, for
+    ``"Class.method"``, a method), compiled unchanged into ``namespace``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    nodes = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            nodes[node.name] = node
+        elif isinstance(node, ast.ClassDef):
+            for sub in node.body:
+                if isinstance(sub, ast.FunctionDef):
+                    nodes[f"{node.name}.{sub.name}"] = sub
+    missing = set(names) - set(nodes)
+    if missing:
+        raise ImportError(f"{path.name} no longer defines {missing}")
+    module = ast.Module(body=[nodes[name] for name in names], type_ignores=[])
+    exec(compile(module, str(path), "exec", dont_inherit=True), namespace)  # their code, unchanged
+    return namespace
+
+
+def _package_file(package: str, relative: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError(f"{package} is not installed (Makefile: the dev install step)")
+    return Path(next(iter(spec.submodule_search_locations))) / relative
+
+
+def vigra_gaussian_standin(image, sigma):
+    """Stand-in for bioimage_cpp's / elf's (vigra's) ``gaussian_smoothing``: scipy, kernel cut at
+    3 sigma, mirrored borders. NOT independent of our implementation (the same scipy call)."""
+    import numpy as np
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(np.asarray(image, dtype=np.float32), sigma, mode="mirror",
+                                   truncate=3.0)  # fmt: skip
+
+
+@cache
+def micro_sam_ais_generate():
+    """micro-sam's ``InstanceSegmentationWithDecoder.generate`` (untiled path) over torch_em's
+    ``watershed_from_center_and_boundary_distances`` and ``size_filter``, all three compiled from
+    their sources unchanged. Returns ``generate(foreground, center, boundary, **kwargs)`` ->
+    (H, W) labels.
+
+    bioimage_cpp (and elf / vigra behind micro-sam's foreground smoothing) is not installed, so
+    its three primitives are stand-ins: Gaussian smoothing -> scipy (``vigra_gaussian_standin``),
+    ``label`` -> ``scipy.ndimage.label`` (4-connected), ``watershed`` -> skimage's seeded
+    watershed, ``relabel_sequential`` -> skimage's. The thresholds, seed logic, masking, order
+    of steps, defaults and size filter are torch_em's / micro-sam's own code.
+    """
+    from typing import Any
+
+    import numpy as np
+    from scipy import ndimage
+    from skimage.segmentation import relabel_sequential, watershed
+
+    bic = types.SimpleNamespace(
+        filters=types.SimpleNamespace(gaussian_smoothing=vigra_gaussian_standin),
+        segmentation=types.SimpleNamespace(
+            label=lambda mask: ndimage.label(mask)[0],
+            watershed=lambda hmap, markers, mask: watershed(hmap, markers=markers, mask=mask),
+            relabel_sequential=lambda seg, offset=1: relabel_sequential(seg, offset=offset),
+        ),
+    )
+    torch_em_ns = _compile_from_source(
+        _package_file("torch_em", "util/segmentation.py"),
+        ("size_filter", "watershed_from_center_and_boundary_distances"),
+        {"np": np, "Optional": Optional, "List": list, "bic": bic},
+    )
+    micro_ns = _compile_from_source(
+        _package_file("micro_sam", "instance_segmentation.py"),
+        ("_apply_smoothing", "InstanceSegmentationWithDecoder.generate"),
+        {
+            "np": np, "Optional": Optional, "Union": Union, "Tuple": tuple, "List": list,
+            "Dict": dict, "Any": Any, "zarr": types.SimpleNamespace(Array=type(None)),
+            "filter_impl": types.SimpleNamespace(gaussian_smoothing=vigra_gaussian_standin),
+            "watershed_from_center_and_boundary_distances":
+                torch_em_ns["watershed_from_center_and_boundary_distances"],
+        },
+    )  # fmt: skip
+    method = micro_ns["generate"]
+
+    def generate(foreground, center_distances, boundary_distances, **kwargs):
+        state = types.SimpleNamespace(
+            is_initialized=True, _foreground=foreground, _center_distances=center_distances,
+            _boundary_distances=boundary_distances,
+        )  # fmt: skip
+        return method(state, **kwargs)
+
+    return generate
