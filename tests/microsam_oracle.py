@@ -43,6 +43,7 @@ def _bare_package(name: str) -> None:
         raise ImportError(f"{name} is not installed (Makefile: the dev install step)")
     module = types.ModuleType(name)
     module.__path__ = list(spec.submodule_search_locations)
+    module.__spec__ = spec  # so that find_spec(name) still answers later in the process
     sys.modules[name] = module
 
 
