@@ -184,3 +184,88 @@ def micro_sam_ais_generate():
         return method(state, **kwargs)
 
     return generate
+
+
+@cache
+def torch_em_distance_targets():
+    """torch_em's ``PerObjectDistanceTransform`` (micro-sam's AIS training targets), its
+    ``__init__``, ``compute_normalized_object_distances`` and ``__call__`` compiled from source
+    unchanged into a class. Returns ``transform(labels)`` -> (3, H, W) float32 with micro-sam's
+    settings (foreground, centre distance, boundary distance).
+
+    bioimage_cpp is not installed; its primitives are stand-ins: ``distance_transform`` ->
+    scipy's exact Euclidean distance transform, ``vector_difference_transform`` -> the vector
+    to the nearest zero pixel from scipy's ``return_indices``, ``label`` ->
+    ``scipy.ndimage.label``, ``relabel_sequential`` -> skimage's. The centres, boundaries,
+    normalisation and fill values are torch_em's own code.
+    """
+    import numpy as np
+    import skimage
+    import skimage.measure
+    import skimage.segmentation
+    from scipy import ndimage
+    from skimage.segmentation import relabel_sequential
+
+    def vector_difference(mask, sampling=None):
+        _, index = ndimage.distance_transform_edt(mask, sampling=sampling, return_indices=True)
+        grid = np.indices(mask.shape)
+        return np.moveaxis(index - grid, 0, -1).astype(np.float32)  # (..., ndim)
+
+    bic = types.SimpleNamespace(
+        distance=types.SimpleNamespace(
+            distance_transform=lambda mask, sampling=None: ndimage.distance_transform_edt(
+                mask, sampling=sampling).astype(np.float32),
+            vector_difference_transform=vector_difference,
+        ),
+        segmentation=types.SimpleNamespace(
+            label=lambda seg: ndimage.label(seg)[0],
+            relabel_sequential=lambda seg, offset=1: relabel_sequential(seg, offset=offset),
+        ),
+    )
+    names = tuple(f"PerObjectDistanceTransform.{m}" for m in
+                  ("__init__", "compute_normalized_object_distances", "__call__"))
+    ns = _compile_from_source(
+        _package_file("torch_em", "transform/label.py"), names,
+        {"np": np, "bic": bic, "skimage": skimage, "Optional": Optional, "Tuple": tuple},
+    )  # fmt: skip
+    transform_class = type("PerObjectDistanceTransform", (), {
+        "eps": 1e-7, "__init__": ns["__init__"], "__call__": ns["__call__"],
+        "compute_normalized_object_distances": ns["compute_normalized_object_distances"],
+    })  # fmt: skip
+    return transform_class(distances=True, boundary_distances=True, foreground=True,
+                           apply_label=False)  # fmt: skip
+
+
+@cache
+def micro_sam_point_prompts():
+    """micro-sam's ``_derive_point_prompts`` (APG's prompts from the decoder's maps) and its
+    ``_get_centers``, compiled from ``instance_segmentation.py`` unchanged. Returns
+    ``derive(foreground, center_distances, boundary_distances, **thresholds)`` -> its dict
+    (``points`` (N, 1, 2) as (x, y), ``point_labels``) or None.
+
+    elf's ``parallel`` (blockwise distance transform and labelling) is not installed; its two
+    calls are stand-ins: ``distance_transform`` -> scipy's exact Euclidean distance transform
+    (elf's is exact too, blockwise with a halo), ``label`` -> ``scipy.ndimage.label``
+    (4-connected, as elf's default).
+    """
+    import numpy as np
+    from scipy import ndimage
+    from skimage.measure import regionprops
+    from skimage.segmentation import find_boundaries
+
+    def label(mask, out=None, block_shape=None):
+        out[...] = ndimage.label(mask)[0]
+        return out
+
+    parallel_impl = types.SimpleNamespace(
+        distance_transform=lambda mask, halo=None, block_shape=None:
+            ndimage.distance_transform_edt(mask),
+        label=label,
+    )  # fmt: skip
+    ns = _compile_from_source(
+        _package_file("micro_sam", "instance_segmentation.py"),
+        ("_get_centers", "_derive_point_prompts"),
+        {"np": np, "parallel_impl": parallel_impl, "find_boundaries": find_boundaries,
+         "regionprops": regionprops},
+    )  # fmt: skip
+    return ns["_derive_point_prompts"]

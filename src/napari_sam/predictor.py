@@ -167,8 +167,12 @@ class Predictor:
     the model's weights in place and create a new predictor.
     """
 
-    def __init__(self, model, *, weights_id: str = "", max_batch: int = 32) -> None:
+    def __init__(self, model, *, weights_id: str = "", max_batch: int = 32,
+                 instance_decoder=None) -> None:  # fmt: skip
         self.model = model.eval()
+        #: the :class:`~napari_sam.model.instance_decoder.InstanceDecoder` of automatic
+        #: instance segmentation on this model's embeddings, or None (no AIS / APG)
+        self.instance_decoder = None if instance_decoder is None else instance_decoder.eval()
         self.config = model.config
         self.max_batch = max_batch
         cfg = self.config
@@ -196,19 +200,23 @@ class Predictor:
 
     @classmethod
     def load(
-        cls, model: str | None = None, *, device: str = "auto", precision: str = "auto"
+        cls, model: str | None = None, *, device: str = "auto", precision: str = "auto",
+        decoder: str | None = None,
     ) -> Predictor:
         """A predictor for weights ``model`` (a name or a file path; default: the bundled
         model when shipped, else the default published one), on ``device`` (auto, cuda, mps,
-        cpu) with the image encoder in ``precision`` (auto, fp32, bf16, fp16)."""
+        cpu) with the image encoder in ``precision`` (auto, fp32, bf16, fp16). ``decoder``: an
+        instance decoder file (default: the one in or beside the weights, if any; see
+        :func:`~napari_sam.model.checkpoints.load_model`)."""
         from napari_sam.device import resolve_device, resolve_precision
         from napari_sam.model.checkpoints import load_model
         from napari_sam.model.download import default_weights
 
         torch_device = resolve_device(device)
-        loaded = load_model(model or default_weights(), torch_device)
+        loaded = load_model(model or default_weights(), torch_device, decoder=decoder)
         loaded.model.set_compute_dtype(resolve_precision(precision, torch_device))
-        return cls(loaded.model, weights_id=loaded.weights_hash)
+        return cls(loaded.model, weights_id=loaded.weights_hash,
+                   instance_decoder=loaded.decoder)  # fmt: skip
 
     @property
     def device(self) -> torch.device:
@@ -238,6 +246,35 @@ class Predictor:
         features = self._encode(batch)[0]
         return ImageEmbedding(features.to(torch.float32), geometry, self.signature)
 
+    @torch.inference_mode()
+    def instance_maps(self, embedding: ImageEmbedding, model_image: np.ndarray | None = None
+                      ) -> np.ndarray:  # fmt: skip
+        """The instance decoder's maps of an embedded image: (3, rows, cols) float32 in
+        [0, 1] at the image's resolution, channels foreground, centre distance, boundary
+        distance (:class:`~napari_sam.model.instance_decoder.Channel`). ``model_image``: the
+        (rows, cols, 3) model image the embedding was made from (as
+        :func:`~napari_sam.image.to_model_image` gives it), read by decoders with an image
+        skip (``InstanceDecoderConfig.image_skip``). Raises ``ValueError`` when this model has no instance
+        decoder, the embedding is another model's, or the image is missing."""
+        if self.instance_decoder is None:
+            raise ValueError(f"{self.config.name} has no instance decoder: use automatic mode "
+                             "amg, or load a decoder (--decoder FILE)")  # fmt: skip
+        if embedding.signature != self.signature:
+            raise ValueError(f"the embedding was made by {embedding.signature}, this "
+                             f"predictor is {self.signature}: embed the image again")  # fmt: skip
+        geometry = embedding.geometry
+        decoder = self.instance_decoder
+        device = next(decoder.parameters()).device
+        features = embedding.features[None].to(device, torch.float32)
+        image = None
+        if decoder.config.image_skip:
+            if model_image is None or tuple(model_image.shape[:2]) != geometry.original_size:
+                raise ValueError("this instance decoder reads the image: give the model image "
+                                 f"of the embedded {geometry.original_size} image")  # fmt: skip
+            image = preprocess(model_image, self.config)[0].to(device)
+        maps = decoder(features, geometry.input_size, geometry.original_size, image)[0]
+        return maps.to("cpu", torch.float32).numpy()
+
     def _encode(self, batch: torch.Tensor) -> torch.Tensor:
         """(1, 3, S, S) -> (1, C, h, w). When the accelerator runs out of memory: free its
         cache, move the model to the CPU, warn (:class:`AcceleratorFallbackWarning`; the
@@ -255,6 +292,8 @@ class Predictor:
     def _fall_back_to_cpu(self, reason: str) -> None:
         _free_accelerator_memory()
         self.model.to("cpu")
+        if self.instance_decoder is not None:
+            self.instance_decoder.to("cpu")
         if getattr(self.model, "compute_dtype", torch.float32) == torch.float16:
             self.model.set_compute_dtype(torch.float32)  # fp16 kernels are missing on CPU
         self._states = []  # decoder tensors of the old device

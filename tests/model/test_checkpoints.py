@@ -275,7 +275,8 @@ def test_micro_sam_file_with_malicious_pickle_loads_tensors_only(
     loaded = read_state_dict(path)
     assert not target.exists()
     _assert_same_tensors(loaded, state)
-    assert load_model(path).architecture == "vit_t"
+    loaded_model = load_model(path)
+    assert loaded_model.architecture == "vit_t" and loaded_model.decoder is None  # not a UNETR
     assert not target.exists()
 
 

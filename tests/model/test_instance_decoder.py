@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 from mobile_sam.modeling import TinyViT
+from tests.conftest import tiny_sam_config
 
-from conftest import tiny_sam_config
 from microsam_oracle import micro_sam_decoder_api
 from napari_sam.model import get_config
 from napari_sam.model.checkpoints import CheckpointError, StateDictMismatchError

@@ -6,6 +6,10 @@ nuclei from a pool of N images, easy to hard). Checkpoints go to ``--run-dir`` e
 ``--checkpoint-every`` steps (resumed from automatically), the loss log to
 ``RUN_DIR/log.tsv``, and the weights (official state-dict format) to ``--out`` at every
 checkpoint and at the end.
+
+``--decoder`` trains an instance decoder (automatic instance segmentation) on the frozen
+image encoder of ``--model`` instead: ``--out`` then receives the decoder's weights (the
+model is not changed), loadable beside the model with ``--decoder FILE`` elsewhere.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from napari_sam.training.augment import AugmentConfig
 from napari_sam.training.rounds import RoundsConfig
 from napari_sam.training.trainer import TrainConfig
 
+DECODER_LOG_HEADER = "step\tloss\tlr\tseconds\twall_time\n"
 LOG_HEADER = "step\tloss\tfocal\tdice\tiou\tlr\tseconds\tobjects\twall_time\n"
 
 
@@ -31,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--zarr", type=Path, help="zarr group with 'images' and 'labels' arrays")
     data.add_argument("--synthetic", type=int, metavar="N",
                       help="synthetic nuclei, a pool of N images refreshed as training goes")
+    data.add_argument("--refresh-every", type=int, default=2, metavar="K",
+                      help="synthetic: one new image (or stack) in the pool every K steps")
     data.add_argument("--curriculum-steps", type=int, default=3000,
                       help="synthetic data goes from easy to the full range over these steps")
     data.add_argument("--volume-share", type=float, default=0.0,
@@ -46,13 +53,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="weights to start from (a name or a file), or with --from-scratch an "
                         "architecture name (e.g. vit_nano)")
     p.add_argument("--from-scratch", action="store_true", help="random initialisation")
+    dec = p.add_argument_group("instance decoder (--decoder)")
+    dec.add_argument("--decoder", action="store_true",
+                     help="train an instance decoder on the model's frozen image encoder")
+    dec.add_argument("--decoder-features", type=int, default=16,
+                     help="channels of the decoder's finest level (micro-sam's: 64)")
+    dec.add_argument("--image-skip", action="store_true",
+                     help="the decoder also reads the image at full resolution (finer maps "
+                          "for small objects; not in micro-sam's decoders)")
+    dec.add_argument("--batch", type=int, default=4, help="images per step")
+    dec.add_argument("--crop", type=int, default=16,
+                     help="embedding cells per side of a training window (0: whole image)")
     p.add_argument("--out", type=Path, required=True, help="output weights file (.pt)")
     p.add_argument("--half", action="store_true", help="store --out in float16 (half the size)")
     p.add_argument("--run-dir", type=Path, help="checkpoints and loss log (default: next to --out)")
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 1e-4, with --decoder 1e-3)")
     p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
-    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="AdamW weight decay (default 0.05, with --decoder 1e-4)")
     p.add_argument("--objects", type=int, default=16, help="objects per image and step")
     p.add_argument("--freeze", choices=("none", "image_encoder", "all_but_decoder"),
                    default="none", help="parts that do not train")
@@ -81,6 +101,7 @@ def _sampler(args: argparse.Namespace, start_step: int):
     if args.synthetic is not None:
         config = data.SyntheticConfig(pool_size=args.synthetic, seed=args.seed,
                                       curriculum_steps=args.curriculum_steps,
+                                      refresh_every=args.refresh_every,
                                       volume_share=args.volume_share, style=args.style,
                                       anisotropy=tuple(args.anisotropy))
         return data.SyntheticSampler(config, start_step)
@@ -107,10 +128,67 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     rounds = RoundsConfig(corrective=args.corrective_rounds, refine=args.refine_rounds,
                           neighbour_negative_prob=args.neighbour_negatives, **depth)
     return TrainConfig(
-        steps=args.steps, lr=args.lr, warmup_steps=args.warmup, weight_decay=args.weight_decay,
+        steps=args.steps, lr=_or(args.lr, 1e-4), warmup_steps=args.warmup,
+        weight_decay=_or(args.weight_decay, 0.05),
         objects_per_image=args.objects, freeze=args.freeze, rounds=rounds, seed=args.seed,
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
     )
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def decoder_train_config(args: argparse.Namespace):
+    """The :class:`~napari_sam.training.decoder_trainer.DecoderTrainConfig` asked for."""
+    from napari_sam.training.decoder_trainer import DecoderTrainConfig
+
+    return DecoderTrainConfig(
+        steps=args.steps, batch=args.batch, crop=args.crop, lr=_or(args.lr, 1e-3),
+        warmup_steps=args.warmup, weight_decay=_or(args.weight_decay, 1e-4), seed=args.seed,
+        augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
+    )
+
+
+def run_decoder(args: argparse.Namespace, device, run_dir: Path) -> int:
+    """``train --decoder``: an instance decoder on the frozen encoder of ``--model``."""
+    import torch
+    from tqdm import tqdm
+
+    from napari_sam.model.instance_decoder import InstanceDecoder, InstanceDecoderConfig
+    from napari_sam.training.decoder_trainer import DecoderTrainer
+    from napari_sam.training.trainer import export_weights, read_checkpoint
+
+    if args.from_scratch:
+        raise ValueError("--decoder trains on a trained encoder: drop --from-scratch")
+    model = _model(args)
+    decoder = InstanceDecoder(InstanceDecoderConfig.for_sam(
+        model.config, initial_features=args.decoder_features, image_skip=args.image_skip))  # fmt: skip
+    config = decoder_train_config(args)
+    checkpoint = run_dir / "checkpoint.pt"
+    start = int(read_checkpoint(checkpoint)["step"]) if checkpoint.exists() else 0
+    trainer = DecoderTrainer(model, decoder, config, _sampler(args, start), device)
+    if checkpoint.exists():
+        trainer.load_checkpoint(checkpoint)
+        print(f"resumed from {checkpoint} at step {trainer.step}", file=sys.stderr)
+    log = run_dir / "log.tsv"
+    if not log.exists():
+        log.write_text(DECODER_LOG_HEADER)
+    dtype = torch.float16 if args.half else torch.float32
+    with log.open("a") as f, tqdm(total=config.steps, initial=trainer.step,
+                                   desc="train decoder", unit="step") as bar:
+        for r in trainer.run():
+            f.write(f"{r.step}\t{r.loss:.5f}\t{r.lr:.3g}\t{r.seconds:.2f}\t{time.time():.0f}\n")
+            f.flush()
+            bar.set_postfix(loss=f"{r.loss:.3f}", lr=f"{r.lr:.2g}")
+            bar.update(1)
+            if r.step % args.checkpoint_every == 0 or r.step == config.steps:
+                trainer.save_checkpoint(checkpoint)
+                export_weights(trainer.decoder.eval(), args.out, dtype)
+                trainer.decoder.train()
+    export_weights(trainer.decoder.eval(), args.out, dtype)
+    print(f"wrote {args.out} (decoder, step {trainer.step})", file=sys.stderr)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     run_dir = args.run_dir or args.out.with_suffix("")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if args.decoder:
+        return run_decoder(args, device, run_dir)
     checkpoint = run_dir / "checkpoint.pt"
     model = _model(args)
     config = train_config(args)

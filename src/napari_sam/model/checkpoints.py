@@ -41,6 +41,8 @@ from napari_sam.model.sam import Sam, build_sam
 if TYPE_CHECKING:
     from torch import nn
 
+    from napari_sam.model.instance_decoder import InstanceDecoder
+
 StateDict = dict[str, torch.Tensor]
 Shapes = dict[str, tuple[int, ...]]
 
@@ -77,6 +79,8 @@ class LoadedModel:
     architecture: str
     weights_hash: str
     path: Path
+    #: the instance decoder of automatic instance segmentation, when the weights have one
+    decoder: InstanceDecoder | None = None
 
     @property
     def config(self) -> SamConfig:
@@ -87,7 +91,11 @@ class LoadedModel:
 def read_state_dict(path: str | os.PathLike) -> StateDict:
     """The normalised SAM state dict in a weights file (CPU tensors, official key names)."""
     path = Path(path)
-    obj = _unpickle(path)
+    return _sam_state(_unpickle(path), path)
+
+
+def _sam_state(obj: object, path: Path) -> StateDict:
+    """The SAM state dict in an unpickled weights file ``obj`` (read from ``path``)."""
     state = obj
     if isinstance(obj, Mapping):
         for wrapper in ("model_state", "state_dict"):
@@ -258,20 +266,30 @@ def load_model(
     source: str | os.PathLike,
     device: str | torch.device = "cpu",
     progress: ProgressCallback | None = None,
+    decoder: str | os.PathLike | None = None,
 ) -> LoadedModel:
-    """A SAM model in eval mode from registered weights (fetched if needed) or a file.
+    """A SAM model in eval mode from registered weights (fetched if needed) or a file, with
+    its instance decoder when it has one.
 
     ``source`` is a name of :data:`napari_sam.model.download.WEIGHTS` or the path of a
-    weights file, whose architecture is then detected. ``progress(done_bytes, total_bytes)``
-    reports a download. Raises :class:`FileNotFoundError` for an unknown name / missing
-    file, :class:`~napari_sam.model.download.WeightsError` subclasses otherwise.
+    weights file, whose architecture is then detected. The instance decoder comes from
+    ``decoder`` (a file: micro-sam's layout or a decoder state dict alone) when given, else
+    from the weights file itself (micro-sam's ``decoder_state``), else, for registered
+    weights, from the decoder file registered beside them (``WeightsInfo.decoder_filename``)
+    when it is there. ``progress(done_bytes, total_bytes)`` reports a download. Raises
+    :class:`FileNotFoundError` for an unknown name / missing file,
+    :class:`~napari_sam.model.download.WeightsError` subclasses otherwise.
     """
+    from napari_sam.model.instance_decoder import (
+        build_instance_decoder,
+        decoder_state_of,
+        load_instance_decoder,
+    )
+
     info = WEIGHTS.get(source) if isinstance(source, str) else None
     if info is not None:
         path = fetch_weights(info, progress)
-        state = read_state_dict(path)
         architecture, name = info.architecture, info.name
-        digest = file_xxh128(path)
     else:
         path = Path(source)
         if not path.is_file():
@@ -279,13 +297,27 @@ def load_model(
                 f"{str(source)!r} is neither a weights file nor a known weights name "
                 f"({', '.join(WEIGHTS)})"
             )
-        state = read_state_dict(path)
-        architecture, name = detect_architecture(state), path.stem
-        digest = file_xxh128(path)
-    model = build_sam(get_config(architecture))
+        architecture, name = None, path.stem
+    obj = _unpickle(path)
+    state = _sam_state(obj, path)
+    architecture = architecture or detect_architecture(state)
+    digest = file_xxh128(path)
+    config = get_config(architecture)
+    model = build_sam(config)
     try:
         load_weights_into(model, state)
     except StateDictMismatchError as exc:
         raise StateDictMismatchError(f"{path} as {architecture}: {exc}") from None
     model.to(device).eval()
-    return LoadedModel(model, name, architecture, digest, path)
+    beside = info.decoder_path() if info is not None else None
+    if decoder is not None:
+        instance_decoder = load_instance_decoder(decoder, config)
+    elif (inside := decoder_state_of(obj, path)) is not None:
+        instance_decoder = build_instance_decoder(config, inside)
+    elif beside is not None and beside.is_file():
+        instance_decoder = load_instance_decoder(beside, config)
+    else:
+        instance_decoder = None
+    if instance_decoder is not None:
+        instance_decoder.to(device)
+    return LoadedModel(model, name, architecture, digest, path, instance_decoder)

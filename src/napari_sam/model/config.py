@@ -65,6 +65,9 @@ class SamConfig:
     #: the model's own automatic-mode settings, a name in ``napari_sam.automatic.PRESETS``
     #: (what CLI, Python API and widget start from when the user gives none)
     auto_preset: str = field(default="default", compare=False)
+    #: the model's settings for the instance-decoder modes (AIS / APG), a name in
+    #: ``napari_sam.automatic.config.DECODER_PRESETS``
+    auto_decoder_preset: str = field(default="default", compare=False)
     #: multimask "auto": (prompt family, mode) pairs (``napari_sam.predictor.mask_choice``);
     #: a family not named gets the single-mask output. SAM's authors' rule by default: a
     #: single click is ambiguous (the best of three), anything more is not.

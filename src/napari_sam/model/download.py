@@ -89,6 +89,12 @@ class WeightsInfo:
     description: str = ""
     size: str = ""
     bundled: bool = False
+    #: the instance decoder shipped beside bundled weights (a file in ``napari_sam/weights/``)
+    decoder_filename: str | None = None
+
+    def decoder_path(self) -> Path | None:
+        """Where the decoder shipped beside these weights lives, or None if none is."""
+        return _BUNDLED_DIR / self.decoder_filename if self.decoder_filename else None
 
 
 WEIGHTS: dict[str, WeightsInfo] = {}
@@ -116,6 +122,7 @@ for _info in (
     WeightsInfo(
         BUNDLED, "vit_nano", None, None, "vit_nano.pt",
         "napari-sam nano SAM for nuclei, shipped in the package", bundled=True,
+        decoder_filename="vit_nano_decoder.pt",
     ),
     WeightsInfo("vit_b", "vit_b", f"{_FAIR}/sam_vit_b_01ec64.pth",
                 "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",

@@ -57,7 +57,11 @@ class InstanceDecoderConfig:
     ``image_size``: side of the padded model input the decoder's output is resized to (the
     encoder's ``image_size``); ``initial_features``: channels of the finest level (torch_em's
     64); ``conv_transpose``: upsample by transposed 2x2 convolutions instead of bilinear
-    interpolation + 1x1 convolution (micro-sam's older decoders).
+    interpolation + 1x1 convolution (micro-sam's older decoders); ``image_skip``: the finest
+    skip ``z0`` comes from the model's input image (a double conv, as torch_em's UNETR with
+    skip connections makes its ``deconv4``) instead of from the embedding, so the head sees
+    the pixels (ours, for small objects on a coarse embedding grid; micro-sam's decoders have
+    none).
     """
 
     in_channels: int = 256
@@ -65,6 +69,7 @@ class InstanceDecoderConfig:
     initial_features: int = 64
     out_channels: int = len(Channel)
     conv_transpose: bool = False
+    image_skip: bool = False
 
     @classmethod
     def for_sam(cls, config: SamConfig, **overrides: object) -> InstanceDecoderConfig:
@@ -193,7 +198,7 @@ class InstanceDecoder(nn.Module):
         self.deconv1 = _UpConv(config.in_channels, f[0], t)
         self.deconv2 = _UpConv(f[0], f[1], t)
         self.deconv3 = _UpConv(f[1], f[2], t)
-        self.deconv4 = _UpConv(f[2], f[3], t)
+        self.deconv4 = _DoubleConv(3, f[3]) if config.image_skip else _UpConv(f[2], f[3], t)
         self.base = _DoubleConv(config.in_channels, f[0])
         self.decoder = _DecoderPath(f, t)
         self.deconv_out = _upsampler(f[-1], f[-1], t)
@@ -201,16 +206,23 @@ class InstanceDecoder(nn.Module):
         self.out_conv = nn.Conv2d(f[-1], config.out_channels, 1)
         self.eval()
 
-    def decode_padded(self, embeddings: torch.Tensor) -> torch.Tensor:
+    def decode_padded(self, embeddings: torch.Tensor, image: torch.Tensor | None = None
+                      ) -> torch.Tensor:  # fmt: skip
         """(B, in_channels, g, g) float embeddings -> (B, 3, 16g, 16g) maps in [0, 1].
 
         The maps cover the padded model input (the image resized, then zero padded bottom /
-        right); channels are :class:`Channel`.
+        right); channels are :class:`Channel`. ``image``: the (B, 3, 16g, 16g) normalised,
+        padded model input the embeddings were made from, needed with ``image_skip``.
         """
         z9 = self.deconv1(embeddings)  # (B, 8F, 2g, 2g)
         z6 = self.deconv2(z9)  # (B, 4F, 4g, 4g)
         z3 = self.deconv3(z6)  # (B, 2F, 8g, 8g)
-        z0 = self.deconv4(z3)  # (B, F, 16g, 16g)
+        if self.config.image_skip:
+            if image is None:
+                raise ValueError("this instance decoder reads the image too: give image=")
+            z0 = self.deconv4(image)  # (B, F, 16g, 16g)
+        else:
+            z0 = self.deconv4(z3)  # (B, F, 16g, 16g)
         x = self.decoder(self.base(embeddings), [z9, z6, z3])  # (B, F, 8g, 8g)
         x = self.decoder_head(torch.cat([self.deconv_out(x), z0], dim=1))
         return torch.sigmoid(self.out_conv(x))
@@ -220,17 +232,19 @@ class InstanceDecoder(nn.Module):
         embeddings: torch.Tensor,
         input_size: tuple[int, int],
         original_size: tuple[int, int],
+        image: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Foreground, centre and boundary distance maps at the image's resolution.
 
         embeddings: (B, in_channels, g, g) of the padded input; input_size: (rows, cols) of
         the image resized to the model input, before padding; original_size: (rows, cols) of
-        the image. Returns (B, 3, *original_size) float in [0, 1], channels :class:`Channel`.
+        the image; image: the padded model input, with ``image_skip``. Returns
+        (B, 3, *original_size) float in [0, 1], channels :class:`Channel`.
         As micro-sam: resized to the padded input, cropped to ``input_size``, resized to
         ``original_size`` (bilinear, ``align_corners=False``).
         """
         size = self.config.image_size
-        maps = _resize(self.decode_padded(embeddings), (size, size))
+        maps = _resize(self.decode_padded(embeddings, image), (size, size))
         return _resize(maps[..., : input_size[0], : input_size[1]], tuple(original_size))
 
 
@@ -257,6 +271,22 @@ def read_decoder_state(path: str | os.PathLike) -> StateDict:
     state = obj.get("decoder_state", obj) if isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping) or "out_conv.weight" not in state:
         raise CheckpointError(f"{path} holds no instance decoder (no 'decoder_state')")
+    return _tensors_only(state, path)
+
+
+def decoder_state_of(obj: object, path: Path) -> StateDict | None:
+    """The ``decoder_state`` of an unpickled weights file ``obj`` (micro-sam's layout), or
+    None when it has none (a plain SAM state dict) or holds another kind of decoder (no
+    UNETR ``out_conv``): the SAM weights then load without AIS / APG."""
+    state = obj.get("decoder_state") if isinstance(obj, Mapping) else None
+    if not isinstance(state, Mapping) or "out_conv.weight" not in state:
+        return None
+    return _tensors_only(state, path)
+
+
+def _tensors_only(state: object, path: Path) -> StateDict:
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: the decoder state is not a state dict")
     not_tensors = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(f"{path}: decoder entries that are not tensors: {not_tensors[:8]}")
@@ -270,6 +300,7 @@ def config_for_state(state: Mapping[str, torch.Tensor], base: InstanceDecoderCon
     Transposed upsampling as micro-sam tells it: ``decoder.samplers.*`` keys with ``.block.``.
     """
     transpose = any(".block." in k for k in state if k.startswith("decoder.samplers"))
+    skip = state.get("deconv4.block.1.weight")  # (F, 3, 3, 3) when z0 comes from the image
     out = state["out_conv.weight"]  # (out_channels, F, 1, 1)
     first = state.get("base.block.1.weight")  # (8F, in_channels, 3, 3); a gap: strict load says
     return replace(
@@ -278,6 +309,7 @@ def config_for_state(state: Mapping[str, torch.Tensor], base: InstanceDecoderCon
         initial_features=out.shape[1],
         out_channels=out.shape[0],
         conv_transpose=transpose,
+        image_skip=skip is not None and skip.dim() == 4 and skip.shape[1] == 3,
     )
 
 

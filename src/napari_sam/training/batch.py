@@ -64,6 +64,16 @@ def model_input(image: np.ndarray, config: SamConfig, device=None) -> ModelInput
     return ModelInput(x, (h, w), h / image.shape[0])
 
 
+def padded_labels(labels: np.ndarray, size: int, device=None) -> torch.Tensor:
+    """labels (H, W) -> (size, size) int64 in the model's input frame: resized (nearest) so
+    the longest side is ``size``, zero padded bottom / right, as :func:`model_input` does
+    the image."""
+    h, w = resized_shape(labels.shape, size)
+    lab = torch.as_tensor(np.ascontiguousarray(labels).astype(np.int64), device=device)
+    lab = F.interpolate(lab[None, None].double(), (h, w), mode="nearest-exact")[0, 0].long()
+    return F.pad(lab, (0, size - w, 0, size - h))
+
+
 def object_targets(
     labels: np.ndarray, ids: np.ndarray, config: SamConfig, device=None,
     neighbours: bool = False,
@@ -71,10 +81,7 @@ def object_targets(
     """Masks of the objects ``ids`` (N,) of ``labels`` (H, W) in the padded input frame;
     with ``neighbours``, each one's touching neighbour too (:func:`touching_neighbours`)."""
     size = config.image_size
-    h, w = resized_shape(labels.shape, size)
-    lab = torch.as_tensor(np.ascontiguousarray(labels).astype(np.int64), device=device)
-    lab = F.interpolate(lab[None, None].double(), (h, w), mode="nearest-exact")[0, 0].long()
-    lab = F.pad(lab, (0, size - w, 0, size - h))
+    lab = padded_labels(labels, size, device)
     full = lab[None] == torch.as_tensor(ids, device=lab.device).view(-1, 1, 1)
     stride = size // config.low_res_mask_size
     low = F.avg_pool2d(full[:, None].float(), stride) if stride > 1 else full[:, None].float()

@@ -67,3 +67,22 @@ def sam_loss(
     dice_b = dice.gather(1, best).mean()
     iou_l = F.mse_loss(iou_pred, mask_iou(logits.detach(), target))
     return LossTerms(focal_weight * focal_b + dice_b + iou_l, focal_b, dice_b, iou_l)
+
+
+def dice_error(prob: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """0-dim dice error 1 - 2|P.T| / (|P|^2 + |T|^2) over a whole batch ``prob`` / ``target``
+    (B, 1, H, W) in [0, 1]: torch_em's ``DiceLoss`` for one channel."""
+    inter = (prob * target).sum()
+    return 1 - 2 * inter / ((prob * prob).sum() + (target * target).sum()).clamp(min=eps)
+
+
+def distance_loss(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """micro-sam's AIS loss (torch_em's ``DiceBasedDistanceLoss(mask_distances_in_bg=True)``):
+    the dice error of the foreground plus those of both distance maps inside the true
+    foreground. ``maps`` / ``target``: (B, 3, H, W) in [0, 1], channels foreground, centre
+    distance, boundary distance."""
+    fg = target[:, 0:1]
+    loss = dice_error(maps[:, 0:1], fg)
+    for c in (1, 2):
+        loss = loss + dice_error(maps[:, c : c + 1] * fg, target[:, c : c + 1] * fg)
+    return loss
