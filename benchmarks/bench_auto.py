@@ -1,4 +1,14 @@
-"""Segment everything: ours against the official ``SamAutomaticMaskGenerator.generate``.
+"""Segment everything: the three modes side by side, and ours against the references.
+
+``--table modes`` (the default): AMG, AIS and APG with the bundled model and its decoder, each
+with the model's own settings, on ``../shared/foreign`` 2D beside our generator's held-out
+images and the package's 2D sample: F1@0.5 and seconds per image, embedding included. Then,
+with the same random vit_b weights (SAM and a micro-sam-sized decoder), AIS by us and by
+micro-sam (segment_anything's predictor, micro-sam's DecoderAdapter and its post-processing;
+bioimage_cpp's primitives are scipy / skimage stand-ins, tests/microsam_oracle.py) on one
+512 x 512 image: the speed ratio.
+
+``--table parity``: ours against the official ``SamAutomaticMaskGenerator.generate``.
 
 Same weights (the bundled model, or ``--weights FILE``; the official Sam is built from the
 same config and loaded with the same state dict), same image (synthetic nuclei, uint8 RGB),
@@ -6,8 +16,9 @@ same settings, one run each, in this process. Prints a table: wall time, masks, 
 (fraction of each side's masks matched by the other at IoU >= 0.9), and F1 at IoU 0.5 of our
 painted labels against the synthetic truth (with the settings run and with the nuclei preset).
 
-    .venv/bin/python benchmarks/bench_auto.py [--size 1024] [--points-per-side 32]
-        [--f1-images 10]
+    .venv/bin/python benchmarks/bench_auto.py [--table modes] [--skip-amg] [--threads 2]
+    .venv/bin/python benchmarks/bench_auto.py --table parity [--size 1024]
+        [--points-per-side 32] [--f1-images 10]
 """
 
 from __future__ import annotations
@@ -82,8 +93,92 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(normalise(image).astype(np.uint8)[..., None], 3, axis=2)
 
 
+def modes_table(skip_amg: bool) -> None:
+    """AMG / AIS / APG on foreign, ours and the sample (the bundled model and its decoder)."""
+    from bench_foreign import DEFAULT_FOREIGN, cpu_line, foreign_2d, ours_2d
+
+    from napari_sam.automatic import auto_config, segment_everything
+    from napari_sam.sample_data import synthetic_2d
+
+    predictor = Predictor.load("bundled", device="cpu")
+    sample = synthetic_2d()
+    sets = {"foreign": foreign_2d(DEFAULT_FOREIGN), "ours": ours_2d(),
+            "sample": [(sample.image, sample.labels)]}  # fmt: skip
+    print(cpu_line())
+    print(f"bundled model ({predictor.config.name}), decoder: "
+          f"{predictor.instance_decoder is not None}; F1@0.5 (found / true), median seconds "
+          "per image, embedding included")  # fmt: skip
+    print(f"{'mode':<6}" + "".join(f"{name:>30}" for name in sets))
+    for mode in ("ais", "apg") if skip_amg else ("amg", "ais", "apg"):
+        config = auto_config(predictor, mode)
+        cells = []
+        for images in sets.values():
+            counts, seconds = [], []
+            for image, labels in images:
+                t0 = time.perf_counter()
+                found = segment_everything(predictor, image, config)
+                seconds.append(time.perf_counter() - t0)
+                counts.append(match_counts(found, labels))
+            n_found, n_true = sum(c[1] for c in counts), sum(c[2] for c in counts)
+            cells.append(f"{f1_from(counts):.3f} ({n_found}/{n_true}) {np.median(seconds):.2f}s")
+        print(f"{mode:<6}" + "".join(f"{c:>30}" for c in cells), flush=True)
+
+
+def micro_sam_ais_speed(repeats: int = 3) -> None:
+    """AIS with the same random vit_b weights, ours against micro-sam's, on one 512 x 512
+    image (best of ``repeats``)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from segment_anything import SamPredictor
+
+    from microsam_oracle import micro_sam_ais_generate, micro_sam_decoder_api
+    from napari_sam.automatic import DecoderModeConfig, segment_everything
+    from napari_sam.model.instance_decoder import InstanceDecoder, InstanceDecoderConfig
+    from napari_sam.model.sam import build_sam
+
+    torch.manual_seed(0)
+    model = build_sam("vit_b").eval()
+    decoder = InstanceDecoder(InstanceDecoderConfig.for_sam(model.config))
+    ours = Predictor(model, instance_decoder=decoder)
+    official = official_sam(model)
+    unetr = micro_sam_decoder_api().get_unetr(official.image_encoder)
+    adapter = micro_sam_decoder_api().get_decoder(
+        official.image_encoder, decoder.state_dict()).eval()  # fmt: skip
+    del unetr
+    generate = micro_sam_ais_generate()
+    rgb = to_rgb(synthetic_nuclei((512, 512), seed=7).image)
+    reference = SamPredictor(official)
+
+    def theirs() -> np.ndarray:
+        with torch.inference_mode():
+            reference.set_image(rgb)
+            maps = adapter(reference.features, tuple(reference.input_size),
+                           tuple(reference.original_size))[0].numpy()  # fmt: skip
+        return generate(*maps)
+
+    def mine() -> np.ndarray:
+        return segment_everything(ours, rgb, DecoderModeConfig(mode="ais"), rgb=True)
+
+    times = {}
+    for name, run in (("micro-sam AIS", theirs), ("napari-sam AIS", mine)):
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            labels = run()
+            best = min(best, time.perf_counter() - t0)
+        times[name] = best
+        print(f"  {name:<16} {best:7.2f} s  ({len(np.unique(labels)) - 1} objects)", flush=True)
+    ratio = times["micro-sam AIS"] / times["napari-sam AIS"]
+    print(f"vit_b random weights, 512 x 512: micro-sam / napari-sam time {ratio:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", default="modes", choices=("modes", "parity"))
+    parser.add_argument("--skip-amg", action="store_true", help="modes: AIS and APG only")
+    parser.add_argument("--skip-micro-sam", action="store_true",
+                        help="modes: no vit_b speed comparison")
     parser.add_argument("--weights", default=str(REPO / "src/napari_sam/weights/vit_nano.pt"))
     parser.add_argument("--size", type=int, default=1024, help="image side (pixels)")
     parser.add_argument("--seed", type=int, default=0)
@@ -101,6 +196,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.table == "modes":
+        modes_table(args.skip_amg)
+        if not args.skip_micro_sam:
+            micro_sam_ais_speed()
+        return
 
     loaded = load_model(args.weights)
     model = loaded.model

@@ -19,8 +19,8 @@ ours (our generator's held-out seeds), with the same prompts and the plugin's de
   evidence (``PREVIOUS``), as the reference of the same run.
 - drift: a time series made from a 2D image (each frame shifted and warped a little): a
   nucleus clicked on frame 0 and propagated through t, against a fresh click on every frame.
-- auto: ``segment_everything`` with the model's own automatic settings (no options):
-  F1@0.5 and seconds per image.
+- auto: ``segment_everything`` with no options (the model's best mode, APG when it has an
+  instance decoder, with its own settings): F1@0.5 and seconds per image.
 """
 
 from __future__ import annotations
@@ -258,10 +258,9 @@ def drift_rows(predictor: Predictor, images, config: PropagationConfig,
 
 
 def auto_rows(predictor: Predictor, images) -> dict[str, float]:
-    from napari_sam.automatic import segment_everything
-    from napari_sam.automatic.config import config_for_model
+    from napari_sam.automatic import auto_config, mode_of, segment_everything
 
-    config = config_for_model(predictor.config)
+    config = auto_config(predictor)  # the model's best mode, its own settings
     counts, seconds = [], []
     for image, labels in images:
         t0 = time.perf_counter()
@@ -269,7 +268,8 @@ def auto_rows(predictor: Predictor, images) -> dict[str, float]:
         seconds.append(time.perf_counter() - t0)
         counts.append(match_counts(found, labels))
     n_pred, n_true = (sum(c[i] for c in counts) for i in (1, 2))
-    return {"F1@0.5 (no options)": f1_from(counts),
+    return {"mode": mode_of(config),
+            "F1@0.5 (no options)": f1_from(counts),
             "objects found / true": f"{n_pred} / {n_true}",
             "seconds per image": float(np.median(seconds))}  # fmt: skip
 

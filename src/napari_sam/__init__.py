@@ -22,7 +22,9 @@ Scripting API::
 - ``Prompt``, ``PointLabel``: points ``(row, col)``, box ``(row0, col0, row1, col1)``, masks.
 - ``to_model_image``: microscopy data -> the model's (H, W, 3) 0-255 input.
 - ``write_mask``: an ``ObjectMask`` into a label array (other objects kept).
-- ``segment_everything(predictor, data, AutoMaskConfig | PRESETS["nuclei"])`` -> labels.
+- ``segment_everything(predictor, data)`` -> labels, in the model's best automatic mode (APG
+  when it has an instance decoder, else SAM's grid); ``auto_config(predictor, "ais")``,
+  ``DecoderModeConfig(...)``, ``AutoMaskConfig(...)`` or ``PRESETS["nuclei"]`` choose.
 - ``propagate(embeddings, predictor, {slice: Prompt}, slices=, config=PropagationConfig())``:
   a generator of progress that returns the object through z or t.
 """
@@ -47,6 +49,8 @@ _EXPORTS = {
     "write_mask": "napari_sam.labels",
     "AutoMaskConfig": "napari_sam.automatic",
     "PRESETS": "napari_sam.automatic",
+    "DecoderModeConfig": "napari_sam.automatic",
+    "auto_config": "napari_sam.automatic",
     "segment_everything": "napari_sam.automatic",
     "PropagationConfig": "napari_sam.propagation",
     "propagate": "napari_sam.propagation",
@@ -55,6 +59,7 @@ _EXPORTS = {
 __all__ = [
     "PRESETS",
     "AutoMaskConfig",
+    "DecoderModeConfig",
     "ImageEmbedding",
     "LayerSegmentation",
     "MaskPrediction",
@@ -65,6 +70,7 @@ __all__ = [
     "PropagationConfig",
     "Session",
     "__version__",
+    "auto_config",
     "propagate",
     "segment_everything",
     "to_model_image",
@@ -72,7 +78,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from napari_sam.automatic import PRESETS, AutoMaskConfig, segment_everything
+    from napari_sam.automatic import (
+        PRESETS,
+        AutoMaskConfig,
+        DecoderModeConfig,
+        auto_config,
+        segment_everything,
+    )
     from napari_sam.image import to_model_image
     from napari_sam.labels import write_mask
     from napari_sam.predictor import ImageEmbedding, MaskPrediction, Predictor

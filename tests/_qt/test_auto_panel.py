@@ -46,9 +46,40 @@ def test_nothing_found_says_why_and_adds_no_layer(setup, qtbot, notifications):
     with qtbot.waitSignal(panel.finished, timeout=120_000) as done:
         panel.run_button.click()
     assert done.args[0] is None and list(viewer.layers) == layers
-    assert panel.status.text() == "Found no objects." and panel.run_button.isEnabled()
+    assert panel.status.text() == "Found no objects (AMG)." and panel.run_button.isEnabled()
     warnings = [m for s, m in notifications if s == "warning"]
     assert any("found no object" in m and "predicted IoU > 1" in m for m in warnings), warnings
+
+
+@pytest.fixture
+def decoder_setup(make_napari_viewer, tiny_sam):
+    """A panel on a predictor with an instance decoder (random weights)."""
+    import torch
+
+    from napari_sam.model.instance_decoder import InstanceDecoder, InstanceDecoderConfig
+    from napari_sam.predictor import Predictor
+    from napari_sam.training.synthetic import synthetic_nuclei
+
+    torch.manual_seed(0)
+    decoder = InstanceDecoder(InstanceDecoderConfig.for_sam(tiny_sam.config, initial_features=4))
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(synthetic_nuclei((64, 64), seed=0).image, name="nuclei")
+    panel = AutoPanel(viewer, FakeEngine(Predictor(tiny_sam, instance_decoder=decoder), layer))
+    return viewer, panel
+
+
+@pytest.mark.parametrize(("choice", "ran"), [("best", "APG"), ("ais", "AIS"), ("amg", "AMG")])
+def test_the_mode_chosen_is_the_mode_run(decoder_setup, qtbot, choice, ran):
+    _viewer, panel = decoder_setup
+    assert panel.chosen_mode() == "best" and panel.amg_settings.isHidden()
+    panel.set_mode(choice)
+    assert panel.amg_settings.isHidden() == (choice != "amg")
+    if choice == "amg":
+        panel.set_config(LOOSE)
+    with qtbot.waitSignal(panel.finished, timeout=120_000):
+        panel.run_button.click()
+    assert f"({ran})" in panel.status.text(), panel.status.text()
+    assert panel.run_button.isEnabled()
 
 
 def test_form_follows_presets_and_edits(setup):

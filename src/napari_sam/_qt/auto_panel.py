@@ -1,4 +1,7 @@
-"""The "Segment everything" panel: settings, Run / Cancel with progress, result as Labels.
+"""The "Segment everything" panel: mode, settings, Run / Cancel with progress, result as Labels.
+
+The mode (APG, AIS, AMG, or the best the model has) runs with the model's own settings; the
+grid settings (AMG) are shown when AMG is chosen.
 
 Runs against an :class:`~napari_sam.panel_contract.Engine`; when the engine offers
 ``embeddings_opener`` (the Segment Anything widget does), its embeddings are reused. The form
@@ -31,7 +34,13 @@ from qtpy.QtWidgets import (
 )
 
 from napari_sam._qt.workers import WorkFailed
-from napari_sam.automatic.config import PRESETS, AutoMaskConfig
+from napari_sam.automatic.config import (
+    PRESETS,
+    AutoMaskConfig,
+    auto_config,
+    default_mode,
+    mode_of,
+)
 from napari_sam.jobs import Busy, Cancelled, Job, cancellable
 from napari_sam.napari_layers import current_index, spatial_shape
 
@@ -39,6 +48,15 @@ if TYPE_CHECKING:
     import napari
 
     from napari_sam.panel_contract import Engine
+
+
+#: the mode choices, in the order shown
+_MODE_NAMES = {
+    "best": "Best for the model",
+    "apg": "APG: prompts from the decoder",
+    "ais": "AIS: decoder + watershed",
+    "amg": "AMG: grid of points",
+}
 
 
 def _label(name: str) -> str:
@@ -60,10 +78,24 @@ class AutoPanel(QWidget):
         self.job: Job | None = None  # the running segmentation's own job (cancel token)
         self._scheduler = None
         layout = QVBoxLayout(self)
+        self.mode = QComboBox()
+        for key, text in _MODE_NAMES.items():
+            self.mode.addItem(text, key)
+        self.mode.setToolTip("APG: prompts from the model's instance decoder, decoded by SAM; "
+                             "AIS: the decoder's maps and a watershed (fastest); AMG: SAM's "
+                             "grid of points. Best: APG when the model has a decoder, else "
+                             "AMG")  # fmt: skip
+        self.mode.currentIndexChanged.connect(self._show_mode)
+        top = QFormLayout()
+        top.addRow("Mode", self.mode)
+        layout.addLayout(top)
+        # SAM's grid settings (AMG): shown when the mode is AMG
+        self.amg_settings = QWidget()
         self.preset = QComboBox()
         self.preset.addItems(list(PRESETS))
         self.preset.currentTextChanged.connect(lambda name: self.set_config(PRESETS[name]))
-        form = QFormLayout()
+        form = QFormLayout(self.amg_settings)
+        form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Preset", self.preset)
         self.inputs: dict[str, QSpinBox | QDoubleSpinBox] = {}
         for f in fields(AutoMaskConfig):
@@ -76,11 +108,11 @@ class AutoPanel(QWidget):
             box.setToolTip(f.metadata["help"])
             form.addRow(_label(f.name), box)
             self.inputs[f.name] = box
+        layout.addWidget(self.amg_settings)
         self.whole_stack = QCheckBox("All slices (3D objects)")
         self.whole_stack.setToolTip("Segment every slice and link objects through the stack; "
                                     "unchecked: only the displayed slice")  # fmt: skip
-        form.addRow(self.whole_stack)
-        layout.addLayout(form)
+        layout.addWidget(self.whole_stack)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Segment everything")
         self.cancel_button = QPushButton("Cancel")
@@ -96,8 +128,20 @@ class AutoPanel(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         self.set_config(PRESETS[self.preset.currentText()])
+        self._show_mode()
 
     # ------------------------------------------------------------------ settings
+
+    def chosen_mode(self) -> str:
+        """The mode chosen: "best", "apg", "ais" or "amg"."""
+        return self.mode.currentData()
+
+    def set_mode(self, mode: str) -> None:
+        """Choose ``mode`` ("best", "apg", "ais" or "amg")."""
+        self.mode.setCurrentIndex(list(_MODE_NAMES).index(mode))
+
+    def _show_mode(self) -> None:
+        self.amg_settings.setVisible(self.chosen_mode() == "amg")
 
     def config(self) -> AutoMaskConfig:
         """The settings shown in the form (values not edited keep their full precision:
@@ -137,7 +181,7 @@ class AutoPanel(QWidget):
                 self.status.setText(str(exc))
                 return
             data = data[index]
-        config, engine = self.config(), self.engine
+        grid_config, chosen, engine = self.config(), self.chosen_mode(), self.engine
         scheduler = getattr(engine, "scheduler", None)
         try:
             job = scheduler.start("auto") if scheduler is not None else Job("auto")
@@ -156,6 +200,8 @@ class AutoPanel(QWidget):
             with cancellable(job.token):
                 try:
                     predictor = engine.predictor()
+                    mode = default_mode(predictor) if chosen == "best" else chosen
+                    config = grid_config if mode == "amg" else auto_config(predictor, mode)
                     embeddings = opener(predictor) if opener is not None else None
                     labels = yield from segment_everything_steps(
                         predictor, data, config, rgb=rgb,
@@ -165,7 +211,7 @@ class AutoPanel(QWidget):
                 except RuntimeError as exc:  # superqt drops RuntimeErrors without a signal
                     raise WorkFailed(exc) from exc
             # counted here, not on the GUI thread (a whole stack's labels)
-            return labels, int(np.count_nonzero(np.unique(labels)))
+            return labels, int(np.count_nonzero(np.unique(labels))), config
 
         self.worker = work()
         self.worker.yielded.connect(self._on_progress)
@@ -210,25 +256,30 @@ class AutoPanel(QWidget):
         self.progress.setValue(0)
 
     def _on_done(self, layer, found, index: tuple[int, ...]) -> None:
-        """``found``: (labels, number of objects) from the worker, None when cancelled."""
+        """``found``: (labels, number of objects, settings run) from the worker, None when
+        cancelled."""
         if found is None:
             self._on_aborted()
             return
-        labels, n = found
+        labels, n, config = found
+        mode = mode_of(config)
         if index:
             full = np.zeros(spatial_shape(layer), dtype=np.int32)
             full[index] = labels
             labels = full
         if n == 0:
             self._idle()
-            config = self.config()
-            self.status.setText("Found no objects.")
-            show_warning(
-                "Segment everything found no object that passes the quality filters "
-                f"(predicted IoU > {config.pred_iou_thresh:g}, stability >= "
-                f"{config.stability_score_thresh:g}); nothing was added. Lower them (or "
-                "choose a stronger model) and run again."
-            )
+            self.status.setText(f"Found no objects ({mode.upper()}).")
+            if mode == "amg":
+                show_warning(
+                    "Segment everything found no object that passes the quality filters "
+                    f"(predicted IoU > {config.pred_iou_thresh:g}, stability >= "
+                    f"{config.stability_score_thresh:g}); nothing was added. Lower them (or "
+                    "choose a stronger model) and run again."
+                )
+            else:
+                show_warning(f"Segment everything ({mode.upper()}) found no object; nothing "
+                             "was added. Try another mode, or check the contrast limits.")  # fmt: skip
             self.finished.emit(None)
             return
         added = self.viewer.add_labels(
@@ -236,7 +287,7 @@ class AutoPanel(QWidget):
             translate=layer.translate[-labels.ndim :],
         )  # fmt: skip
         self._idle()
-        self.status.setText(f"Found {n} objects.")
+        self.status.setText(f"Found {n} objects ({mode.upper()}).")
         self.finished.emit(added)
 
     def _on_error(self, exc: BaseException) -> None:

@@ -10,6 +10,15 @@ parameter list is typed twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from typing import Literal
+
+from napari_sam.automatic.instances import InstanceSettings
+from napari_sam.automatic.prompt_generation import PromptSettings
+
+#: the automatic modes: SAM's grid (amg), the instance decoder's maps and a watershed (ais),
+#: prompts from those maps decoded by SAM (apg)
+MODES = ("amg", "ais", "apg")
+Mode = Literal["amg", "ais", "apg"]
 
 
 def _param(default, help: str, low: float, high: float, step: float = 1, official: bool = True):
@@ -127,6 +136,63 @@ PRESETS: dict[str, AutoMaskConfig] = {
     ),
 }
 """Named configurations; ``PRESETS["default"]`` equals ``AutoMaskConfig()``."""
+
+
+@dataclass(frozen=True)
+class DecoderModeConfig:
+    """Settings of the two automatic modes that use an instance decoder: ``mode`` "ais"
+    (``instances``: the watershed on the decoder's maps) or "apg" (the same seeds as prompts
+    for SAM, ``prompts``; the AIS objects give their boxes when ``prompts.with_box``)."""
+
+    mode: Literal["ais", "apg"] = "apg"
+    instances: InstanceSettings = field(default_factory=InstanceSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    #: IoU linking objects on adjacent slices into one 3D object (as AutoMaskConfig's)
+    link_iou_thresh: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("ais", "apg"):
+            raise ValueError(f"a decoder mode is 'ais' or 'apg', got {self.mode!r}")
+        if not 0 <= self.link_iou_thresh <= 1:
+            raise ValueError(f"link_iou_thresh must be in [0, 1], got {self.link_iou_thresh}")
+
+
+#: named decoder-mode settings (a model names its own: ``SamConfig.auto_decoder_preset``)
+DECODER_PRESETS: dict[str, DecoderModeConfig] = {
+    # micro-sam's defaults (InstanceSegmentationWithDecoder / AutomaticPromptGenerator)
+    "default": DecoderModeConfig(),
+}
+
+AutoConfig = AutoMaskConfig | DecoderModeConfig
+"""The settings of one automatic run; the mode is ``"amg"`` for an :class:`AutoMaskConfig`,
+else the :class:`DecoderModeConfig`'s ``mode``."""
+
+
+def mode_of(config: AutoConfig) -> Mode:
+    """The automatic mode ``config`` runs."""
+    return "amg" if isinstance(config, AutoMaskConfig) else config.mode
+
+
+def default_mode(predictor) -> Mode:
+    """The best mode a predictor has: APG when its model has an instance decoder, else AMG."""
+    return "apg" if getattr(predictor, "instance_decoder", None) is not None else "amg"
+
+
+def auto_config(predictor, mode: Mode | None = None) -> AutoConfig:
+    """The model's own settings for ``mode`` (default :func:`default_mode`): what the CLI,
+    the Python API and the widget start from. Raises ``ValueError`` for AIS / APG on a
+    model without an instance decoder, naming what to do."""
+    mode = default_mode(predictor) if mode is None else mode
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "amg":
+        return config_for_model(predictor.config)
+    if getattr(predictor, "instance_decoder", None) is None:
+        raise ValueError(f"mode {mode!r} needs an instance decoder, and {predictor.config.name} "
+                         "has none here: use --mode amg, or give a decoder file (--decoder; "
+                         "micro-sam's *_lm / *_em checkpoints carry one)")  # fmt: skip
+    preset = DECODER_PRESETS[predictor.config.auto_decoder_preset]
+    return replace(preset, mode=mode)
 
 
 def config_for_model(model) -> AutoMaskConfig:

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_sam.automatic.config import AutoMaskConfig, config_for_model
+from napari_sam.automatic.config import AutoConfig, AutoMaskConfig, auto_config, mode_of
+from napari_sam.automatic.decoder_plane import decoder_plane_steps, plane_steps
 from napari_sam.automatic.plane import (
     AutoMask,
     Progress,
@@ -40,7 +41,7 @@ def generate_masks(predictor, image: np.ndarray, config: AutoMaskConfig | None =
 def segment_everything_steps(
     predictor,
     data: Any,
-    config: AutoMaskConfig | None = None,
+    config: AutoConfig | None = None,
     *,
     rgb: bool = False,
     contrast_limits: tuple[float, float] | None = None,
@@ -57,7 +58,10 @@ def segment_everything_steps(
     widget's; its tiling is used), else an in-memory one is made with ``tile`` / ``halo``
     (default: :func:`~napari_sam.tile_grid.default_grid`).
 
-    config: default the model's own settings (:func:`config_for_model`).
+    config: an :class:`AutoMaskConfig` runs SAM's grid (AMG), a
+    :class:`~napari_sam.automatic.config.DecoderModeConfig` the instance decoder (AIS / APG);
+    default: the model's own settings for its best mode (:func:`~napari_sam.automatic.config.
+    auto_config`: APG when the model has an instance decoder).
 
     Returns int32 labels ``(*leading, H, W)``: 0 background, objects 1..n. Objects on
     adjacent slices along the last leading axis that overlap with IoU >=
@@ -68,7 +72,7 @@ def segment_everything_steps(
     from napari_sam.slice_source import SliceSource, sample_limits
     from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
 
-    config = config or config_for_model(predictor.config)
+    config = auto_config(predictor) if config is None else config
     if embeddings is None:
         source = SliceSource(data, rgb=rgb)
         if contrast_limits is None and np.dtype(source.dtype) != np.uint8:
@@ -78,6 +82,9 @@ def segment_everything_steps(
                                           data_fingerprint="in-memory")  # fmt: skip
     source, grid = embeddings.source, embeddings.grid
     contrast_limits = embeddings.embedder.contrast_limits
+    if mode_of(config) != "amg":
+        planes = yield from _decoder_planes(predictor, embeddings, config)
+        return _link(planes, source.leading_shape, config.link_iou_thresh)
     per_tile = [1 + plan_steps(t.window_shape, config) for t in grid.tiles]
     total, done = source.n_slices * sum(per_tile), 0
     planes = []
@@ -114,6 +121,37 @@ def segment_everything_steps(
     return _link(planes, source.leading_shape, config.link_iou_thresh)
 
 
+def _decoder_planes(predictor, embeddings, config) -> Generator[Progress, None, list]:
+    """Per slice, the (H, W) labels of AIS / APG (:mod:`~napari_sam.automatic.decoder_plane`)."""
+    from napari_sam.image import to_model_image
+
+    source, grid = embeddings.source, embeddings.grid
+    limits = embeddings.embedder.contrast_limits
+    per_slice = plane_steps(grid)
+    total = source.n_slices * per_slice
+    planes = []
+    for s in range(source.n_slices):
+        images: dict[int, np.ndarray | None] = {}  # per tile: its model image, None if blank
+
+        def embedding_of(index: int, s: int = s, images: dict = images):
+            if index not in images:
+                pixels = source.read(s, grid[index].window)
+                images[index] = None if _constant(pixels) else to_model_image(
+                    pixels, rgb=source.rgb, contrast_limits=limits)  # fmt: skip
+            image = images[index]
+            return None if image is None else (embeddings.get(s, index), image)
+
+        steps = decoder_plane_steps(predictor, grid, embedding_of, config)
+        while True:
+            try:
+                step, _ = next(steps)
+            except StopIteration as stop:
+                planes.append(stop.value)
+                break
+            yield s * per_slice + step, total
+    return planes
+
+
 def _constant(window: np.ndarray) -> bool:
     """Whether a tile holds one value only (NaN ignored): nothing there to segment."""
     values = np.asarray(window)
@@ -136,7 +174,7 @@ def _link(planes: list[np.ndarray], leading: tuple[int, ...], iou: float) -> np.
     return out.reshape(*leading, *planes[0].shape)
 
 
-def segment_everything(predictor, data: Any, config: AutoMaskConfig | None = None,
+def segment_everything(predictor, data: Any, config: AutoConfig | None = None,
                        progress: Callable[[int, int], Any] | None = None, **kwargs) -> np.ndarray:  # fmt: skip
     """:func:`segment_everything_steps` run to the end (``progress(done, total)`` per step)."""
     return drain(segment_everything_steps(predictor, data, config, **kwargs), progress)
