@@ -154,7 +154,7 @@ def _grid(args: argparse.Namespace, plane: tuple[int, int], image_size: int):
     return TileGrid(plane, grid.tile, tuple(args.halo)) if args.halo and grid.tile else grid
 
 
-def _in_process(args: argparse.Namespace, predictor, image: InputImage):
+def in_process_embeddings(args: argparse.Namespace, predictor, image: InputImage):
     """Embeddings computed here per (slice, tile), full precision, each window read from the
     file when it is embedded: ``(embeddings, leading shape)``. The contrast is the one every
     command gives an image (``--contrast``, else one pair sampled over the whole stack, as
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     objects = read_prompts(args.prompts)
     image = input_of(args)
     predictor = Predictor.load(args.model, device=args.device, precision=args.precision)
-    embeddings_of = _stored if args.embeddings else _in_process
+    embeddings_of = _stored if args.embeddings else in_process_embeddings
     try:
         embeddings, leading = embeddings_of(args, predictor, image)
     except SignatureMismatchError as exc:
