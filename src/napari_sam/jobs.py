@@ -24,10 +24,10 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 #: kinds that may not run at the same time as each other (they encode and write embeddings)
-EXCLUSIVE = frozenset({"embed", "propagate", "auto"})
+EXCLUSIVE = frozenset({"embed", "propagate", "auto", "refine"})
 #: what the user reads when a job must wait for another of these kinds
 DOING = {"embed": "an embedding", "propagate": "segmenting through the stack",
-         "auto": "an automatic segmentation"}  # fmt: skip
+         "auto": "an automatic segmentation", "refine": "refining labels"}  # fmt: skip
 
 
 class Cancelled(Exception):

@@ -12,8 +12,9 @@ Qt sections, each given the parts it uses: the
 :class:`~napari_sam._qt.model_section.ModelSection` (image, model, embeddings, status), the
 :class:`~napari_sam._qt.prompt_section.PromptSection` (prompt controls, live preview,
 commit), the :class:`~napari_sam._qt.stack_section.StackSection` (segment through the
-stack) and the :class:`~napari_sam._qt.auto_panel.AutoPanel` (the Automatic tab, through
-:class:`WidgetEngine`). This module wires them to each other and to the viewer's events.
+stack), the :class:`~napari_sam._qt.auto_panel.AutoPanel` (the Automatic tab) and the
+:class:`~napari_sam._qt.refine_panel.RefinePanel` (the Refine tab), both through
+:class:`WidgetEngine`. This module wires them to each other and to the viewer's events.
 Keys on the prompt layers: ``C`` commit, ``Shift-C`` clear, ``N`` toggle negative points,
 ``M`` the next of SAM's candidate masks, ``Shift-S`` segment through the stack.
 """
@@ -31,6 +32,7 @@ from napari_sam._qt.auto_panel import AutoPanel
 from napari_sam._qt.events import disconnector
 from napari_sam._qt.model_section import ModelSection
 from napari_sam._qt.prompt_section import PromptSection
+from napari_sam._qt.refine_panel import RefinePanel
 from napari_sam._qt.stack_section import StackSection
 from napari_sam.jobs import Scheduler
 from napari_sam.layer_binding import LayerBinding
@@ -116,6 +118,7 @@ class SamWidget(QWidget):
                                           self.jobs, self.model_section, self.prompt_section,
                                           self._check_image)  # fmt: skip
         self.auto_panel = AutoPanel(viewer, self.engine)
+        self.refine_panel = RefinePanel(viewer, self.engine)
         self._layout()
         self._wire()
         self.model_section.apply_model_choice()
@@ -132,6 +135,7 @@ class SamWidget(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(interactive, "Interactive")
         self.tabs.addTab(self.auto_panel, "Automatic")
+        self.tabs.addTab(self.refine_panel, "Refine")
         outer.addWidget(self.tabs)
 
     def _wire(self) -> None:
