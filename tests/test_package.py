@@ -76,3 +76,5 @@ def test_wheel_contains_manifest_and_package_data(tmp_path):
     weights = [n for n in names if n.startswith("napari_sam/weights/") and n.endswith(".pt")]
     bundled = list((REPO / "src/napari_sam/weights").glob("*.pt"))
     assert len(weights) == len(bundled)
+    # the bundled model and its instance decoder (automatic mode's default, APG)
+    assert {"napari_sam/weights/vit_nano.pt", "napari_sam/weights/vit_nano_decoder.pt"} <= names

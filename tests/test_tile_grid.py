@@ -113,3 +113,13 @@ def test_object_within_the_halo_needs_one_tile_and_max_tiles_truncates():
     capped = grow_across_tiles(grid, start, predict(grid[start], [[10, 605]]), predict,
                                max_tiles=2)  # fmt: skip
     assert capped.truncated and len(capped.tiles) == 2
+
+
+def test_a_magnified_grid_shows_the_model_each_window_about_that_much_larger():
+    from napari_sam.tile_grid import magnified_grid
+
+    grid = magnified_grid((384, 384), 512, 2.0)
+    assert grid.grid_shape == (2, 2) and grid.halo == (64, 64)
+    assert max(max(t.window_shape) for t in grid.tiles) == 256  # 512 / 256: twice as large
+    assert magnified_grid((384, 384), 512, 1.0) == default_grid((384, 384), 512)
+    assert magnified_grid((100, 200), 512, 2.0).n_tiles == 1  # fits magnified already

@@ -253,3 +253,20 @@ def default_grid(shape: tuple[int, int], image_size: int = 1024) -> TileGrid:
     target = image_size - 2 * halo
     core = tuple(math.ceil(side / math.ceil(side / target)) for side in shape)
     return TileGrid(shape, (int(core[0]), int(core[1])), (halo, halo))
+
+
+def magnified_grid(shape: tuple[int, int], image_size: int, magnification: float) -> TileGrid:
+    """Tiles that show the model the plane ``magnification`` times larger than one resize
+    would: ``ceil(side * magnification / image_size)`` cores per axis, a halo of
+    ``image_size // 8`` (clipped to the plane), each window resized to ``image_size``. 1 or
+    less: :func:`default_grid`. (Small objects on a coarse embedding grid: the decoder modes'
+    ``magnification``.)"""
+    if magnification <= 1:
+        return default_grid(shape, image_size)
+    counts = [max(1, math.ceil(side * magnification / image_size)) for side in shape]
+    if counts == [1, 1]:
+        return TileGrid(shape)
+    core = tuple(math.ceil(side / n) for side, n in zip(shape, counts, strict=True))
+    halo = image_size // 8
+    return TileGrid(shape, (int(core[0]), int(core[1])), (halo, halo))
+

@@ -149,18 +149,33 @@ class DecoderModeConfig:
     prompts: PromptSettings = field(default_factory=PromptSettings)
     #: IoU linking objects on adjacent slices into one 3D object (as AutoMaskConfig's)
     link_iou_thresh: float = 0.5
+    #: how much larger than one resize the model sees the image: planes are tiled so that
+    #: each tile's window is about ``image_size / magnification`` (tile_grid.magnified_grid);
+    #: 1: as the embeddings' own grid (micro-sam's)
+    magnification: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("ais", "apg"):
             raise ValueError(f"a decoder mode is 'ais' or 'apg', got {self.mode!r}")
         if not 0 <= self.link_iou_thresh <= 1:
             raise ValueError(f"link_iou_thresh must be in [0, 1], got {self.link_iou_thresh}")
+        if not 1 <= self.magnification <= 8:
+            raise ValueError(f"magnification must be in [1, 8], got {self.magnification}")
 
 
 #: named decoder-mode settings (a model names its own: ``SamConfig.auto_decoder_preset``)
 DECODER_PRESETS: dict[str, DecoderModeConfig] = {
     # micro-sam's defaults (InstanceSegmentationWithDecoder / AutomaticPromptGenerator)
     "default": DecoderModeConfig(),
+    # the bundled model (32 x 32 embedding grid; nuclei a cell or two wide): the image seen
+    # twice as large (tiles), less distance smoothing, specks dropped, masks mostly covered
+    # by better ones not painted; chosen on foreign nuclei and ours together
+    # (docs/automatic.md)
+    "nuclei-bundled": DecoderModeConfig(
+        instances=InstanceSettings(distance_smoothing=1.0, min_size=25),
+        prompts=PromptSettings(min_free_fraction=0.5),
+        magnification=2.0,
+    ),
 }
 
 AutoConfig = AutoMaskConfig | DecoderModeConfig

@@ -56,7 +56,11 @@ def segment_everything_steps(
     (default: uint8 unchanged, else percentiles sampled from the whole stack).
     embeddings: a :class:`~napari_sam.stack_embeddings.StackEmbeddings` of ``data`` to reuse (e.g. the
     widget's; its tiling is used), else an in-memory one is made with ``tile`` / ``halo``
-    (default: :func:`~napari_sam.tile_grid.default_grid`).
+    (default: :func:`~napari_sam.tile_grid.default_grid`). A decoder mode with a
+    ``magnification`` over 1 tiles the plane its own way
+    (:func:`~napari_sam.tile_grid.magnified_grid`) unless ``tile`` is given or the
+    embeddings are already tiled; given untiled embeddings are then not used (their
+    contrast limits are).
 
     config: an :class:`AutoMaskConfig` runs SAM's grid (AMG), a
     :class:`~napari_sam.automatic.config.DecoderModeConfig` the instance decoder (AIS / APG);
@@ -71,8 +75,18 @@ def segment_everything_steps(
     from napari_sam.image import to_model_image
     from napari_sam.slice_source import SliceSource, sample_limits
     from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
+    from napari_sam.tile_grid import magnified_grid
 
     config = auto_config(predictor) if config is None else config
+    magnify = mode_of(config) != "amg" and config.magnification > 1
+    if magnify and (embeddings is None or embeddings.grid.n_tiles == 1) and tile is None:
+        # the decoder modes' magnification: tiles of their own (not the embeddings' grid)
+        plane = SliceSource(data, rgb=rgb).plane_shape
+        grid = magnified_grid(plane, predictor.config.image_size, config.magnification)
+        if grid.n_tiles > 1:
+            if embeddings is not None and contrast_limits is None:
+                contrast_limits = embeddings.embedder.contrast_limits
+            embeddings, tile, halo = None, grid.tile, grid.halo
     if embeddings is None:
         source = SliceSource(data, rgb=rgb)
         if contrast_limits is None and np.dtype(source.dtype) != np.uint8:

@@ -144,6 +144,7 @@ VIT_NANO = register(
         image_size=512,
         description="napari-sam bundled nano SAM for nuclei (6.1M parameters, 512 input)",
         auto_preset="nuclei-bundled",
+        auto_decoder_preset="nuclei-bundled",
         # measured on nuclei we did not make and on ours (docs/prompting.md): a click gets
         # the best of all four masks (the single-mask output is often it), the rest the
         # single-mask output, which beats the best of three for every family
