@@ -93,11 +93,25 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(normalise(image).astype(np.uint8)[..., None], 3, axis=2)
 
 
+def auto_counts(predictor, images, config) -> tuple[list[tuple[int, int, int]], list[float]]:
+    """``segment_everything`` on each (image, true labels): the match counts
+    (:func:`match_counts`) and seconds of each image."""
+    from napari_sam.automatic import segment_everything
+
+    counts, seconds = [], []
+    for image, labels in images:
+        t0 = time.perf_counter()
+        found = segment_everything(predictor, image, config)
+        seconds.append(time.perf_counter() - t0)
+        counts.append(match_counts(found, labels))
+    return counts, seconds
+
+
 def modes_table(skip_amg: bool) -> None:
     """AMG / AIS / APG on foreign, ours and the sample (the bundled model and its decoder)."""
     from bench_foreign import DEFAULT_FOREIGN, cpu_line, foreign_2d, ours_2d
 
-    from napari_sam.automatic import auto_config, segment_everything
+    from napari_sam.automatic import auto_config
     from napari_sam.sample_data import synthetic_2d
 
     predictor = Predictor.load("bundled", device="cpu")
@@ -113,12 +127,7 @@ def modes_table(skip_amg: bool) -> None:
         config = auto_config(predictor, mode)
         cells = []
         for images in sets.values():
-            counts, seconds = [], []
-            for image, labels in images:
-                t0 = time.perf_counter()
-                found = segment_everything(predictor, image, config)
-                seconds.append(time.perf_counter() - t0)
-                counts.append(match_counts(found, labels))
+            counts, seconds = auto_counts(predictor, images, config)
             n_found, n_true = sum(c[1] for c in counts), sum(c[2] for c in counts)
             cells.append(f"{f1_from(counts):.3f} ({n_found}/{n_true}) {np.median(seconds):.2f}s")
         print(f"{mode:<6}" + "".join(f"{c:>30}" for c in cells), flush=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
-from bench_auto import f1_from, match_counts
+from bench_auto import auto_counts, f1_from
 from scipy import ndimage
 
 from napari_sam.image import percentile_limits
@@ -258,15 +258,10 @@ def drift_rows(predictor: Predictor, images, config: PropagationConfig,
 
 
 def auto_rows(predictor: Predictor, images) -> dict[str, float]:
-    from napari_sam.automatic import auto_config, mode_of, segment_everything
+    from napari_sam.automatic import auto_config, mode_of
 
     config = auto_config(predictor)  # the model's best mode, its own settings
-    counts, seconds = [], []
-    for image, labels in images:
-        t0 = time.perf_counter()
-        found = segment_everything(predictor, image, config)
-        seconds.append(time.perf_counter() - t0)
-        counts.append(match_counts(found, labels))
+    counts, seconds = auto_counts(predictor, images, config)
     n_pred, n_true = (sum(c[i] for c in counts) for i in (1, 2))
     return {"mode": mode_of(config),
             "F1@0.5 (no options)": f1_from(counts),

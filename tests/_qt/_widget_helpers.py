@@ -8,6 +8,19 @@ from scipy import ndimage
 EMBED_TIMEOUT_MS = 300_000  # first use loads the model; the machines are shared and slow
 
 
+class FakeEngine:
+    """The two methods a panel uses (see napari_sam.panel_contract.Engine)."""
+
+    def __init__(self, predictor, layer):
+        self._predictor, self._layer = predictor, layer
+
+    def predictor(self):
+        return self._predictor
+
+    def image_layer(self):
+        return self._layer
+
+
 def dock(viewer, qtbot):
     """The widget docked from the plugin menu, with its prompt layers made."""
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from _widget_helpers import FakeEngine
 
 from napari_sam._qt.auto_panel import AutoPanel
 from napari_sam.automatic import PRESETS, AutoMaskConfig
 
 LOOSE = AutoMaskConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
                        box_nms_thresh=0.95)  # fmt: skip
-
-
-class FakeEngine:
-    """The two methods a panel uses (see napari_sam.panel_contract.Engine)."""
-
-    def __init__(self, predictor, layer):
-        self._predictor, self._layer = predictor, layer
-
-    def predictor(self):
-        return self._predictor
-
-    def image_layer(self):
-        return self._layer
 
 
 @pytest.fixture

@@ -5,20 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _widget_helpers import FakeEngine
 from tests.stub_sam import disc_predictor
 
 from napari_sam._qt.refine_panel import PREVIEW_NAME, RefinePanel
-
-
-class FakeEngine:
-    def __init__(self, predictor, layer):
-        self._predictor, self._layer = predictor, layer
-
-    def predictor(self):
-        return self._predictor
-
-    def image_layer(self):
-        return self._layer
 
 
 def rough_labels():

@@ -11,7 +11,6 @@ labels in the same frame. The SAM model is never changed.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,12 @@ from napari_sam.training.batch import model_input, padded_labels
 from napari_sam.training.data import PairSampler
 from napari_sam.training.distance_targets import distance_targets
 from napari_sam.training.losses import distance_loss
-from napari_sam.training.trainer import TrainConfig, learning_rate, read_checkpoint
+from napari_sam.training.trainer import (
+    TrainConfig,
+    learning_rate,
+    read_checkpoint,
+    save_state,
+)
 
 
 @dataclass(frozen=True)
@@ -143,20 +147,14 @@ class DecoderTrainer:
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """A resumable checkpoint: decoder weights, optimizer state, step, configuration."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
+        return save_state(path, {
             "decoder": self.decoder.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "architecture": self.model.config.name,
             "initial_features": self.decoder.config.initial_features,
             "train_config": repr(asdict(self.config)),
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        return path
+        })  # fmt: skip
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore weights, optimizer state and step from :meth:`save_checkpoint`'s file."""

@@ -100,16 +100,11 @@ def export_weights(model: nn.Module, path: str | Path, dtype: torch.dtype = torc
     """Save ``model``'s state dict as a plain ``{key: tensor}`` file (official key format),
     floating tensors cast to ``dtype`` (float16 halves the file; loading casts back).
     Written to a temporary file first, then renamed, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).clone()
         for k, v in model.state_dict().items()
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_state(path, state)
 
 
 def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
@@ -124,6 +119,17 @@ def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
         raise ValueError(f"{path} is not a readable training checkpoint "
                          f"({torch_error_reason(exc)}); delete it (or choose another "
                          "--run-dir) to start afresh") from None  # fmt: skip
+
+
+def save_state(path: str | Path, state: dict) -> Path:
+    """Write a checkpoint ``state`` (tensors, numbers, strings) to ``path``: to a temporary
+    file first, then renamed, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 class Trainer:
@@ -206,17 +212,13 @@ class Trainer:
         """A resumable checkpoint: weights, optimizer state, step and the configuration."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
+        return save_state(path, {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "architecture": self.model.config.name,
             "train_config": repr(asdict(self.config)),
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        return path
+        })  # fmt: skip
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore weights, optimizer state and step from :meth:`save_checkpoint`'s file."""
