@@ -29,18 +29,7 @@ if not _real_torchvision_loads():
 
 import pytest  # noqa: E402
 
-
-def tiny_sam_config(image_size: int = 256):
-    """A small random-weight ViT SAM: embed 32, depth 2, 256 input (16 x 16 embedding grid,
-    64 x 64 low-res masks). Standard prompt encoder and mask decoder."""
-    from napari_sam.model.config import SamConfig, ViTEncoderConfig
-
-    return SamConfig(
-        "tiny_test",
-        ViTEncoderConfig(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,),
-                         window_size=4),
-        image_size=image_size,
-    )
+from tiny_models import tiny_sam_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from tests.microsam_oracle import micro_sam_point_prompts
-from tests.test_instance_postprocess import DISCS, disc_targets
 
+from microsam_oracle import micro_sam_point_prompts
 from napari_sam.automatic import auto_config, default_mode, segment_everything
 from napari_sam.automatic.config import AutoMaskConfig, DecoderModeConfig
 from napari_sam.automatic.prompt_generation import GeneratedMask, mask_nms, seed_points
@@ -18,6 +17,7 @@ from napari_sam.model.instance_decoder import InstanceDecoder, InstanceDecoderCo
 from napari_sam.model.sam import build_sam
 from napari_sam.predictor import Predictor
 from napari_sam.transforms import ObjectMask
+from test_instance_postprocess import DISCS, disc_targets
 
 
 def random_decoder(seed: int = 0, features: int = 8) -> InstanceDecoder:

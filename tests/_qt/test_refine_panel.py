@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _widget_helpers import FakeEngine
-from tests.stub_sam import disc_predictor
 
 from napari_sam._qt.refine_panel import PREVIEW_NAME, RefinePanel
+from stub_sam import disc_predictor
 
 
 def rough_labels():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 from mobile_sam.modeling import TinyViT
-from tests.conftest import tiny_sam_config
 
 from microsam_oracle import micro_sam_decoder_api
 from napari_sam.model import get_config
@@ -23,6 +22,7 @@ from napari_sam.model.instance_decoder import (
     read_decoder_state,
 )
 from reference_models import official_sam
+from tiny_models import tiny_sam_config
 
 ATOL = 1e-4
 

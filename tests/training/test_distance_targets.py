@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from tests.microsam_oracle import torch_em_distance_targets
 
+from microsam_oracle import torch_em_distance_targets
 from napari_sam.model.instance_decoder import Channel
 from napari_sam.training.distance_targets import distance_targets
 from napari_sam.training.synthetic import synthetic_nuclei
