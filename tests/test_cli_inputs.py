@@ -337,8 +337,11 @@ def test_sigint_stops_embed_with_a_message(tmp_path):
     data = np.random.default_rng(5).integers(0, 4000, (30, 40, 40), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "stack.tif", data, photometric="minisblack")
     store = tmp_path / "s.zarr"
+    # the handler a terminal's Python has: a shell running this suite in the background
+    # (``cmd &``) starts it with SIGINT ignored, and children would inherit that
     script = textwrap.dedent(f"""
-        import sys, time
+        import signal, sys, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from napari_sam.cli import embed, main
         from napari_sam.testing import BlockMeanEmbedder
 
