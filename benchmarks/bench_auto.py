@@ -107,30 +107,33 @@ def auto_counts(predictor, images, config) -> tuple[list[tuple[int, int, int]], 
     return counts, seconds
 
 
-def modes_table(skip_amg: bool) -> None:
-    """AMG / AIS / APG on foreign, ours and the sample (the bundled model and its decoder)."""
+def modes_table(skip_amg: bool, decoders: list[str | None]) -> None:
+    """AMG / AIS / APG on foreign, ours and the sample (the bundled model and its decoder;
+    each of ``decoders`` in turn where given, None for the shipped one)."""
     from bench_foreign import DEFAULT_FOREIGN, cpu_line, foreign_2d, ours_2d
 
     from napari_sam.automatic import auto_config
     from napari_sam.sample_data import synthetic_2d
 
-    predictor = Predictor.load("bundled", device="cpu")
     sample = synthetic_2d()
     sets = {"foreign": foreign_2d(DEFAULT_FOREIGN), "ours": ours_2d(),
             "sample": [(sample.image, sample.labels)]}  # fmt: skip
     print(cpu_line())
-    print(f"bundled model ({predictor.config.name}), decoder: "
-          f"{predictor.instance_decoder is not None}; F1@0.5 (found / true), median seconds "
-          "per image, embedding included")  # fmt: skip
-    print(f"{'mode':<6}" + "".join(f"{name:>30}" for name in sets))
-    for mode in ("ais", "apg") if skip_amg else ("amg", "ais", "apg"):
-        config = auto_config(predictor, mode)
-        cells = []
-        for images in sets.values():
-            counts, seconds = auto_counts(predictor, images, config)
-            n_found, n_true = sum(c[1] for c in counts), sum(c[2] for c in counts)
-            cells.append(f"{f1_from(counts):.3f} ({n_found}/{n_true}) {np.median(seconds):.2f}s")
-        print(f"{mode:<6}" + "".join(f"{c:>30}" for c in cells), flush=True)
+    print("bundled model (vit_nano); F1@0.5 (found / true), median seconds per image, "
+          "embedding included")  # fmt: skip
+    for decoder in decoders:
+        predictor = Predictor.load("bundled", device="cpu", decoder=decoder)
+        print(f"decoder: {decoder or 'shipped'}")
+        print(f"{'mode':<6}" + "".join(f"{name:>30}" for name in sets))
+        for mode in ("ais", "apg") if skip_amg else ("amg", "ais", "apg"):
+            config = auto_config(predictor, mode)
+            cells = []
+            for images in sets.values():
+                counts, seconds = auto_counts(predictor, images, config)
+                n_found, n_true = sum(c[1] for c in counts), sum(c[2] for c in counts)
+                cells.append(f"{f1_from(counts):.3f} ({n_found}/{n_true}) "
+                             f"{np.median(seconds):.2f}s")  # fmt: skip
+            print(f"{mode:<6}" + "".join(f"{c:>30}" for c in cells), flush=True)
 
 
 def micro_sam_ais_speed(repeats: int = 3) -> None:
@@ -186,6 +189,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default="modes", choices=("modes", "parity"))
     parser.add_argument("--skip-amg", action="store_true", help="modes: AIS and APG only")
+    parser.add_argument("--decoder", action="append", metavar="FILE",
+                        help="modes: a decoder file to compare with the shipped one (repeatable)")
     parser.add_argument("--skip-micro-sam", action="store_true",
                         help="modes: no vit_b speed comparison")
     parser.add_argument("--weights", default=str(REPO / "src/napari_sam/weights/vit_nano.pt"))
@@ -206,7 +211,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.table == "modes":
-        modes_table(args.skip_amg)
+        modes_table(args.skip_amg, [None, *(args.decoder or [])])
         if not args.skip_micro_sam:
             micro_sam_ais_speed()
         return

@@ -96,3 +96,27 @@ def test_cli_train_decoder_writes_a_decoder_that_loads(tmp_path, weights):
     maps = predictor.instance_maps(embedding, to_model_image(image))
     assert maps.shape == (3, 40, 50) and ((maps >= 0) & (maps <= 1)).all()
     assert (tmp_path / "decoder" / "log.tsv").read_text().count("\n") == 3  # header + 2 steps
+
+
+def test_cli_train_decoder_continues_from_an_init_decoder(tmp_path, weights):
+    """``--init-decoder`` starts from that decoder: its layout, and its weights (a learning
+    rate too small to move them leaves them as they were), not a fresh random decoder."""
+    from napari_sam.cli import main
+    from napari_sam.model.instance_decoder import read_decoder_state
+
+    def train(out, *extra):
+        code = main(["train", "--decoder", "--model", str(weights), "--synthetic", "2",
+                     "--steps", "1", "--warmup", "1", "--batch", "1", "--crop", "4",
+                     "--out", str(out), "--no-augment", *extra])  # fmt: skip
+        assert code == 0
+        return read_decoder_state(out)
+
+    first = train(tmp_path / "a.pt", "--decoder-features", "4", "--image-skip")
+    second = train(tmp_path / "b.pt", "--init-decoder", str(tmp_path / "a.pt"), "--lr", "1e-12")
+    assert second.keys() == first.keys()
+    for key, value in first.items():
+        if "running_" in key or "num_batches" in key:
+            continue  # batch-norm statistics follow the step's batch whatever the learning rate
+        torch.testing.assert_close(second[key], value, atol=1e-6, rtol=0, msg=key)
+    fresh = train(tmp_path / "c.pt", "--decoder-features", "4", "--image-skip", "--seed", "1")
+    assert any(not torch.allclose(fresh[k], v, atol=1e-3) for k, v in first.items())

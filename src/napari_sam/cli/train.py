@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dec.add_argument("--image-skip", action="store_true",
                      help="the decoder also reads the image at full resolution (finer maps "
                           "for small objects; not in micro-sam's decoders)")
+    dec.add_argument("--init-decoder", type=Path, metavar="FILE",
+                     help="start from this decoder's weights (its layout replaces "
+                          "--decoder-features / --image-skip); a run dir's checkpoint wins")
     dec.add_argument("--batch", type=int, default=4, help="images per step")
     dec.add_argument("--crop", type=int, default=16,
                      help="embedding cells per side of a training window (0: whole image)")
@@ -155,15 +158,22 @@ def run_decoder(args: argparse.Namespace, device, run_dir: Path) -> int:
     import torch
     from tqdm import tqdm
 
-    from napari_sam.model.instance_decoder import InstanceDecoder, InstanceDecoderConfig
+    from napari_sam.model.instance_decoder import (
+        InstanceDecoder,
+        InstanceDecoderConfig,
+        load_instance_decoder,
+    )
     from napari_sam.training.decoder_trainer import DecoderTrainer
     from napari_sam.training.trainer import export_weights, read_checkpoint
 
     if args.from_scratch:
         raise ValueError("--decoder trains on a trained encoder: drop --from-scratch")
     model = _model(args)
-    decoder = InstanceDecoder(InstanceDecoderConfig.for_sam(
-        model.config, initial_features=args.decoder_features, image_skip=args.image_skip))  # fmt: skip
+    if args.init_decoder is not None:
+        decoder = load_instance_decoder(args.init_decoder, model.config).float()
+    else:
+        decoder = InstanceDecoder(InstanceDecoderConfig.for_sam(
+            model.config, initial_features=args.decoder_features, image_skip=args.image_skip))  # fmt: skip
     config = decoder_train_config(args)
     checkpoint = run_dir / "checkpoint.pt"
     start = int(read_checkpoint(checkpoint)["step"]) if checkpoint.exists() else 0
