@@ -119,11 +119,10 @@ def modes_table(skip_amg: bool, decoders: list[str | None]) -> None:
     sets = {"foreign": foreign_2d(DEFAULT_FOREIGN), "ours": ours_2d(),
             "sample": [(sample.image, sample.labels)]}  # fmt: skip
     print(cpu_line())
-    print("bundled model (vit_nano); F1@0.5 (found / true), median seconds per image, "
-          "embedding included")  # fmt: skip
+    print("bundled model; F1@0.5 (found / true), median seconds per image, embedding included")
     for decoder in decoders:
         predictor = Predictor.load("bundled", device="cpu", decoder=decoder)
-        print(f"decoder: {decoder or 'shipped'}")
+        print(f"{predictor.config.name}, decoder: {decoder or 'shipped'}")
         print(f"{'mode':<6}" + "".join(f"{name:>30}" for name in sets))
         for mode in ("ais", "apg") if skip_amg else ("amg", "ais", "apg"):
             config = auto_config(predictor, mode)
