@@ -87,3 +87,21 @@ def ball(shape, centre, radius) -> np.ndarray:
     """(Z, H, W) bool ball of ``radius`` (pixels) around ``centre`` (z, row, col)."""
     grids = np.ogrid[tuple(slice(0, n) for n in shape)]
     return sum((g - c) ** 2 for g, c in zip(grids, centre)) <= radius**2
+
+
+def match_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
+    """(matches at IoU > 0.5, objects in ``pred``, objects in ``truth``); such matches are
+    one to one."""
+    n_pred, n_true = len(np.unique(pred[pred > 0])), len(np.unique(truth[truth > 0]))
+    both = (pred > 0) & (truth > 0)
+    if not both.any():
+        return 0, n_pred, n_true
+    pairs, inter = np.unique(np.stack([pred[both], truth[both]]), axis=1, return_counts=True)
+    union = np.bincount(pred.ravel())[pairs[0]] + np.bincount(truth.ravel())[pairs[1]] - inter
+    return int((inter / union > 0.5).sum()), n_pred, n_true
+
+
+def f1(pred: np.ndarray, truth: np.ndarray) -> float:
+    """F1 at IoU > 0.5 of instance labels ``pred`` against ``truth`` (same shape)."""
+    matches, n_pred, n_true = match_counts(pred, truth)
+    return 1.0 if n_pred + n_true == 0 else 2 * matches / (n_pred + n_true)

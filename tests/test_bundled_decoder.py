@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from label_oracle import f1
 from napari_sam.automatic import auto_config, segment_everything
 from napari_sam.model.download import WEIGHTS
 from napari_sam.predictor import Predictor
@@ -20,16 +21,6 @@ FLOORS = {"ais": 0.8, "apg": 0.7}
 @pytest.fixture(scope="module")
 def predictor():
     return Predictor.load("bundled", device="cpu")
-
-
-def f1(pred: np.ndarray, truth: np.ndarray) -> float:
-    """F1 at IoU > 0.5 (such matches are one to one)."""
-    both = (pred > 0) & (truth > 0)
-    pairs, inter = np.unique(np.stack([pred[both], truth[both]]), axis=1, return_counts=True)
-    union = np.bincount(pred.ravel())[pairs[0]] + np.bincount(truth.ravel())[pairs[1]] - inter
-    matches = int((inter / union > 0.5).sum())
-    n_pred, n_true = len(np.unique(pred[pred > 0])), len(np.unique(truth[truth > 0]))
-    return 2 * matches / (n_pred + n_true)
 
 
 def test_the_decoder_ships_beside_the_bundled_weights_and_is_small(predictor):

@@ -79,3 +79,44 @@ class BlockMeanEmbedder:
 
     def restore(self, features, original_size, input_size) -> FakeEmbedding:
         return FakeEmbedding(features, tuple(original_size), tuple(input_size))
+
+
+@dataclass(frozen=True, eq=False)
+class TwoKinds:
+    """An image of two kinds of round nuclei: ``image`` (H, W) float32, ``labels`` (H, W)
+    int32 instance labels, and ``kinds``: label id -> 0 (large and dim) or 1 (small and
+    bright)."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    kinds: dict[int, int]
+
+
+def two_kinds(shape: tuple[int, int] = (384, 384), seed: int = 0, n_large: int = 14,
+              n_small: int = 30) -> TwoKinds:  # fmt: skip
+    """Large dim nuclei (radius 13-16 px, brightness 0.35-0.45) and small bright ones (radius
+    4.5-6 px, brightness 0.9-1.0) placed apart at random, blurred, with Poisson-like noise:
+    the image "find similar" must tell apart by its examples."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    signal = np.zeros(shape, np.float32)
+    kinds: dict[int, int] = {}
+    wanted = [(0, (13.0, 16.0), (0.35, 0.45))] * n_large + [(1, (4.5, 6.0), (0.9, 1.0))] * n_small
+    for kind, (r_lo, r_hi), (b_lo, b_hi) in wanted:
+        radius = rng.uniform(r_lo, r_hi)
+        for _ in range(200):
+            centre = rng.uniform(radius + 2, np.array(shape) - radius - 2)
+            disc = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+            if not ndimage.binary_dilation(disc, iterations=3)[labels > 0].any():
+                break
+        else:
+            continue
+        obj = len(kinds) + 1
+        labels[disc], kinds[obj] = obj, kind
+        signal[disc] = rng.uniform(b_lo, b_hi)
+    image = ndimage.gaussian_filter(signal, 1.0) + 0.05
+    image = rng.poisson(image * 400).astype(np.float32) / 400
+    return TwoKinds(image.astype(np.float32), labels, kinds)

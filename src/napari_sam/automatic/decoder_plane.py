@@ -78,7 +78,7 @@ def decoder_plane_steps(predictor, grid: TileGrid, embedding_of: EmbeddingOf,
             origin = np.array(tile.window[:2] * 2, dtype=np.float64)
             local_points = tile.to_local(points[members])
             local_boxes = [None if boxes[i] is None else
-                           _clip(boxes[i] - origin, tile.window_shape) for i in members]  # fmt: skip
+                           clip_box(boxes[i] - origin, tile.window_shape) for i in members]  # fmt: skip
             for found in decode_prompts(predictor, embedding, local_points, local_boxes,
                                         settings):  # fmt: skip
                 masks.extend(_to_plane(m, tile.window[:2], grid.shape) for m in found)
@@ -86,7 +86,7 @@ def decoder_plane_steps(predictor, grid: TileGrid, embedding_of: EmbeddingOf,
     return generated_labels(masks, grid.shape, settings)
 
 
-def _clip(box: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def clip_box(box: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A (row0, col0, row1, col1) box clipped to pixel centres of a ``shape`` window."""
     high = np.array([shape[0] - 1, shape[1] - 1] * 2, dtype=np.float64)
     return np.clip(box, 0, high)

@@ -73,27 +73,12 @@ def segment_everything_steps(
     A constant tile (blank, or one value throughout) holds no object.
     """
     from napari_sam.image import to_model_image
-    from napari_sam.slice_source import SliceSource, sample_limits
-    from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
-    from napari_sam.tile_grid import magnified_grid
 
     config = auto_config(predictor) if config is None else config
-    magnify = mode_of(config) != "amg" and config.magnification > 1
-    if magnify and (embeddings is None or embeddings.grid.n_tiles == 1) and tile is None:
-        # the decoder modes' magnification: tiles of their own (not the embeddings' grid)
-        plane = SliceSource(data, rgb=rgb).plane_shape
-        grid = magnified_grid(plane, predictor.config.image_size, config.magnification)
-        if grid.n_tiles > 1:
-            if embeddings is not None and contrast_limits is None:
-                contrast_limits = embeddings.embedder.contrast_limits
-            embeddings, tile, halo = None, grid.tile, grid.halo
-    if embeddings is None:
-        source = SliceSource(data, rgb=rgb)
-        if contrast_limits is None and np.dtype(source.dtype) != np.uint8:
-            contrast_limits = sample_limits(source)
-        embedder = PredictorEmbedder(predictor, contrast_limits=contrast_limits, rgb=rgb)
-        embeddings = StackEmbeddings.open(source, embedder, tile=tile, halo=halo,
-                                          data_fingerprint="in-memory")  # fmt: skip
+    magnification = config.magnification if mode_of(config) != "amg" else 1.0
+    embeddings = plane_embeddings(predictor, data, magnification, rgb=rgb,
+                                  contrast_limits=contrast_limits, embeddings=embeddings,
+                                  tile=tile, halo=halo)  # fmt: skip
     source, grid = embeddings.source, embeddings.grid
     contrast_limits = embeddings.embedder.contrast_limits
     if mode_of(config) != "amg":
@@ -137,25 +122,12 @@ def segment_everything_steps(
 
 def _decoder_planes(predictor, embeddings, config) -> Generator[Progress, None, list]:
     """Per slice, the (H, W) labels of AIS / APG (:mod:`~napari_sam.automatic.decoder_plane`)."""
-    from napari_sam.image import to_model_image
-
-    source, grid = embeddings.source, embeddings.grid
-    limits = embeddings.embedder.contrast_limits
-    per_slice = plane_steps(grid)
-    total = source.n_slices * per_slice
+    per_slice = plane_steps(embeddings.grid)
+    total = embeddings.source.n_slices * per_slice
     planes = []
-    for s in range(source.n_slices):
-        images: dict[int, np.ndarray | None] = {}  # per tile: its model image, None if blank
-
-        def embedding_of(index: int, s: int = s, images: dict = images):
-            if index not in images:
-                pixels = source.read(s, grid[index].window)
-                images[index] = None if _constant(pixels) else to_model_image(
-                    pixels, rgb=source.rgb, contrast_limits=limits)  # fmt: skip
-            image = images[index]
-            return None if image is None else (embeddings.get(s, index), image)
-
-        steps = decoder_plane_steps(predictor, grid, embedding_of, config)
+    for s in range(embeddings.source.n_slices):
+        steps = decoder_plane_steps(predictor, embeddings.grid, tile_embeddings(embeddings, s),
+                                    config)  # fmt: skip
         while True:
             try:
                 step, _ = next(steps)
@@ -164,6 +136,56 @@ def _decoder_planes(predictor, embeddings, config) -> Generator[Progress, None, 
                 break
             yield s * per_slice + step, total
     return planes
+
+
+def plane_embeddings(predictor, data: Any, magnification: float = 1.0, *, rgb: bool = False,
+                     contrast_limits: tuple[float, float] | None = None, embeddings=None,
+                     tile: tuple[int, int] | None = None, halo: tuple[int, int] | None = None):  # fmt: skip
+    """The :class:`~napari_sam.stack_embeddings.StackEmbeddings` a run over ``data`` uses:
+    the given ``embeddings``, or an in-memory one tiled by ``tile`` / ``halo`` (default
+    :func:`~napari_sam.tile_grid.default_grid`). A ``magnification`` over 1 tiles the plane
+    its own way (:func:`~napari_sam.tile_grid.magnified_grid`) unless ``tile`` is given or
+    the embeddings are already tiled; given untiled embeddings are then not used (their
+    contrast limits are)."""
+    from napari_sam.slice_source import SliceSource, sample_limits
+    from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
+    from napari_sam.tile_grid import magnified_grid
+
+    if magnification > 1 and (embeddings is None or embeddings.grid.n_tiles == 1) and tile is None:
+        plane = SliceSource(data, rgb=rgb).plane_shape
+        grid = magnified_grid(plane, predictor.config.image_size, magnification)
+        if grid.n_tiles > 1:
+            if embeddings is not None and contrast_limits is None:
+                contrast_limits = embeddings.embedder.contrast_limits
+            embeddings, tile, halo = None, grid.tile, grid.halo
+    if embeddings is None:
+        source = SliceSource(data, rgb=rgb)
+        if contrast_limits is None and np.dtype(source.dtype) != np.uint8:
+            contrast_limits = sample_limits(source)
+        embedder = PredictorEmbedder(predictor, contrast_limits=contrast_limits, rgb=rgb)
+        embeddings = StackEmbeddings.open(source, embedder, tile=tile, halo=halo,
+                                          data_fingerprint="in-memory")  # fmt: skip
+    return embeddings
+
+
+def tile_embeddings(embeddings, s: int) -> Callable[[int], tuple[Any, np.ndarray] | None]:
+    """``embedding_of(tile)`` of slice ``s`` (what the decoder planes read): the tile's
+    embedding and model image, or None when the tile is constant (nothing to find)."""
+    from napari_sam.image import to_model_image
+
+    source, grid = embeddings.source, embeddings.grid
+    limits = embeddings.embedder.contrast_limits
+    images: dict[int, np.ndarray | None] = {}
+
+    def embedding_of(index: int):
+        if index not in images:
+            pixels = source.read(s, grid[index].window)
+            images[index] = None if _constant(pixels) else to_model_image(
+                pixels, rgb=source.rgb, contrast_limits=limits)  # fmt: skip
+        image = images[index]
+        return None if image is None else (embeddings.get(s, index), image)
+
+    return embedding_of
 
 
 def _constant(window: np.ndarray) -> bool:

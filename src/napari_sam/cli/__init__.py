@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("info", "embed", "train", "calibrate", "segment", "auto", "refine")
+SUBCOMMANDS = ("info", "embed", "train", "calibrate", "segment", "auto", "refine", "similar")
 
 #: exit status after Ctrl-C (128 + SIGINT, as shells report it)
 INTERRUPTED = 130
