@@ -97,7 +97,7 @@ def test_bad_examples_are_refused_with_a_message(predictor, scene):
         exemplars_from_labels(embeddings, scene.labels.astype(np.float32))
 
 
-def test_cli_on_a_folder_keeps_the_examples_and_writes_every_image(tmp_path, scene):
+def test_cli_on_a_folder_keeps_the_examples_and_writes_every_image(tmp_path, scene, capsys):
     second = two_kinds((256, 256), seed=4, n_large=6, n_small=14)
     folder = tmp_path / "images"
     folder.mkdir()
@@ -110,6 +110,13 @@ def test_cli_on_a_folder_keeps_the_examples_and_writes_every_image(tmp_path, sce
                  "-o", str(out), "--quiet"]) == 0  # fmt: skip
     a, b = tifffile.imread(out / "a.tif"), tifffile.imread(out / "b.tif")
     np.testing.assert_array_equal(a[examples > 0], examples[examples > 0])
+    assert len(np.unique(a[examples == 0])) > 5  # new objects beside the examples
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif"]  # no labels searched
+    inputs = sorted(p.name for p in folder.iterdir())
+    assert main(["similar", str(folder), "--exemplars", str(folder / "a_labels.tif"),
+                 "-o", str(folder), "--quiet"]) == 2  # fmt: skip
+    assert "input folder" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == inputs
     assert match_counts(b, of_kind(second, 1, np.zeros_like(second.labels)))[0] >= 8
     assert match_counts(b, of_kind(second, 0, np.zeros_like(second.labels)))[0] == 0
 

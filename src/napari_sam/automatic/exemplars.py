@@ -134,9 +134,9 @@ def pooled_feature(embedding, mask: ObjectMask, origin: tuple[int, int] = (0, 0)
     rows, cols = np.nonzero(mask.crop)
     if rows.size == 0:
         raise ValueError("an empty mask has no feature")
-    step = max(1, rows.size // POOL_SAMPLES)
-    rc = np.stack((rows[::step] + mask.offset[0] - origin[0],
-                   cols[::step] + mask.offset[1] - origin[1]), axis=1)  # fmt: skip
+    pick = np.linspace(0, rows.size - 1, min(rows.size, POOL_SAMPLES)).astype(np.int64)
+    rc = np.stack((rows[pick] + mask.offset[0] - origin[0],
+                   cols[pick] + mask.offset[1] - origin[1]), axis=1)  # fmt: skip
     features, factors = feature_grid(embedding)
     return F.normalize(_sample(features, factors, rc).mean(0), dim=0)
 

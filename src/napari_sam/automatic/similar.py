@@ -142,6 +142,8 @@ def find_similar_steps(
     shape = (*source.leading_shape, *source.plane_shape)
     committed = _planes(np.zeros(shape, np.int32) if committed is None else committed,
                         embeddings, "committed labels")  # fmt: skip
+    if exemplars is not None and rejected is not None:
+        raise ValueError("give the rejected objects to exemplars_from_labels with the examples")
     if exemplars is None:
         exemplars = exemplars_from_labels(embeddings, committed.reshape(shape),
                                           rejected=rejected)  # fmt: skip

@@ -59,11 +59,19 @@ def _labels(path: Path, name: str) -> np.ndarray:
     return labels
 
 
-def folder_images(folder: Path, exemplars: Path) -> list[Path]:
-    """The images of ``folder`` (label files, ``*_labels.*`` and the examples, left out)."""
+def is_folder(path: Path) -> bool:
+    """A folder of images, not a zarr store (which is a directory too)."""
+    stores = (".zarray", ".zgroup", "zarr.json")
+    return (path.is_dir() and path.suffix.lower() != ".zarr"
+            and not any((path / name).exists() for name in stores))  # fmt: skip
+
+
+def folder_images(folder: Path, *labels: Path | None) -> list[Path]:
+    """The images of ``folder`` (``*_labels.*`` and the given label files left out)."""
+    skip = {p.resolve() for p in labels if p is not None}
     return sorted(p for p in folder.iterdir()
                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_labels")
-                  and p.resolve() != exemplars.resolve())  # fmt: skip
+                  and p.resolve() not in skip)  # fmt: skip
 
 
 def exemplar_image_of(images: list[Path], exemplars: Path) -> Path:
@@ -85,10 +93,17 @@ def run(args: argparse.Namespace) -> int:
 
     committed = _labels(args.exemplars, "--exemplars")
     rejected = _labels(args.rejected, "--rejected") if args.rejected else None
-    folder = args.image.is_dir()
-    images = folder_images(args.image, args.exemplars) if folder else [args.image]
+    folder = is_folder(args.image)
+    images = folder_images(args.image, args.exemplars, args.rejected) if folder else [args.image]
     if folder and not images:
         raise ValueError(f"{args.image} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+    if folder and args.output.resolve() == args.image.resolve():
+        raise ValueError("-o names the input folder: the images would be overwritten; give "
+                         "another folder")  # fmt: skip
+    stems = [p.stem for p in images]
+    if len(set(stems)) < len(stems):
+        raise ValueError(f"two images of {args.image} share a name ({', '.join(sorted(stems))}"
+                         "): their outputs would overwrite each other")  # fmt: skip
     owner = args.exemplar_image or (exemplar_image_of(images, args.exemplars) if folder
                                     else args.image)  # fmt: skip
     predictor = Predictor.load(args.model, device=args.device, precision=args.precision)
@@ -111,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         progress.start(f"finding in {path.name}", "steps", resume="rerun the same command")
         found = find_similar(predictor, source.data, committed if own else None, exemplars,
                              settings, progress, rgb=source.rgb, contrast_limits=limits,
-                             rejected=None, embeddings=embeddings if own else None)  # fmt: skip
+                             embeddings=embeddings if own else None)  # fmt: skip
         progress.close()
         base = committed if own else np.zeros(found.shape, committed.dtype)
         out = np.where(found > 0, found, base)
