@@ -88,6 +88,18 @@ def drain(steps: Generator[tuple[int, int], None, T],
             progress(done, total)
 
 
+def shifted(steps: Generator[tuple[int, int], None, T], start: int,
+            total: int) -> Generator[tuple[int, int], None, T]:  # fmt: skip
+    """A progress generator's steps as ``(start + done, total)``, and its value: a part of a
+    longer job (``yield from shifted(...)``)."""
+    while True:
+        try:
+            done, _ = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        yield start + done, total
+
+
 class Busy(Exception):
     """A job cannot start now: another job it may not overlap is running (the message says
     which)."""

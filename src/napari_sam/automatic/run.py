@@ -22,7 +22,7 @@ from napari_sam.automatic.plane import (
     plan_steps,
 )
 from napari_sam.automatic.stitch import link_slices, merge_tiles
-from napari_sam.jobs import drain
+from napari_sam.jobs import drain, shifted
 
 
 def generate_masks(predictor, image: np.ndarray, config: AutoMaskConfig | None = None,
@@ -128,13 +128,7 @@ def _decoder_planes(predictor, embeddings, config) -> Generator[Progress, None, 
     for s in range(embeddings.source.n_slices):
         steps = decoder_plane_steps(predictor, embeddings.grid, tile_embeddings(embeddings, s),
                                     config)  # fmt: skip
-        while True:
-            try:
-                step, _ = next(steps)
-            except StopIteration as stop:
-                planes.append(stop.value)
-                break
-            yield s * per_slice + step, total
+        planes.append((yield from shifted(steps, s * per_slice, total)))
     return planes
 
 

@@ -33,7 +33,7 @@ from napari_sam.automatic.exemplars import (
 from napari_sam.automatic.plane import Progress
 from napari_sam.automatic.run import _link, plane_embeddings, tile_embeddings
 from napari_sam.automatic.similar_plane import similar_plane_steps, similar_steps
-from napari_sam.jobs import drain
+from napari_sam.jobs import drain, shifted
 from napari_sam.transforms import ObjectMask
 
 #: IoU at which objects found on adjacent slices are one object
@@ -156,13 +156,7 @@ def find_similar_steps(
     for s in range(source.n_slices):
         steps = similar_plane_steps(predictor, grid, tile_embeddings(embeddings, s), exemplars,
                                     committed[s], settings, decoder)  # fmt: skip
-        while True:
-            try:
-                step, _ = next(steps)
-            except StopIteration as stop:
-                planes.append(stop.value)
-                break
-            yield s * per_slice + step, total
+        planes.append((yield from shifted(steps, s * per_slice, total)))
     found = _link(planes, source.leading_shape, LINK_IOU)
     start = int(committed.max()) if committed.size else 0
     return np.where(found > 0, found + start, 0).astype(np.int32)

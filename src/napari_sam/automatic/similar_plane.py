@@ -35,6 +35,7 @@ from napari_sam.automatic.instances import instances_from_distances
 from napari_sam.automatic.mask_ops import paint_labels, tight_box
 from napari_sam.automatic.plane import Progress
 from napari_sam.automatic.prompt_generation import GeneratedMask, boxes_at, mask_nms, seed_points
+from napari_sam.jobs import shifted
 from napari_sam.prompts import Prompt
 from napari_sam.tile_grid import TileGrid
 from napari_sam.transforms import ObjectMask
@@ -69,7 +70,7 @@ def similar_plane_steps(
     points, boxes = _similarity_prompts(score, exemplars.radius, settings)
     done = grid.n_tiles
     if decoder is not None:
-        maps = yield from _offset(plane_maps(predictor, grid, embedding_of), done, total)
+        maps = yield from shifted(plane_maps(predictor, grid, embedding_of), done, total)
         done += grid.n_tiles
         seeds, seed_boxes = _decoder_prompts(maps, score, decoder)
         points, boxes = _merge(seeds, seed_boxes, points, boxes, settings.min_distance
@@ -88,16 +89,6 @@ def similar_plane_steps(
                              grid.shape)  # fmt: skip
         yield done + tile.index + 1, total
     return _labels(masks, committed, settings)
-
-
-def _offset(steps: Generator, start: int, total: int) -> Generator:
-    """Runs a sub-generator of progress steps, shifted by ``start`` of ``total``."""
-    while True:
-        try:
-            done, _ = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        yield start + done, total
 
 
 def _similarity_prompts(score: np.ndarray, radius: float, settings: SimilarSettings):
