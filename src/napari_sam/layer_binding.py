@@ -21,8 +21,10 @@ from napari_sam.napari_layers import (
     prompt_from_labels_layer,
     prompt_from_points_layer,
     prompts_from_shapes_layer,
+    set_pixels,
     spatial_shape,
     to_image_pixels,
+    write_changes,
 )
 from napari_sam.prompts import Prompt, points_on_slice
 from napari_sam.transforms import ObjectMask
@@ -244,7 +246,7 @@ class LayerBinding:
         rows, cols, vals = (np.concatenate(x) for x in (rows_l, cols_l, vals_l))
         lead = np.concatenate(lead_idx)
         indices = (*lead.T.astype(np.int64), rows.astype(np.int64), cols.astype(np.int64))
-        _set_pixels(preview, indices, vals)
+        set_pixels(preview, indices, vals)
         return len(rows)
 
     def _redraw(self, masks: Sequence[ObjectMask], index, regions) -> int:
@@ -309,10 +311,7 @@ class LayerBinding:
             apply_edit(plane, plan_write(plane, mask, next_id, replace=replace and not ids))
             ids.append(next_id)
             next_id = max(next_id + 1, int(plane.max()) + 1)
-        rr, cc = np.nonzero(plane != plane_before)
-        lead = tuple(np.full(len(rr), i, np.int64) for i in index)
-        with output.block_history():
-            _set_pixels(output, (*lead, rr.astype(np.int64), cc.astype(np.int64)), plane[rr, cc])
+        write_changes(output, index, plane_before, plane)
         self.clear_prompts()
         return ids
 
@@ -347,12 +346,3 @@ class LayerBinding:
             for n, (value, ix) in enumerate(writes):
                 output.data_setitem(ix, value, refresh=n == len(writes) - 1)
         return sum(len(ix[-1]) for _, ix in writes)
-
-
-def _set_pixels(layer: Labels, indices: tuple[np.ndarray, ...], values: np.ndarray) -> None:
-    """One ``data_setitem`` per distinct value (napari's undoable, partially refreshed
-    write); the view refreshes once at the end."""
-    distinct = np.unique(values)
-    for n, v in enumerate(distinct):
-        sel = values == v
-        layer.data_setitem(tuple(i[sel] for i in indices), int(v), refresh=n == len(distinct) - 1)

@@ -156,3 +156,24 @@ def spatial_shape(image_layer) -> tuple[int, ...]:
 
 def _spatial_ndim(image_layer) -> int:
     return len(spatial_shape(image_layer))
+
+
+def set_pixels(layer: Labels, indices: tuple[np.ndarray, ...], values: np.ndarray) -> None:
+    """One ``data_setitem`` per distinct value (napari's undoable, partially refreshed
+    write); the view refreshes once at the end. ``indices``: one int array per data axis."""
+    distinct = np.unique(values)
+    for n, v in enumerate(distinct):
+        sel = values == v
+        layer.data_setitem(tuple(i[sel] for i in indices), int(v), refresh=n == len(distinct) - 1)
+
+
+def write_changes(layer: Labels, index: tuple[int, ...], before: np.ndarray,
+                  after: np.ndarray) -> int:  # fmt: skip
+    """Write the pixels where ``after`` differs from ``before`` (same shape: what
+    ``layer.data[index]`` was, e.g. one (H, W) plane, or the whole stack for ``index=()``)
+    into ``layer`` as one undoable step; returns how many."""
+    where = np.nonzero(after != before)
+    lead = tuple(np.full(len(where[0]), i, np.int64) for i in index)
+    with layer.block_history():
+        set_pixels(layer, (*lead, *(w.astype(np.int64) for w in where)), after[where])
+    return len(where[0])

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 from napari_sam._qt.layer_combo import LayerCombo
 from napari_sam._qt.workers import WorkFailed
 from napari_sam.jobs import Busy, Cancelled, Job, cancellable
-from napari_sam.napari_layers import current_index
+from napari_sam.napari_layers import current_index, write_changes
 
 if TYPE_CHECKING:
     import napari
@@ -245,15 +245,9 @@ class RefinePanel(QWidget):
             self.status.setText("The labels changed since the refinement ran; nothing was "
                                 "written. Refine again.")  # fmt: skip
             return
-        new = self.refinement.apply(plane, ids)
-        rows, cols = np.nonzero(new != plane)
-        with target.block_history():
-            for value in np.unique(new[rows, cols]):
-                pick = new[rows, cols] == value
-                where = (*(np.full(pick.sum(), i) for i in index), rows[pick], cols[pick])
-                target.data_setitem(where, value)
+        changed = write_changes(target, index, plane, self.refinement.apply(plane, ids))
         self.discard()
-        self.status.setText(f"Accepted {len(ids)} objects ({len(rows)} pixels changed; "
+        self.status.setText(f"Accepted {len(ids)} objects ({changed} pixels changed; "
                             "Ctrl-Z undoes it).")  # fmt: skip
         self.accepted.emit(ids)
 
