@@ -117,7 +117,7 @@ def _decoder_config(predictor, settings: SimilarSettings) -> DecoderModeConfig |
 def find_similar_steps(
     predictor, data: Any, committed: np.ndarray | None = None,
     exemplars: Exemplars | None = None, settings: SimilarSettings | None = None, *,
-    rejected: np.ndarray | None = None, rgb: bool = False,
+    rejected: np.ndarray | None = None, ids: Iterable[int] | None = None, rgb: bool = False,
     contrast_limits: tuple[float, float] | None = None, embeddings=None,
     tile: tuple[int, int] | None = None, halo: tuple[int, int] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:  # fmt: skip
@@ -126,7 +126,8 @@ def find_similar_steps(
     data: numpy / dask / zarr ``(*leading, H, W)`` (``(..., C)`` when ``rgb``);
     committed: int labels of the same planes, the objects already there (never touched;
     default none); exemplars: the examples (default every object of ``committed``, via
-    :func:`exemplars_from_labels` with ``rejected`` as negatives); embeddings, tile, halo,
+    :func:`exemplars_from_labels`: the objects with an id in ``ids`` when given, with
+    ``rejected`` as negatives); embeddings, tile, halo,
     contrast_limits: as for :func:`~napari_sam.automatic.segment_everything_steps` (the
     model's magnification tiles the planes its own way unless the embeddings are tiled).
 
@@ -142,10 +143,11 @@ def find_similar_steps(
     shape = (*source.leading_shape, *source.plane_shape)
     committed = _planes(np.zeros(shape, np.int32) if committed is None else committed,
                         embeddings, "committed labels")  # fmt: skip
-    if exemplars is not None and rejected is not None:
-        raise ValueError("give the rejected objects to exemplars_from_labels with the examples")
+    if exemplars is not None and (rejected is not None or ids is not None):
+        raise ValueError("give the rejected objects and the example ids to "
+                         "exemplars_from_labels with the examples")  # fmt: skip
     if exemplars is None:
-        exemplars = exemplars_from_labels(embeddings, committed.reshape(shape),
+        exemplars = exemplars_from_labels(embeddings, committed.reshape(shape), ids,
                                           rejected=rejected)  # fmt: skip
     if exemplars.signature != predictor.signature:
         raise ValueError("the examples were taken with another model: take them again")
