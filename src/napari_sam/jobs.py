@@ -10,7 +10,8 @@ model itself.
 
 :class:`Scheduler` keeps the running jobs by kind. Jobs that use the image encoder and write
 embeddings (``embed``, ``propagate``, ``auto``) run one at a time; any other kind runs beside
-them (the widget's preview decodes do not go through it at all).
+them (the widget's preview decodes do not go through it at all). Finding similar objects
+and adapting the model are exclusive too: they are heavy on a CPU.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 #: kinds that may not run at the same time as each other (they encode and write embeddings)
-EXCLUSIVE = frozenset({"embed", "propagate", "auto", "refine"})
+EXCLUSIVE = frozenset({"embed", "propagate", "auto", "refine", "similar", "adapt"})
 #: what the user reads when a job must wait for another of these kinds
 DOING = {"embed": "an embedding", "propagate": "segmenting through the stack",
-         "auto": "an automatic segmentation", "refine": "refining labels"}  # fmt: skip
+         "auto": "an automatic segmentation", "refine": "refining labels",
+         "similar": "finding similar objects", "adapt": "adapting the model"}  # fmt: skip
 
 
 class Cancelled(Exception):
