@@ -53,3 +53,18 @@ def test_the_widget_parts_without_qt_import_no_qt():
             "napari_sam.layer_binding; print('qtpy' in sys.modules or 'PyQt6' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_adapted_predictor_is_served_until_revert_or_another_choice():
+    holder = ModelHolder()
+    holder.choose(ModelChoice("stub", loader=lambda d, p: _Loaded(), key="stub"))
+    base, adapted, again = holder.predictor(), _Loaded(), _Loaded()
+    assert not holder.use_adapted(adapted, again)  # not adapted from the model in use
+    assert holder.use_adapted(base, adapted) and holder.adapted
+    assert holder.predictor() is adapted and holder.cached() is adapted
+    assert holder.use_adapted(adapted, again)  # adapted further: back still goes to base
+    assert holder.revert() is base and holder.predictor() is base and not holder.adapted
+    assert holder.revert() is None
+    holder.use_adapted(base, adapted)
+    holder.choose(ModelChoice("other", loader=lambda d, p: _Loaded(), key="other"))
+    assert holder.predictor() is not adapted and not holder.adapted

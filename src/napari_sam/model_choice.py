@@ -78,6 +78,8 @@ class ModelHolder:
         self._loading = threading.Lock()
         self._wanted: tuple[ModelChoice, str, str] | None = None
         self._loaded: tuple[tuple[ModelChoice, str, str], Predictor] | None = None
+        #: the chosen model's own predictor while an adapted one is served in its place
+        self._base: tuple[tuple[ModelChoice, str, str], Predictor] | None = None
 
     def choose(self, choice: ModelChoice, device: str = "auto", precision: str = "auto") -> bool:
         """Select what :meth:`predictor` returns; True if that changed the selection."""
@@ -98,6 +100,34 @@ class ModelHolder:
             if self._loaded is not None and self._loaded[0] == self._wanted:
                 return self._loaded[1]
         return None
+
+    def use_adapted(self, base: Predictor, adapted: Predictor) -> bool:
+        """Serve ``adapted`` (a model adapted from ``base``) for the current choice until
+        :meth:`revert` or another choice. False (nothing changed) when ``base`` is not the
+        predictor served now: the choice changed while the adaptation ran."""
+        with self._state:
+            if self._loaded is None or self._loaded[0] != self._wanted or self._loaded[1] is not base:
+                return False
+            if self._base is None or self._base[0] != self._wanted:
+                self._base = self._loaded
+            self._loaded = (self._wanted, adapted)
+            return True
+
+    @property
+    def adapted(self) -> bool:
+        """True while an adapted predictor is served for the current choice."""
+        with self._state:
+            return self._base is not None and self._base[0] == self._wanted and (
+                self._loaded is not None and self._loaded[1] is not self._base[1])
+
+    def revert(self) -> Predictor | None:
+        """Serve the chosen model's own predictor again; returns it (None when nothing was
+        adapted)."""
+        with self._state:
+            if self._base is None or self._base[0] != self._wanted:
+                return None
+            self._loaded, self._base = self._base, None
+            return self._loaded[1]
 
     def predictor(self) -> Predictor:
         """Load (once) and return the chosen predictor. Call from a worker thread."""
