@@ -175,6 +175,8 @@ class Predictor:
         self.instance_decoder = None if instance_decoder is None else instance_decoder.eval()
         self.config = model.config
         self.max_batch = max_batch
+        #: identifies the weights (a file hash; an adapted encoder adds its own)
+        self.weights_id = weights_id
         cfg = self.config
         text = "|".join(
             map(

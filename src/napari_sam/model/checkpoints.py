@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +48,10 @@ Shapes = dict[str, tuple[int, ...]]
 
 #: Key prefixes present in published files that no SAM model uses (MobileSAM's classifier).
 DROPPED_PREFIXES = ("image_encoder.norm_head.", "image_encoder.head.")
+#: The key of a wrapped file (``{"model_state": ...}``) that holds napari-sam's settings for
+#: these weights: ``{"auto_multimask": [[family, mode], ...]}`` (strings only; see
+#: ``napari_sam.training.adapt.Adapted.save``).
+SETTINGS_KEY = "napari_sam"
 #: BatchNorm counters: not needed at inference, absent from some files; optional both ways.
 OPTIONAL_SUFFIX = "num_batches_tracked"
 _LIST_LIMIT = 8
@@ -111,6 +115,23 @@ def _sam_state(obj: object, path: Path) -> StateDict:
             f"{_trim(not_tensors)}"
         )
     return normalise_state_dict(state)
+
+
+def _with_settings(config: SamConfig, obj: object, path: Path) -> SamConfig:
+    """``config`` with the settings a wrapped file carries under :data:`SETTINGS_KEY`."""
+    from napari_sam.predictor import CANDIDATES, MULTIMASK_MODES
+
+    settings = obj.get(SETTINGS_KEY) if isinstance(obj, Mapping) else None
+    if settings is None:
+        return config
+    pairs = settings.get("auto_multimask") if isinstance(settings, Mapping) else None
+    try:
+        auto = tuple((str(f), str(m)) for f, m in pairs)
+    except (TypeError, ValueError):
+        auto = None
+    if auto is None or any(m not in MULTIMASK_MODES + CANDIDATES or m == "auto" for _, m in auto):
+        raise CheckpointError(f"{path}: unreadable {SETTINGS_KEY!r} settings: {settings!r}")
+    return replace(config, auto_multimask=auto)
 
 
 def normalise_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
@@ -302,7 +323,7 @@ def load_model(
     state = _sam_state(obj, path)
     architecture = architecture or detect_architecture(state)
     digest = file_xxh128(path)
-    config = get_config(architecture)
+    config = _with_settings(get_config(architecture), obj, path)
     model = build_sam(config)
     try:
         load_weights_into(model, state)

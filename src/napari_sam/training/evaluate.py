@@ -63,7 +63,8 @@ def _group(objects: Sequence[EvalObject]) -> list[tuple[ImagePair, list[int]]]:
     return list(groups.values())
 
 
-def _iou(pred: np.ndarray, true: np.ndarray) -> float:
+def binary_iou(pred: np.ndarray, true: np.ndarray) -> float:
+    """IoU of two boolean masks of one shape (1 when both are empty)."""
     union = np.logical_or(pred, true).sum()
     return float(np.logical_and(pred, true).sum() / union) if union else 1.0
 
@@ -104,7 +105,7 @@ def evaluate_otsu(objects: Sequence[EvalObject]) -> float:
         true = obj.pair.labels == obj.label
         ys, xs = np.nonzero(true)
         box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-        ious.append(_iou(otsu_in_box(obj.pair.image, box), true))
+        ious.append(binary_iou(otsu_in_box(obj.pair.image, box), true))
     return float(np.mean(ious))
 
 
@@ -142,5 +143,5 @@ def evaluate_prompting(
                                        multimask[1])):  # fmt: skip
                 mask = segment_plane(embeddings, predictor, 0, prompt, zoom=zoom,
                                      multimask=mode).mask  # fmt: skip
-                out.append(_iou(mask.to_array(), true[i].numpy()))
+                out.append(binary_iou(mask.to_array(), true[i].numpy()))
     return EvalResult(float(np.mean(box_ious)), float(np.mean(point_ious)), len(box_ious))
