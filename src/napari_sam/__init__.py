@@ -27,6 +27,12 @@ Scripting API::
   ``DecoderModeConfig(...)``, ``AutoMaskConfig(...)`` or ``PRESETS["nuclei"]`` choose.
 - ``propagate(embeddings, predictor, {slice: Prompt}, slices=, config=PropagationConfig())``:
   a generator of progress that returns the object through z or t.
+- ``find_similar(predictor, image, committed)`` -> labels of new objects like the committed
+  ones (docs/similar.md); ``refine_labels(embeddings, predictor, labels)`` refines another
+  tool's labels (docs/refine.md).
+- ``adapt(predictor, [CommittedPlane(image, committed)], AdaptSettings(budget_s=60))`` ->
+  ``Adapted``: its ``predictor`` learned from the committed objects, ``save(path)`` writes
+  weights that load like any other (docs/training.md).
 """
 
 from __future__ import annotations
@@ -54,11 +60,18 @@ _EXPORTS = {
     "segment_everything": "napari_sam.automatic",
     "PropagationConfig": "napari_sam.propagation",
     "propagate": "napari_sam.propagation",
+    "find_similar": "napari_sam.automatic.similar",
+    "refine_labels": "napari_sam.refinement",
+    "AdaptSettings": "napari_sam.training.adapt",
+    "CommittedPlane": "napari_sam.training.adapt",
+    "adapt": "napari_sam.training.adapt",
 }
 
 __all__ = [
     "PRESETS",
+    "AdaptSettings",
     "AutoMaskConfig",
+    "CommittedPlane",
     "DecoderModeConfig",
     "ImageEmbedding",
     "LayerSegmentation",
@@ -70,8 +83,11 @@ __all__ = [
     "PropagationConfig",
     "Session",
     "__version__",
+    "adapt",
     "auto_config",
+    "find_similar",
     "propagate",
+    "refine_labels",
     "segment_everything",
     "to_model_image",
     "write_mask",
@@ -85,12 +101,15 @@ if TYPE_CHECKING:  # pragma: no cover
         auto_config,
         segment_everything,
     )
+    from napari_sam.automatic.similar import find_similar
     from napari_sam.image import to_model_image
     from napari_sam.labels import write_mask
     from napari_sam.predictor import ImageEmbedding, MaskPrediction, Predictor
     from napari_sam.prompts import PointLabel, Prompt
     from napari_sam.propagation import PropagationConfig, propagate
+    from napari_sam.refinement import refine_labels
     from napari_sam.session import LayerSegmentation, Session
+    from napari_sam.training.adapt import AdaptSettings, CommittedPlane, adapt
     from napari_sam.transforms import ObjectMask
 
 
