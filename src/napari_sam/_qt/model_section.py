@@ -416,6 +416,8 @@ class ModelSection(QGroupBox):
         if wanted is not None:
             model += f" on {wanted[1]} ({wanted[2]})"
         loaded = " (loaded)" if self.models.cached() is not None else ""
+        if self.models.adapted:
+            loaded = " (adapted to your objects)"
         image = self.binding.image
         if image is None:
             embedded = "no image layer"

@@ -16,7 +16,9 @@ stack), the :class:`~napari_sam._qt.auto_panel.AutoPanel` (the Automatic tab) an
 :class:`~napari_sam._qt.refine_panel.RefinePanel` (the Refine tab), both through
 :class:`WidgetEngine`. This module wires them to each other and to the viewer's events.
 Keys on the prompt layers: ``C`` commit, ``Shift-C`` clear, ``N`` toggle negative points,
-``M`` the next of SAM's candidate masks, ``Shift-S`` segment through the stack.
+``M`` the next of SAM's candidate masks, ``Shift-S`` segment through the stack, ``F`` find
+objects like the committed ones (the :class:`~napari_sam._qt.learn_panel.LearnPanel`, the
+"From my objects" tab, which also adapts the model to them).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
 
 from napari_sam._qt.auto_panel import AutoPanel
 from napari_sam._qt.events import disconnector
+from napari_sam._qt.learn_panel import LearnPanel
 from napari_sam._qt.model_section import ModelSection
 from napari_sam._qt.prompt_section import PromptSection
 from napari_sam._qt.refine_panel import RefinePanel
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     import napari
 
     from napari_sam.predictor import Predictor
+    from napari_sam.training.adapt import Adapted
 
 
 class WidgetEngine:
@@ -83,6 +87,22 @@ class WidgetEngine:
 
         return open_
 
+    def use_adapted(self, adapted: Adapted) -> bool:
+        """(GUI thread) Prompts use ``adapted``'s model from now on; False (nothing changed)
+        when the model it was adapted from is no longer the one in use."""
+        widget = self._widget
+        if not widget.models.use_adapted(adapted.base, adapted.predictor):
+            return False
+        widget.model_adapted(adapted.base.signature != adapted.predictor.signature)
+        return True
+
+    def revert_model(self) -> None:
+        """(GUI thread) Prompts use the chosen model's own weights again."""
+        served = self._widget.models.cached()
+        base = self._widget.models.revert()
+        if base is not None:
+            self._widget.model_adapted(served is None or served.signature != base.signature)
+
 
 class SamWidget(QWidget):
     """Dock widget of the plugin; holds the viewer it was opened in."""
@@ -119,6 +139,7 @@ class SamWidget(QWidget):
                                           self._check_image)  # fmt: skip
         self.auto_panel = AutoPanel(viewer, self.engine)
         self.refine_panel = RefinePanel(viewer, self.engine)
+        self.learn_panel = LearnPanel(viewer, self.engine)
         self._layout()
         self._wire()
         self.model_section.apply_model_choice()
@@ -136,6 +157,7 @@ class SamWidget(QWidget):
         self.tabs.addTab(interactive, "Interactive")
         self.tabs.addTab(self.auto_panel, "Automatic")
         self.tabs.addTab(self.refine_panel, "Refine")
+        self.tabs.addTab(self.learn_panel, "From my objects")
         outer.addWidget(self.tabs)
 
     def _wire(self) -> None:
@@ -188,6 +210,7 @@ class SamWidget(QWidget):
                 layer.events.data.connect(self._on_prompt_data)
         if self.binding.output is not None:  # this image's own output layer
             self.prompt_section.output_combo.set_layer(self.binding.output)
+            self.learn_panel.objects_combo.set_layer(self.binding.output)
         if self.binding.points is not None and made:
             self._viewer.layers.selection.active = self.binding.points
             self.binding.points.mode = "add"
@@ -201,6 +224,22 @@ class SamWidget(QWidget):
         layer.bind_key("n", lambda _layer: p.negative_button.toggle(), overwrite=True)
         layer.bind_key("m", lambda _layer: p.cycle_candidate(), overwrite=True)
         layer.bind_key("Shift-S", lambda _layer: self.stack_section.propagate(), overwrite=True)
+        layer.bind_key("f", lambda _layer: self.find_similar(), overwrite=True)
+
+    def find_similar(self) -> None:
+        """Find objects like the committed ones in the prompt section's output layer."""
+        output = self.prompt_section.output_combo.layer()
+        if output is not None:
+            self.learn_panel.objects_combo.set_layer(output)
+        self.learn_panel.find_similar()
+
+    def model_adapted(self, reembed: bool) -> None:
+        """The model in use changed weights in place of the chosen ones (adapted or back to
+        the base); ``reembed``: its encoder differs, so the embeddings are opened again."""
+        if reembed:
+            self.embeddings.reset()
+        self.model_section.model_changed.emit()
+        self.model_section.update_status()
 
     def _on_contrast(self, _event=None) -> None:
         self.model_section.update_status()
