@@ -251,7 +251,7 @@ def test_a_cache_folder_keeps_embeddings_for_the_next_session(
 def test_the_automatic_tab_runs_on_the_widgets_embeddings(make_napari_viewer, qtbot):
     viewer, widget, made = _docked(make_napari_viewer, qtbot, _image((64, 64), seed=4))
     assert [widget.tabs.tabText(i) for i in range(widget.tabs.count())] == [
-        "Interactive", "Automatic", "Refine"]  # fmt: skip
+        "Interactive", "Automatic", "Refine", "From my objects"]  # fmt: skip
     embed(widget, qtbot)
     assert _encodes(made) == 1
     panel = widget.auto_panel
