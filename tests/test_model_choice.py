@@ -57,7 +57,8 @@ def test_the_widget_parts_without_qt_import_no_qt():
 
 def test_an_adapted_predictor_is_served_until_revert_or_another_choice():
     holder = ModelHolder()
-    holder.choose(ModelChoice("stub", loader=lambda d, p: _Loaded(), key="stub"))
+    stub = ModelChoice("stub", loader=lambda d, p: _Loaded(), key="stub")
+    holder.choose(stub)
     base, adapted, again = holder.predictor(), _Loaded(), _Loaded()
     assert not holder.use_adapted(adapted, again)  # not adapted from the model in use
     assert holder.use_adapted(base, adapted) and holder.adapted
@@ -67,4 +68,6 @@ def test_an_adapted_predictor_is_served_until_revert_or_another_choice():
     assert holder.revert() is None
     holder.use_adapted(base, adapted)
     holder.choose(ModelChoice("other", loader=lambda d, p: _Loaded(), key="other"))
+    assert holder.predictor() is not adapted and not holder.adapted
+    holder.choose(stub)  # back to the first choice: its own model, not the adapted one
     assert holder.predictor() is not adapted and not holder.adapted

@@ -87,6 +87,8 @@ class ModelHolder:
         with self._state:
             changed = wanted != self._wanted
             self._wanted = wanted
+            if changed and self._base is not None:  # another choice drops the adapted model
+                self._loaded, self._base = self._base, None
         return changed
 
     @property

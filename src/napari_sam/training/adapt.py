@@ -54,7 +54,8 @@ class AdaptSettings:
     uniformly in this range. ``min_area``: committed objects smaller than this (pixels) are
     not trained on. ``fit_choice``: after training, choose which of SAM's masks each prompt
     family gets from how they fit the committed objects
-    (:mod:`~napari_sam.training.candidate_choice`), in the last ``choice_share`` of the budget.
+    (:mod:`~napari_sam.training.candidate_choice`), in the ``choice_share`` of the budget kept
+    for it.
     """
 
     budget_s: float = 60.0
@@ -247,6 +248,8 @@ def adapt_steps(
         model.config = replace(model.config, auto_multimask=choice.modes)
         adapted = Predictor(model, weights_id=weights_id, max_batch=predictor.max_batch,
                             instance_decoder=predictor.instance_decoder)  # fmt: skip
+    adapted.warn_on_fallback = predictor.warn_on_fallback
+    checkpoint()  # a cancel during the merge or the fit still leaves the model in use
     fifth = max(1, len(losses) // 5)
     report = AdaptReport(step, time.perf_counter() - start, len(objects),
                          float(np.mean(losses[:fifth])) if losses else float("nan"),

@@ -9,7 +9,8 @@ at its deepest pixel and at random pixels well inside it) through the plugin's o
 (:func:`~napari_sam.plane_segmentation.segment_plane`), every candidate is scored against the
 object, and each family gets the mode with the best mean IoU. The model's own choice is kept
 unless that mode is better by more than ``margin`` and by more than twice the standard error
-of the per-prompt gain (ten objects are few; a choice that only fits them must not stick).
+of the per-object gain, over at least :data:`MIN_OBJECTS` objects (ten objects are few; a
+choice that only fits them must not stick).
 """
 
 from __future__ import annotations
@@ -50,18 +51,20 @@ def fit_candidate_choice(
     ``clicks_per_object``: clicks per object, the deepest pixel first."""
     from napari_sam.plane_segmentation import WindowEmbeddings, segment_plane
     from napari_sam.prompts import Prompt
-    from napari_sam.tile_grid import TileGrid
+    from napari_sam.tile_grid import default_grid
     from napari_sam.training.evaluate import binary_iou
 
     rng = np.random.default_rng(seed)
     embeddings = {}
     # family -> per prompt: (4,) IoU and (4,) predicted IoU of the candidates
     scored: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"click": [], "box": []}
+    owners: dict[str, list[int]] = {"click": [], "box": []}  # per prompt: its object
     for done, (p, label) in enumerate(objects):
         checkpoint()
         plane = planes[p]
         if p not in embeddings:
-            embeddings[p] = WindowEmbeddings(TileGrid(plane.labels.shape), _embedder(predictor, plane))
+            grid = default_grid(plane.labels.shape, predictor.config.image_size)
+            embeddings[p] = WindowEmbeddings(grid, _embedder(predictor, plane))
         truth = plane.labels == label
         prompts = [("box", Prompt.from_box(_box(truth)))]
         prompts += [("click", Prompt.from_points(c[None])) for c in
@@ -73,6 +76,7 @@ def fit_candidate_choice(
                 ious[int(k)] = binary_iou(out.mask.to_array(), truth)
                 scores[int(k)] = out.score
             scored[family].append((ious, scores))
+            owners[family].append(done)
         yield done + 1, len(objects)
     auto = predictor.config.auto_multimask
     modes, before, after = [], [], []
@@ -83,7 +87,8 @@ def fit_candidate_choice(
         current = mask_choice(_example(family), "auto", auto)
         own = picked["0" if current == "single" else current]
         best = max(picked, key=lambda m: picked[m].mean())
-        chosen = best if _clearly_better(picked[best] - own, margin) else current
+        gain = picked[best] - own
+        chosen = best if _clearly_better(gain, np.array(owners[family]), margin) else current
         modes.append((family, chosen))
         before.append((family, float(own.mean())))
         after.append((family, float(picked[best].mean() if chosen == best else own.mean())))
@@ -92,13 +97,20 @@ def fit_candidate_choice(
                         sum(len(r) for r in scored.values()))  # fmt: skip
 
 
-def _clearly_better(gain: np.ndarray, margin: float) -> bool:
-    """True when the per-prompt IoU ``gain`` (P,) is more than ``margin`` on average and more
-    than twice its standard error: a few prompts that happen to favour a mode do not change
-    the choice."""
-    if len(gain) < 2:
+#: Fewer objects than this never change a family's choice.
+MIN_OBJECTS = 5
+
+
+def _clearly_better(gain: np.ndarray, owners: np.ndarray, margin: float) -> bool:
+    """True when the IoU ``gain`` (P,) of the prompts, averaged per object (``owners`` (P,):
+    each prompt's object), is more than ``margin`` on average and more than twice its
+    standard error, over at least :data:`MIN_OBJECTS` objects: a few objects that happen to
+    favour a mode do not change the choice."""
+    per_object = np.array([gain[owners == o].mean() for o in np.unique(owners)])
+    if len(per_object) < MIN_OBJECTS:
         return False
-    return bool(gain.mean() > margin and gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain)))
+    spread = per_object.std(ddof=1) / np.sqrt(len(per_object))
+    return bool(per_object.mean() > margin and per_object.mean() > 2 * spread)
 
 
 def _picked(mode: str, ious: np.ndarray, scores: np.ndarray) -> np.ndarray:
