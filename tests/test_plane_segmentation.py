@@ -57,6 +57,15 @@ def test_box_across_a_core_border_goes_to_a_window_holding_it():
     np.testing.assert_array_equal(result.mask.to_array(), labels[0] == 4)
 
 
+def test_a_thin_box_on_the_planes_last_row_is_still_a_box():
+    # a nucleus cut by the image's edge, one row of it inside: its box (max + 1) ends on the
+    # edge; once in the window's frame it must not shrink to nothing
+    labels = _plane_with((6, 127, 20, 128, 40), (7, 0, 0, 10, 10))
+    result = segment_plane(oracle_embeddings(labels, GRID), LabelOracle(), 0,
+                           Prompt.from_box([127, 20, 128, 40]))  # fmt: skip
+    np.testing.assert_array_equal(result.mask.to_array(), labels[0] == 6)
+
+
 def test_negative_point_in_a_neighbour_tile_still_counts():
     labels = _plane_with((5, 10, 10, 118, 40))
     oracle = LabelOracle()

@@ -107,15 +107,17 @@ def anchor_points(prompt: Prompt) -> np.ndarray:
 
 def localise(prompt: Prompt, tile: Tile) -> Prompt:
     """A plane prompt in ``tile``'s window frame: points inside the window (others dropped),
-    the box shifted and clipped to the window, a plane-sized mask cropped to the window
-    (dropped where empty there), mask logits kept as they are (they are per window)."""
+    the box shifted and clipped to the window's pixels as :meth:`Prompt.within` clips to the
+    image's (a one-pixel box on the window's last row stays a box), a plane-sized mask cropped
+    to the window (dropped where empty there), mask logits kept as they are (they are per
+    window)."""
     r0, c0, r1, c1 = tile.window
     local = tile.to_local(prompt.points)
     inside = (local >= -0.5).all(1) & (local[:, 0] < r1 - r0 - 0.5) & (local[:, 1] < c1 - c0 - 0.5)
     box = None
     if prompt.box is not None:
         corners = tile.to_local(prompt.box.reshape(2, 2))
-        corners = np.clip(corners, 0, [r1 - r0 - 1, c1 - c0 - 1]).reshape(-1)
+        corners = np.clip(corners, -0.5, [r1 - r0 - 0.5, c1 - c0 - 0.5]).reshape(-1)
         box = corners if corners[2] > corners[0] and corners[3] > corners[1] else None
     mask = None
     if prompt.mask is not None:
