@@ -5,6 +5,8 @@ embedding signature."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -110,6 +112,27 @@ def test_an_adapted_encoder_changes_the_embedding_signature(base, adapted, scene
         result.predictor.predict(stale, Prompt.from_points(np.array([[96.0, 96.0]])))
     fresh = result.predictor.embed(image)
     assert not torch.allclose(fresh.features, stale.features, atol=1e-4)
+
+
+def test_heads_only_leaves_the_decoders_transformer_as_it_was(base, scene):
+    image, labels, committed = scene
+    settings = AdaptSettings(budget_s=600, max_steps=3, objects_per_step=2, decoder_part="heads",
+                             fit_choice=False)  # fmt: skip
+    result = adapt(base, [CommittedPlane(image, committed)], settings)
+    before, after = state_of(base.model), state_of(result.predictor.model)
+    frozen = ("mask_decoder.transformer.", "mask_decoder.iou_token.", "mask_decoder.mask_tokens.",
+              "image_encoder.", "prompt_encoder.")  # fmt: skip
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and not any(k.startswith(frozen) for k in changed)
+    assert any(k.startswith("mask_decoder.output_hypernetworks_mlps.") for k in changed)
+    new = logits_of(result.predictor, image, labels)
+    assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(new, logits_of(base, image, labels)))
+    whole = adapt(base, [CommittedPlane(image, committed)], replace(settings, decoder_part="all"))
+    after = state_of(whole.predictor.model)
+    assert any(not torch.equal(before[k], after[k]) for k in before
+               if k.startswith("mask_decoder.transformer."))  # fmt: skip
+    with pytest.raises(ValueError, match="decoder_part"):
+        AdaptSettings(decoder_part="transformer")
 
 
 def test_no_committed_object_is_a_clear_error(base, scene):

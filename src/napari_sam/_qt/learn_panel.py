@@ -144,8 +144,11 @@ class LearnPanel(QWidget):
         self.budget.setToolTip("Training time; larger models need more")
         form.addRow("Time budget", self.budget)
         self.adapt_target = QComboBox()
-        self.adapt_target.addItem("Mask decoder", "decoder")
-        self.adapt_target.addItem("Mask decoder + encoder adapters (re-embeds)", "decoder+encoder")
+        # (target, decoder part) of AdaptSettings; the first is its default
+        self.adapt_target.addItem("Mask decoder's output heads", ("decoder", "heads"))
+        self.adapt_target.addItem("Whole mask decoder", ("decoder", "all"))
+        self.adapt_target.addItem("Output heads + encoder adapters (re-embeds)",
+                                  ("decoder+encoder", "heads"))  # fmt: skip
         form.addRow("Learns", self.adapt_target)
         layout.addLayout(form)
         row = QHBoxLayout()
@@ -379,8 +382,9 @@ class LearnPanel(QWidget):
         if not planes:
             self.adapt_status.setText("Commit some objects first: adapting learns from them.")
             return
-        settings = AdaptSettings(budget_s=float(self.budget.value()),
-                                 target=self.adapt_target.currentData())  # fmt: skip
+        target, part = self.adapt_target.currentData()
+        settings = AdaptSettings(budget_s=float(self.budget.value()), target=target,
+                                 decoder_part=part)  # fmt: skip
 
         def steps(predictor):  # the model in use: adapting again goes on from the adapted one
             return adapt_steps(predictor, planes, settings)
