@@ -124,9 +124,10 @@ def test_heads_only_leaves_the_decoders_transformer_as_it_was(base, scene):
               "image_encoder.", "prompt_encoder.")  # fmt: skip
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and not any(k.startswith(frozen) for k in changed)
-    assert any(k.startswith("mask_decoder.output_hypernetworks_mlps.") for k in changed)
-    new = logits_of(result.predictor, image, labels)
-    assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(new, logits_of(base, image, labels)))
+    for head in ("output_hypernetworks_mlps", "output_upscaling", "iou_prediction_head"):
+        assert any(k.startswith(f"mask_decoder.{head}.") for k in changed), head
+    new, old = logits_of(result.predictor, image, labels), logits_of(base, image, labels)
+    assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(new, old))
     whole = adapt(base, [CommittedPlane(image, committed)], replace(settings, decoder_part="all"))
     after = state_of(whole.predictor.model)
     assert any(not torch.equal(before[k], after[k]) for k in before

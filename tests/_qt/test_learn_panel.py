@@ -100,6 +100,7 @@ def test_adapting_serves_the_adapted_model_until_back_to_base(make_napari_viewer
     adapted = done.args[0]
     assert adapted is not None, panel.adapt_status.text()
     assert adapted.report.steps >= 1 and adapted.report.objects == 4
+    assert (adapted.report.target, adapted.report.decoder_part) == ("decoder", "heads")  # default
     assert widget.models.cached() is adapted.predictor
     assert "adapted" in widget.model_section.status.text()
     assert panel.save_button.isEnabled() and panel.revert_button.isEnabled()

@@ -144,11 +144,14 @@ class LearnPanel(QWidget):
         self.budget.setToolTip("Training time; larger models need more")
         form.addRow("Time budget", self.budget)
         self.adapt_target = QComboBox()
-        # (target, decoder part) of AdaptSettings; the first is its default
+        # (target, decoder part) of AdaptSettings
         self.adapt_target.addItem("Mask decoder's output heads", ("decoder", "heads"))
         self.adapt_target.addItem("Whole mask decoder", ("decoder", "all"))
         self.adapt_target.addItem("Output heads + encoder adapters (re-embeds)",
                                   ("decoder+encoder", "heads"))  # fmt: skip
+        default = (AdaptSettings.target, AdaptSettings.decoder_part)
+        self.adapt_target.setCurrentIndex(next(i for i in range(self.adapt_target.count())
+                                               if self.adapt_target.itemData(i) == default))  # fmt: skip
         form.addRow("Learns", self.adapt_target)
         layout.addLayout(form)
         row = QHBoxLayout()
@@ -382,8 +385,8 @@ class LearnPanel(QWidget):
         if not planes:
             self.adapt_status.setText("Commit some objects first: adapting learns from them.")
             return
-        target, part = self.adapt_target.currentData()
-        settings = AdaptSettings(budget_s=float(self.budget.value()), target=target,
+        learns, part = self.adapt_target.currentData()
+        settings = AdaptSettings(budget_s=float(self.budget.value()), target=learns,
                                  decoder_part=part)  # fmt: skip
 
         def steps(predictor):  # the model in use: adapting again goes on from the adapted one

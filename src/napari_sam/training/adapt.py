@@ -17,8 +17,10 @@ low-rank adapters on the image encoder's attention (:mod:`napari_sam.model.lora`
 into its weights at the end; the encoder then differs, and so does the embedding signature.
 ``decoder_part`` says which of the mask decoder: ``"heads"`` (the default) its upscaling,
 hypernetworks and IoU head, the two-way transformer frozen; ``"all"`` the whole decoder.
-With the bundled model and 60 s, heads alone gained more on nuclei from elsewhere and kept
-the box figures on ours, where the whole decoder lowered them (docs/training.md).
+``decoder_part`` applies to both targets. With the bundled model, target ``"decoder"`` and
+60 s, heads alone ran about 1.5x the steps, gained a little more on clicks on nuclei from
+elsewhere, less on ours, and held the box figures, which the whole decoder lowered on ours
+(docs/training.md).
 """
 
 from __future__ import annotations
@@ -120,8 +122,9 @@ class CommittedPlane:
 @dataclass(frozen=True)
 class AdaptReport:
     """What a run did: optimisation ``steps`` in ``seconds`` on ``objects`` committed
-    objects; the mean loss of the first and of the last fifth of the steps; the mask choice
-    fitted to the objects (None: not fitted)."""
+    objects; the mean loss of the first and of the last fifth of the steps; what learned
+    (``target``, ``decoder_part``); the mask choice fitted to the objects (None: not
+    fitted)."""
 
     steps: int
     seconds: float
@@ -130,6 +133,7 @@ class AdaptReport:
     last_loss: float
     target: AdaptTarget
     choice: FittedChoice | None = None
+    decoder_part: DecoderPart = "heads"
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,7 @@ def adapt_steps(
     model = copy.deepcopy(predictor.model).set_compute_dtype(torch.float32).train()
     params = trainable_parameters(model, "all_but_decoder")
     if settings.decoder_part == "heads":
-        params = _heads_only(model)
+        params = _freeze_decoder_transformer(model, params)
     if settings.target == "decoder+encoder":
         params += add_lora(model.image_encoder, settings.lora_rank)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -264,20 +268,22 @@ def adapt_steps(
     report = AdaptReport(step, time.perf_counter() - start, len(objects),
                          float(np.mean(losses[:fifth])) if losses else float("nan"),
                          float(np.mean(losses[-fifth:])) if losses else float("nan"),
-                         settings.target, choice)  # fmt: skip
+                         settings.target, choice, settings.decoder_part)  # fmt: skip
     return Adapted(predictor, adapted, report)
 
 
-def _heads_only(model: nn.Module) -> list[nn.Parameter]:
-    """Freeze the mask decoder's two-way transformer and its tokens; return what still
-    learns: the upscaling, the hypernetworks and the IoU head. The transformer then runs
-    without a graph (none of its inputs or weights needs a gradient), so a step costs about
-    its forward pass alone."""
+def _freeze_decoder_transformer(model: nn.Module,
+                                params: list[nn.Parameter]) -> list[nn.Parameter]:  # fmt: skip
+    """Freeze the mask decoder's two-way transformer and its tokens; return those of
+    ``params`` that still learn (the upscaling, the hypernetworks, the IoU head). With the
+    encoder frozen too the transformer runs without a graph (none of its inputs or weights
+    needs a gradient), so a step costs about its forward pass; with encoder adapters the
+    backward pass still runs through it to the embedding, without its weights' gradients."""
     decoder = model.mask_decoder
     for part in (decoder.transformer, decoder.iou_token, decoder.mask_tokens):
         for p in part.parameters():
             p.requires_grad_(False)
-    return [p for p in model.parameters() if p.requires_grad]
+    return [p for p in params if p.requires_grad]
 
 
 def _in_seconds(steps: Generator[tuple[int, int], None, T], start: float,
