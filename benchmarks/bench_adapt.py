@@ -17,31 +17,23 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
+from typing import get_args
 
 import numpy as np
 import torch
-from bench_foreign import DEFAULT_FOREIGN, cpu_line, foreign_2d
+from bench_foreign import DEFAULT_FOREIGN, cpu_line, foreign_2d, ours_2d
 
 from napari_sam.image import percentile_limits
 from napari_sam.predictor import Predictor
-from napari_sam.training.adapt import AdaptSettings, CommittedPlane, adapt
+from napari_sam.training.adapt import (
+    AdaptSettings,
+    AdaptTarget,
+    CommittedPlane,
+    DecoderPart,
+    adapt,
+)
 from napari_sam.training.data import ImagePair
 from napari_sam.training.evaluate import EvalObject, evaluate_prompting
-from napari_sam.training.synthetic import NucleiStyle, synthetic_nuclei
-
-
-def ours_2d_dense(count: int = 4, min_nuclei: int = 40) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The first ``count`` held-out 384 x 384 images of our broad style (bench_foreign's
-    seeds, 20000 on) with at least ``min_nuclei`` nuclei: 10 committed leave 30 or more to
-    measure (bench_foreign's first four hold 4, 307, 17 and 47)."""
-    out = []
-    for seed in range(20_000, 20_200):
-        sample = synthetic_nuclei((384, 384), seed=seed, style=NucleiStyle())
-        if len(np.unique(sample.labels)) - 1 >= min_nuclei:
-            out.append((sample.image, sample.labels))
-            if len(out) == count:
-                return out
-    raise ValueError(f"fewer than {count} of 200 held-out images hold {min_nuclei} nuclei")
 
 
 def main() -> None:
@@ -49,8 +41,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--budget", type=float, default=AdaptSettings.budget_s)
     parser.add_argument("--target", default=AdaptSettings.target,
-                        choices=("decoder", "decoder+encoder"))  # fmt: skip
-    parser.add_argument("--part", default=AdaptSettings.decoder_part, choices=("heads", "all"),
+                        choices=get_args(AdaptTarget))  # fmt: skip
+    parser.add_argument("--part", default=AdaptSettings.decoder_part, choices=get_args(DecoderPart),
                         help="which part of the mask decoder learns")  # fmt: skip
     parser.add_argument("--lr", type=float, default=AdaptSettings.lr)
     parser.add_argument("--per-step", type=int, default=AdaptSettings.objects_per_step)
@@ -78,7 +70,7 @@ def main() -> None:
     print(f"{'data':<9}{'image':>6}{'nuclei':>7}{'click base':>11}{'adapted':>8}"
           f"{'box base':>9}{'adapted':>8}{'steps':>6}{'s':>6}  mask choice fitted")  # fmt: skip
     sets = {"foreign": lambda: foreign_2d(DEFAULT_FOREIGN),
-            "ours": lambda: ours_2d_dense(args.images)}  # fmt: skip
+            "ours": lambda: ours_2d(args.images, min_nuclei=40)}  # fmt: skip
     for name in args.sets.split(","):
         rows, counts = [], []
         for index, (image, truth) in enumerate(sets[name]()[: args.images]):

@@ -86,10 +86,18 @@ def foreign_3d(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
             for p in sorted(folder.glob("nuclei3d_?.tif"))]  # fmt: skip
 
 
-def ours_2d() -> list[tuple[np.ndarray, np.ndarray]]:
-    """Four held-out 384 x 384 images of our broad style (seeds apart from training)."""
-    return [(s.image, s.labels) for s in
-            (synthetic_nuclei((384, 384), seed=20_000 + i, style=NucleiStyle()) for i in range(4))]
+def ours_2d(count: int = 4, min_nuclei: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first ``count`` held-out 384 x 384 images of our broad style (seeds 20000 on,
+    apart from training) with at least ``min_nuclei`` nuclei (the first four hold 4, 307,
+    17 and 47)."""
+    out = []
+    for seed in range(20_000, 20_200):
+        sample = synthetic_nuclei((384, 384), seed=seed, style=NucleiStyle())
+        if len(np.unique(sample.labels)) - 1 >= min_nuclei:
+            out.append((sample.image, sample.labels))
+            if len(out) == count:
+                return out
+    raise ValueError(f"fewer than {count} of 200 held-out images hold {min_nuclei} nuclei")
 
 
 def ours_3d() -> list[tuple[np.ndarray, np.ndarray]]:

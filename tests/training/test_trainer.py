@@ -46,6 +46,16 @@ def test_freeze_options(tiny_model):
     no_encoder = trainable_parameters(tiny_model, "image_encoder")
     assert len(decoder) < len(no_encoder) < n_all
     assert not any(p.requires_grad for p in tiny_model.image_encoder.parameters())
+    heads = trainable_parameters(tiny_model, "all_but_decoder_heads")
+    assert 0 < len(heads) < len(decoder)
+    mask_decoder = tiny_model.mask_decoder
+    assert not any(p.requires_grad for p in mask_decoder.transformer.parameters())
+    assert not mask_decoder.mask_tokens.weight.requires_grad
+    for head in (mask_decoder.output_upscaling, mask_decoder.output_hypernetworks_mlps,
+                 mask_decoder.iou_prediction_head):
+        assert all(p.requires_grad for p in head.parameters())
+    with pytest.raises(ValueError, match="freeze must be one of"):
+        trainable_parameters(tiny_model, "decoder")
 
 
 def test_decoder_only_training_leaves_the_encoder_unchanged(tiny_model, easy_pair):

@@ -18,10 +18,11 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 from napari_sam.training.augment import AugmentConfig
 from napari_sam.training.rounds import RoundsConfig
-from napari_sam.training.trainer import TrainConfig
+from napari_sam.training.trainer import Freeze, TrainConfig
 
 DECODER_LOG_HEADER = "step\tloss\tlr\tseconds\twall_time\n"
 LOG_HEADER = "step\tloss\tfocal\tdice\tiou\tlr\tseconds\tobjects\twall_time\n"
@@ -77,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=None,
                    help="AdamW weight decay (default 0.05, with --decoder 1e-4)")
     p.add_argument("--objects", type=int, default=16, help="objects per image and step")
-    p.add_argument("--freeze", choices=("none", "image_encoder", "all_but_decoder"),
+    p.add_argument("--freeze", choices=get_args(Freeze),
                    default="none", help="parts that do not train")
     p.add_argument("--corrective-rounds", type=int, default=8)
     p.add_argument("--refine-rounds", type=int, default=2)

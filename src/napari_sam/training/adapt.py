@@ -32,7 +32,7 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -87,10 +87,11 @@ class AdaptSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.target not in ("decoder", "decoder+encoder"):
-            raise ValueError(f"target must be 'decoder' or 'decoder+encoder', got {self.target!r}")
-        if self.decoder_part not in ("all", "heads"):
-            raise ValueError(f"decoder_part must be 'all' or 'heads', got {self.decoder_part!r}")
+        if self.target not in get_args(AdaptTarget):
+            raise ValueError(f"target must be one of {get_args(AdaptTarget)}, got {self.target!r}")
+        if self.decoder_part not in get_args(DecoderPart):
+            raise ValueError(f"decoder_part must be one of {get_args(DecoderPart)}, "
+                             f"got {self.decoder_part!r}")  # fmt: skip
         if not self.budget_s > 0:
             raise ValueError(f"the time budget must be positive, got {self.budget_s}")
         if self.objects_per_step < 1 or self.lora_rank < 1:
@@ -207,9 +208,8 @@ def adapt_steps(
                          "pixels; commit some objects first")  # fmt: skip
     base_dtype = predictor.model.compute_dtype
     model = copy.deepcopy(predictor.model).set_compute_dtype(torch.float32).train()
-    params = trainable_parameters(model, "all_but_decoder")
-    if settings.decoder_part == "heads":
-        params = _freeze_decoder_transformer(model, params)
+    params = trainable_parameters(model, "all_but_decoder_heads"
+                                  if settings.decoder_part == "heads" else "all_but_decoder")  # fmt: skip
     if settings.target == "decoder+encoder":
         params += add_lora(model.image_encoder, settings.lora_rank)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -270,20 +270,6 @@ def adapt_steps(
                          float(np.mean(losses[-fifth:])) if losses else float("nan"),
                          settings.target, choice, settings.decoder_part)  # fmt: skip
     return Adapted(predictor, adapted, report)
-
-
-def _freeze_decoder_transformer(model: nn.Module,
-                                params: list[nn.Parameter]) -> list[nn.Parameter]:  # fmt: skip
-    """Freeze the mask decoder's two-way transformer and its tokens; return those of
-    ``params`` that still learn (the upscaling, the hypernetworks, the IoU head). With the
-    encoder frozen too the transformer runs without a graph (none of its inputs or weights
-    needs a gradient), so a step costs about its forward pass; with encoder adapters the
-    backward pass still runs through it to the embedding, without its weights' gradients."""
-    decoder = model.mask_decoder
-    for part in (decoder.transformer, decoder.iou_token, decoder.mask_tokens):
-        for p in part.parameters():
-            p.requires_grad_(False)
-    return [p for p in params if p.requires_grad]
 
 
 def _in_seconds(steps: Generator[tuple[int, int], None, T], start: float,

@@ -26,7 +26,16 @@ from napari_sam.training.data import PairSampler, sample_objects
 from napari_sam.training.losses import LossTerms
 from napari_sam.training.rounds import RoundsConfig, simulate_rounds
 
-Freeze = Literal["none", "image_encoder", "all_but_decoder"]
+Freeze = Literal["none", "image_encoder", "all_but_decoder", "all_but_decoder_heads"]
+
+#: per :data:`Freeze`, the parts (parameter name prefixes) that do not train
+FROZEN: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "image_encoder": ("image_encoder",),
+    "all_but_decoder": ("image_encoder", "prompt_encoder"),
+    "all_but_decoder_heads": ("image_encoder", "prompt_encoder", "mask_decoder.transformer",
+                              "mask_decoder.iou_token", "mask_decoder.mask_tokens"),
+}
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,8 @@ class TrainConfig:
     """Everything that shapes a training run (saved in its checkpoints).
 
     ``freeze``: "image_encoder" trains prompt encoder + mask decoder; "all_but_decoder" the
-    mask decoder only. ``lr`` peaks after ``warmup_steps`` and decays (cosine) to
+    mask decoder only; "all_but_decoder_heads" the mask decoder's output heads only (its
+    upscaling, hypernetworks and IoU head; its two-way transformer and tokens stay). ``lr`` peaks after ``warmup_steps`` and decays (cosine) to
     ``lr * min_lr_ratio`` at ``steps``.
     """
 
@@ -85,12 +95,16 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def trainable_parameters(model: nn.Module, freeze: Freeze) -> list[nn.Parameter]:
-    """Sets ``requires_grad`` by ``freeze`` and returns the parameters that train."""
-    frozen = {"none": (), "image_encoder": ("image_encoder",),
-              "all_but_decoder": ("image_encoder", "prompt_encoder")}[freeze]
+    """Sets ``requires_grad`` by ``freeze`` (:data:`FROZEN`) and returns the parameters that
+    train. With the encoder and the decoder's transformer frozen ("all_but_decoder_heads")
+    the transformer runs without a graph unless something upstream of it trains (encoder
+    adapters), so a step costs about its forward pass."""
+    if freeze not in FROZEN:
+        raise ValueError(f"freeze must be one of {sorted(FROZEN)}, got {freeze!r}")
+    frozen = FROZEN[freeze]
     params = []
     for name, p in model.named_parameters():
-        p.requires_grad_(name.split(".")[0] not in frozen)
+        p.requires_grad_(not any(name == f or name.startswith(f + ".") for f in frozen))
         if p.requires_grad:
             params.append(p)
     return params
