@@ -70,18 +70,29 @@ def reference_row(predictor, images) -> tuple[float, float]:
     return f1_from(counts), float(np.median(seconds))
 
 
-def two_kinds_rows(predictor, settings, seeds=(0, 1, 2)) -> None:
+#: the two kinds of napari_sam.testing.two_kinds
+KINDS = ((0, "large dim"), (1, "small bright"))
+
+
+def two_kinds_counts(predictor, settings, kind: int, seeds=(0, 1, 2)) -> tuple[int, int, int]:
+    """Examples of one ``kind`` (3 per scene): (found objects of that kind, found objects,
+    objects of that kind), summed over the scenes of ``seeds``."""
+    tp = n_found = n_kind = 0
+    for seed in seeds:
+        scene = two_kinds(seed=seed)
+        ids = [i for i, k in scene.kinds.items() if k == kind][:3]
+        committed = np.where(np.isin(scene.labels, ids), scene.labels, 0)
+        found = find_similar(predictor, scene.image, committed, settings=settings)
+        wanted = [i for i, k in scene.kinds.items() if k == kind and i not in ids]
+        m, f, t = match_counts(found, np.where(np.isin(scene.labels, wanted), scene.labels, 0))
+        tp, n_found, n_kind = tp + m, n_found + f, n_kind + t
+    return tp, n_found, n_kind
+
+
+def two_kinds_rows(predictor, settings) -> None:
     print(f"\n{'two kinds: examples of':<28}{'precision':>10}{'recall':>8}{'found':>7}")
-    for kind, name in ((0, "large dim"), (1, "small bright")):
-        tp = n_found = n_kind = 0
-        for seed in seeds:
-            scene = two_kinds(seed=seed)
-            ids = [i for i, k in scene.kinds.items() if k == kind][:3]
-            committed = np.where(np.isin(scene.labels, ids), scene.labels, 0)
-            found = find_similar(predictor, scene.image, committed, settings=settings)
-            wanted = [i for i, k in scene.kinds.items() if k == kind and i not in ids]
-            m, f, t = match_counts(found, np.where(np.isin(scene.labels, wanted), scene.labels, 0))
-            tp, n_found, n_kind = tp + m, n_found + f, n_kind + t
+    for kind, name in KINDS:
+        tp, n_found, n_kind = two_kinds_counts(predictor, settings, kind)
         print(f"{name:<28}{tp / max(n_found, 1):>10.3f}{tp / max(n_kind, 1):>8.3f}{n_found:>7}")
 
 

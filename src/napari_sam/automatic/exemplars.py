@@ -37,7 +37,9 @@ class SimilarSettings:
         background_quantile: the share of the image least like the examples that forms the
             background's prototype (a negative example).
         likeness_weight: how much likeness to the examples counts beside SAM's predicted IoU
-            when one of SAM's masks is chosen per prompt and in ranking the objects.
+            when one of SAM's masks is chosen per prompt and in ranking the objects (0: the
+            likeness only filters; ``benchmarks/sweep_similar.py`` chose 0 and the
+            min_distance on the foreign nuclei and ours together, docs/similar.md).
         nms_threshold: mask IoU above which the worse of two objects is dropped.
         min_free_fraction: an object is kept only where this fraction of it is free (not
             committed, not taken by a better object).
@@ -51,10 +53,10 @@ class SimilarSettings:
             their own, as the automatic modes); None: the model's own (its APG settings).
     """
 
-    min_distance: float = 0.6
+    min_distance: float = 0.9
     size_tolerance: float = 3.0
     background_quantile: float = 0.2
-    likeness_weight: float = 2.0
+    likeness_weight: float = 0.0
     nms_threshold: float = 0.5
     min_free_fraction: float = 0.5
     min_contrast: float = 0.25

@@ -6,10 +6,10 @@
    like the examples, spaced by the examples' size; with the instance decoder's seeds (and
    their objects' boxes, as APG) where the model has one and they lie in that region.
 3. Each prompt is decoded on the tile whose window holds it best; of SAM's four masks the
-   one kept is the best by predicted IoU plus likeness among those of the examples' size
-   and like the examples. Then objects on committed pixels lose those pixels (and go when
-   too little is left), non-maximum suppression removes duplicates, and the rest are
-   painted best first.
+   one kept is the best by predicted IoU (plus ``likeness_weight`` x likeness) among those
+   of the examples' size and like the examples. Then objects on committed pixels lose those
+   pixels (and go when too little is left), non-maximum suppression removes duplicates, and
+   the rest are painted best first.
 """
 
 from __future__ import annotations
