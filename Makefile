@@ -47,7 +47,9 @@ lint: $(VENV)/.installed-dev
 
 # The widget tests run one file per process: many viewers in one process have crashed
 # (a segfault in Qt event processing after ~25 widget tests; see docs/reliability.md).
+# With no display the widget tests need Xvfb: its Debian packages are installed when missing.
 test: $(VENV)/.installed-dev lint
+	@if [ -z "$$DISPLAY" ] && [ -z "$$WAYLAND_DISPLAY" ]; then bash .ci/system-deps.sh; fi
 	$(VENV)/bin/pytest --ignore=tests/_qt
 	for f in tests/_qt/test_*.py; do $(VENV)/bin/pytest "$$f" || exit 1; done
 	$(VENV)/bin/npe2 validate napari-sam --imports
