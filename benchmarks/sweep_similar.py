@@ -1,11 +1,13 @@
 """Which find-similar settings suit the bundled model: F1@0.5 from 3 example nuclei on
 ``../shared/foreign`` 2D and on our generator's held-out images, and the two-kinds
-precision, for one setting changed at a time from the default; in one run, default first.
+precision, for one setting changed at a time from a base (then a few together); in one run,
+today's default and the base first.
 
 A default is chosen on both data sets together (ranked by the lower F1, with the two-kinds
-precision >= 0.9), never on one alone.
+precision >= 0.9), never on one alone. The base is :data:`BEFORE` (the settings the sweep
+in docs/similar.md started from) or, with ``--base default``, today's defaults.
 
-    .venv/bin/python benchmarks/sweep_similar.py [--threads 2] [--only NAME,...]
+    .venv/bin/python benchmarks/sweep_similar.py [--threads 2] [--only 0,4,12] [--base before]
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from bench_similar import KINDS, similar_row, two_kinds_counts
 from napari_sam.automatic.similar import similar_settings
 from napari_sam.predictor import Predictor
 
-#: settings changed from the default, one at a time, then together
+#: the settings before this sweep chose today's defaults (docs/similar.md's table changes
+#: these); ``--base default`` changes today's defaults instead
+BEFORE: dict[str, float] = {"likeness_weight": 2.0, "min_distance": 0.6}
+
+#: settings changed from the base, one at a time, then together
 VARIANTS: tuple[dict[str, float], ...] = (
     {"size_tolerance": 4.0},
     {"size_tolerance": 6.0},
@@ -49,6 +55,7 @@ VARIANTS: tuple[dict[str, float], ...] = (
 
 
 def name_of(change: dict[str, float]) -> str:
+    """``change`` as a row name, e.g. 'likeness_weight 0, min_distance 0.9'."""
     return ", ".join(f"{k} {v:g}" for k, v in change.items())
 
 
@@ -62,6 +69,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--only", default="", help="indices of VARIANTS (e.g. 12,13,15)")
+    parser.add_argument("--base", choices=("before", "default"), default="before",
+                        help="what the variants change: BEFORE (the table in docs/similar.md) "
+                             "or today's defaults")  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,8 +83,11 @@ def main() -> None:
     data = {"foreign": foreign_2d(DEFAULT_FOREIGN), "ours": ours_2d()}
     print(f"{'setting':<44}{'F1 foreign':>11}{'F1 ours':>9}{'lower':>7}{'2-kinds prec':>13}"
           f"{'s/img':>7}")  # fmt: skip
-    for name, settings in [("default", default)] + [
-            (name_of(c), replace(default, **c)) for c in chosen]:  # fmt: skip
+    base = replace(default, **BEFORE) if args.base == "before" else default
+    rows = [("default", default)]
+    if args.base == "before":
+        rows.append((f"before: {name_of(BEFORE)}", base))
+    for name, settings in rows + [(name_of(c), replace(base, **c)) for c in chosen]:
         (f_for, s_for), (f_ours, _) = (similar_row(predictor, data[k], settings)
                                        for k in ("foreign", "ours"))  # fmt: skip
         precision = two_kinds_precision(predictor, settings)

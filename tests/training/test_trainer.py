@@ -1,4 +1,5 @@
 import itertools
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ from napari_sam.model.sam import build_sam
 from napari_sam.training.augment import AugmentConfig
 from napari_sam.training.rounds import RoundsConfig
 from napari_sam.training.trainer import (
+    FROZEN,
+    Freeze,
     TrainConfig,
     Trainer,
     export_weights,
@@ -51,11 +54,14 @@ def test_freeze_options(tiny_model):
     mask_decoder = tiny_model.mask_decoder
     assert not any(p.requires_grad for p in mask_decoder.transformer.parameters())
     assert not mask_decoder.mask_tokens.weight.requires_grad
+    assert not mask_decoder.iou_token.weight.requires_grad
+    assert not any(p.requires_grad for p in tiny_model.prompt_encoder.parameters())
     for head in (mask_decoder.output_upscaling, mask_decoder.output_hypernetworks_mlps,
                  mask_decoder.iou_prediction_head):
         assert all(p.requires_grad for p in head.parameters())
     with pytest.raises(ValueError, match="freeze must be one of"):
         trainable_parameters(tiny_model, "decoder")
+    assert set(FROZEN) == set(get_args(Freeze))  # the CLI offers get_args(Freeze)
 
 
 def test_decoder_only_training_leaves_the_encoder_unchanged(tiny_model, easy_pair):

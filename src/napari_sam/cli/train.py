@@ -78,8 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=None,
                    help="AdamW weight decay (default 0.05, with --decoder 1e-4)")
     p.add_argument("--objects", type=int, default=16, help="objects per image and step")
-    p.add_argument("--freeze", choices=get_args(Freeze),
-                   default="none", help="parts that do not train")
+    p.add_argument("--freeze", choices=get_args(Freeze), default="none",
+                   help="parts that do not train: image_encoder; all_but_decoder (the mask "
+                        "decoder trains); all_but_decoder_heads (its output heads train)")
     p.add_argument("--corrective-rounds", type=int, default=8)
     p.add_argument("--refine-rounds", type=int, default=2)
     p.add_argument("--neighbour-negatives", type=float, default=0.0, metavar="P",

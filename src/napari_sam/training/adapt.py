@@ -208,8 +208,8 @@ def adapt_steps(
                          "pixels; commit some objects first")  # fmt: skip
     base_dtype = predictor.model.compute_dtype
     model = copy.deepcopy(predictor.model).set_compute_dtype(torch.float32).train()
-    params = trainable_parameters(model, "all_but_decoder_heads"
-                                  if settings.decoder_part == "heads" else "all_but_decoder")  # fmt: skip
+    freeze = "all_but_decoder_heads" if settings.decoder_part == "heads" else "all_but_decoder"
+    params = trainable_parameters(model, freeze)
     if settings.target == "decoder+encoder":
         params += add_lora(model.image_encoder, settings.lora_rank)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)

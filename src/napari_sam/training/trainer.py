@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from napari_sam.training.rounds import RoundsConfig, simulate_rounds
 Freeze = Literal["none", "image_encoder", "all_but_decoder", "all_but_decoder_heads"]
 
 #: per :data:`Freeze`, the parts (parameter name prefixes) that do not train
-FROZEN: dict[str, tuple[str, ...]] = {
+FROZEN: dict[Freeze, tuple[str, ...]] = {
     "none": (),
     "image_encoder": ("image_encoder",),
     "all_but_decoder": ("image_encoder", "prompt_encoder"),
@@ -44,8 +44,9 @@ class TrainConfig:
 
     ``freeze``: "image_encoder" trains prompt encoder + mask decoder; "all_but_decoder" the
     mask decoder only; "all_but_decoder_heads" the mask decoder's output heads only (its
-    upscaling, hypernetworks and IoU head; its two-way transformer and tokens stay). ``lr`` peaks after ``warmup_steps`` and decays (cosine) to
-    ``lr * min_lr_ratio`` at ``steps``.
+    upscaling, hypernetworks and IoU head; its two-way transformer and tokens stay).
+    ``lr`` peaks after ``warmup_steps`` and decays (cosine) to ``lr * min_lr_ratio`` at
+    ``steps``.
     """
 
     steps: int = 1000
@@ -100,7 +101,7 @@ def trainable_parameters(model: nn.Module, freeze: Freeze) -> list[nn.Parameter]
     the transformer runs without a graph unless something upstream of it trains (encoder
     adapters), so a step costs about its forward pass."""
     if freeze not in FROZEN:
-        raise ValueError(f"freeze must be one of {sorted(FROZEN)}, got {freeze!r}")
+        raise ValueError(f"freeze must be one of {get_args(Freeze)}, got {freeze!r}")
     frozen = FROZEN[freeze]
     params = []
     for name, p in model.named_parameters():
