@@ -1,6 +1,6 @@
 """Quality on nuclei we did not make, beside our own generator's, in one run.
 
-    .venv/bin/python benchmarks/bench_foreign.py [--only prompts,propagate,drift,auto]
+    .venv/bin/python benchmarks/bench_foreign.py [--only prompts,negatives,propagate,drift,auto]
                                                  [--weights FILE] [--foreign DIR]
 
 ``--foreign`` (default ``../shared/foreign``) holds nuclei from another generator: 2D images
@@ -11,8 +11,11 @@ ours (our generator's held-out seeds), with the same prompts and the plugin's de
 
 - prompts: per nucleus a tight box and a click at its deepest pixel, under each mask
   choice (best of three, single-mask output, best of all four; "auto" is one of them per
-  prompt family, as the model's configuration says); on nuclei that touch a neighbour, the click alone and with a negative click at the
-  neighbour's deepest pixel (mean IoU, and on how many the negative helped / hurt).
+  prompt family, as the model's configuration says).
+- negatives: on nuclei that touch a neighbour, under "auto" and each choice, the click alone
+  and with a negative click at the neighbour's deepest pixel (mean IoU, and on how many the
+  negative helped / hurt), and beside it the model's own answer to click plus negative
+  (``positives_first=False``: the click's own mask is not tried first).
 - propagate: per nucleus of a volume, a box (and, second row, a click) on its middle slice,
   propagated both ways: mean 3D IoU, slices written past the nucleus's ends (per nucleus),
   and seconds per propagated slice; beside it the box with the settings before the stop
@@ -153,27 +156,44 @@ def prompts_rows(predictor: Predictor, images) -> dict[str, float]:
                 continue
             rows, cols = np.nonzero(truth)
             box = Prompt.from_box([rows.min(), cols.min(), rows.max(), cols.max()])
-            click = centre(truth)
-            neighbour = touching_neighbour(labels, obj)
+            click = Prompt.from_points([centre(truth)])
             for mode in CHOICES:
-                def seg(prompt, mode=mode, embeddings=embeddings):
-                    return segment_plane(embeddings, predictor, 0, prompt,
-                                         multimask=mode).mask.to_array()  # fmt: skip
-                ious.setdefault(f"box {mode}", []).append(iou(seg(box), truth))
-                alone = iou(seg(Prompt.from_points([click])), truth)
-                ious.setdefault(f"click {mode}", []).append(alone)
-                if neighbour is not None:
-                    other = centre(labels == neighbour)
-                    both = iou(seg(Prompt.from_points([click, other], [1, 0])), truth)
-                    ious.setdefault(f"touching: click {mode}", []).append(alone)
-                    ious.setdefault(f"touching: click+negative {mode}", []).append(both)
-    out = {k: float(np.mean(v)) for k, v in ious.items()}
-    for mode in CHOICES:
-        a = np.array(ious.get(f"touching: click {mode}", []))
-        b = np.array(ious.get(f"touching: click+negative {mode}", []))
-        out[f"touching: negative helped / hurt {mode}"] = (
-            f"{int((b > a + 0.02).sum())} / {int((b < a - 0.02).sum())} of {len(a)}")
+                for name, prompt in (("box", box), ("click", click)):
+                    mask = segment_plane(embeddings, predictor, 0, prompt, multimask=mode).mask
+                    ious.setdefault(f"{name} {mode}", []).append(iou(mask.to_array(), truth))
+    out: dict[str, float | str] = {k: float(np.mean(v)) for k, v in ious.items()}
     out["nuclei"] = len(ious["box single"])
+    return out
+
+
+def negative_rows(predictor: Predictor, images) -> dict[str, float | str]:
+    """On nuclei that touch a neighbour, per mask choice (the default "auto" first): the
+    click alone, the click with a negative click at the neighbour's deepest pixel, and the
+    model's own answer to that pair (``positives_first=False``); on how many the negative
+    helped / hurt (IoU +- 0.02)."""
+    ious: dict[str, list[float]] = {}
+    modes = ("auto", *CHOICES)
+    for image, labels in images:
+        embeddings = plane_embeddings(predictor, image)
+        for obj in np.unique(labels[labels > 0]):
+            truth = labels == obj
+            neighbour = touching_neighbour(labels, obj)
+            if truth.sum() < 16 or neighbour is None:
+                continue
+            click = centre(truth)
+            pair = Prompt.from_points([click, centre(labels == neighbour)], [1, 0])
+            for mode in modes:
+                for name, prompt, first in (("click", Prompt.from_points([click]), True),
+                                            ("click+negative", pair, True),
+                                            ("click+negative, model's own", pair, False)):  # fmt: skip
+                    mask = segment_plane(embeddings, predictor, 0, prompt, multimask=mode,
+                                         positives_first=first).mask  # fmt: skip
+                    ious.setdefault(f"{name} {mode}", []).append(iou(mask.to_array(), truth))
+    out: dict[str, float | str] = {k: float(np.mean(v)) for k, v in ious.items()}
+    for mode in modes:
+        a, b = np.array(ious[f"click {mode}"]), np.array(ious[f"click+negative {mode}"])
+        out[f"negative helped / hurt {mode}"] = (
+            f"{int((b > a + 0.02).sum())} / {int((b < a - 0.02).sum())} of {len(a)}")
     return out
 
 
@@ -292,7 +312,7 @@ def table(title: str, foreign: dict, ours: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="prompts,propagate,drift,auto")
+    parser.add_argument("--only", default="prompts,negatives,propagate,drift,auto")
     parser.add_argument("--weights", default="bundled", help="weights name or file")
     parser.add_argument("--foreign", type=Path, default=DEFAULT_FOREIGN)
     parser.add_argument("--threads", type=int, default=1)
@@ -309,6 +329,9 @@ def main() -> None:
               f"{dict(predictor.config.auto_multimask)}, other families single")
         table("2D prompts (mIoU; plugin path, zoom auto)", prompts_rows(predictor, f2),
               prompts_rows(predictor, ours_2d()))  # fmt: skip
+    if "negatives" in only:
+        table("touching nuclei: a negative click on the neighbour (mIoU)",
+              negative_rows(predictor, f2), negative_rows(predictor, ours_2d()))  # fmt: skip
     if "propagate" in only:
         table(f"3D propagation from the middle slice ({config})",
               propagate_rows(predictor, f3, config), propagate_rows(predictor, ours_3d(), config))

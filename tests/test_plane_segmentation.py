@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
 
 from label_oracle import LabelOracle, oracle_embeddings
 from napari_sam.plane_segmentation import segment_plane
@@ -12,6 +15,7 @@ from napari_sam.prompts import Prompt
 from napari_sam.slice_source import SliceSource
 from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
 from napari_sam.tile_grid import TileGrid
+from napari_sam.transforms import ObjectMask
 
 GRID = TileGrid((128, 128), (64, 64), (16, 16))  # 2 x 2 tiles, windows of up to 80 px
 
@@ -73,6 +77,31 @@ def test_negative_point_in_a_neighbour_tile_still_counts():
     result = segment_plane(oracle_embeddings(labels, GRID), oracle, 0, prompt)
     below = result.mask.to_array()[80:]
     assert not below.any()  # the tile holding the negative point contributes nothing
+
+
+class NegativeShy(LabelOracle):
+    """A model that loses the object (an empty mask) whenever a prompt has a negative point."""
+
+    def predict(self, emb, prompt, multimask: str = "auto"):
+        out = super().predict(emb, prompt, multimask)
+        if (prompt.labels == 0).any():
+            empty = ObjectMask(np.zeros((0, 0), bool), (0, 0), out.masks[0].shape)
+            return replace(out, masks=(empty,), logits=torch.full_like(out.logits, -10.0))
+        return out
+
+
+def test_a_negative_point_the_click_already_leaves_out_changes_nothing():
+    labels = _plane_with((1, 20, 20, 40, 40), (2, 20, 40, 40, 60))  # two touching objects
+    embeddings = oracle_embeddings(labels, GRID)
+    click_and_neighbour = Prompt.from_points([[30, 30], [30, 50]], [1, 0])
+    result = segment_plane(embeddings, NegativeShy(), 0, click_and_neighbour)
+    np.testing.assert_array_equal(result.mask.to_array(), labels[0] == 1)
+    # the model's own answer to the whole prompt, asked for, is what the rule spared
+    raw = segment_plane(embeddings, NegativeShy(), 0, click_and_neighbour, positives_first=False)
+    assert raw.mask.area == 0
+    # a negative point on the click's own mask is the model's to answer
+    on_it = Prompt.from_points([[30, 30], [35, 35]], [1, 0])
+    assert segment_plane(embeddings, NegativeShy(), 0, on_it).mask.area == 0
 
 
 def test_bad_prompts_fail_clearly():

@@ -65,3 +65,15 @@ def test_invalid_prompts():
         Prompt.from_points([[1, 1]], [2])
     with pytest.raises(ValueError, match="outside"):
         Prompt.from_points([[1, 40]]).validate((32, 32))
+
+
+def test_positives_first_only_for_points_of_both_kinds():
+    both = Prompt.from_points([[5, 5], [9, 9], [1, 1]], [1, 0, 1])
+    alone = both.positives_first()
+    np.testing.assert_array_equal(alone.points, [[5, 5], [1, 1]])
+    np.testing.assert_array_equal(alone.labels, [1, 1])
+    np.testing.assert_array_equal(both.negatives, [[9, 9]])
+    assert Prompt.from_points([[5, 5]]).positives_first() is None
+    assert Prompt.from_points([[5, 5]], [0]).positives_first() is None
+    boxed = Prompt(points=both.points, labels=both.labels, box=np.array([0.0, 0, 10, 10]))
+    assert boxed.positives_first() is None

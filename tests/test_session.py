@@ -102,3 +102,50 @@ def test_scripts_zoom_in_on_small_objects_like_the_widget_and_cli():
     np.testing.assert_array_equal(zoomed > 0, plane.mask.to_array())
     plain = Session(predictor, zoom="off").segment(sample.image, box, contrast_limits=limits)
     assert not np.array_equal(plain > 0, zoomed > 0)
+
+
+def test_a_negative_point_the_click_leaves_out_changes_nothing_as_in_the_widget():
+    """Session.segment keeps a click's own mask when it already leaves out the negative
+    point on a touching neighbour (where the model's answer to both differs), as
+    segment_plane does for the widget and CLI."""
+    from scipy import ndimage
+
+    from napari_sam.image import percentile_limits
+    from napari_sam.plane_segmentation import WindowEmbeddings, segment_plane
+    from napari_sam.tile_grid import TileGrid
+    from napari_sam.training.synthetic import NucleiStyle, synthetic_nuclei
+
+    sample = synthetic_nuclei((256, 256), seed=20_001, style=NucleiStyle())
+    predictor = Predictor.load("bundled", device="cpu", precision="fp32")
+    limits = percentile_limits(sample.image)
+
+    def embed(_s, w):
+        return predictor.embed(sample.image[w[0] : w[2], w[1] : w[3]], contrast_limits=limits)
+
+    windows = WindowEmbeddings(TileGrid(sample.image.shape), embed)
+    session = Session(predictor)
+    tried = 0
+    for obj in np.unique(sample.labels[sample.labels > 0]):
+        mask = sample.labels == obj
+        ring = ndimage.binary_dilation(mask, iterations=2) & ~mask
+        around = sample.labels[ring]
+        around = around[(around != 0) & (around != obj)]
+        if not len(around) or mask.sum() < 30:
+            continue
+        click = np.argwhere(mask)[np.argmax(ndimage.distance_transform_edt(mask)[mask])]
+        other = sample.labels == np.bincount(around).argmax()
+        negative = np.argwhere(other)[np.argmax(ndimage.distance_transform_edt(other)[other])]
+        both = Prompt.from_points([click, negative], [1, 0])
+        alone = segment_plane(windows, predictor, 0, Prompt.from_points([click]))
+        raw = segment_plane(windows, predictor, 0, both, positives_first=False)
+        if alone.mask.holds(negative[None])[0] or np.array_equal(
+                raw.mask.to_array(), alone.mask.to_array()):  # fmt: skip
+            continue
+        tried += 1
+        np.testing.assert_array_equal(segment_plane(windows, predictor, 0, both).mask.to_array(),
+                                      alone.mask.to_array())  # fmt: skip
+        labels = session.segment(sample.image, both, contrast_limits=limits)
+        np.testing.assert_array_equal(labels > 0, alone.mask.to_array())
+        if tried == 3:
+            break
+    assert tried == 3, "the sample has too few touching nuclei where the negative matters"

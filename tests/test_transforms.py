@@ -10,6 +10,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from napari_sam.model.config import get_config
 from napari_sam.transforms import (
     Geometry,
+    ObjectMask,
     boxes_to_model,
     mask_to_logits,
     points_to_model,
@@ -79,3 +80,11 @@ def test_mask_to_logits_is_positive_inside_and_padded():
     assert logits.shape == (1, 256, 256)
     assert logits[0, 50, 100] > 5 and logits[0, 10, 10] < -5
     assert (logits[0, 128:] < -5).all()  # padding is outside
+
+
+def test_object_mask_holds_the_points_it_covers():
+    crop = np.array([[True, False], [True, True]])
+    mask = ObjectMask(crop, (10, 20), (64, 64))
+    points = [[10, 20], [10, 21], [11.4, 20.6], [9, 20], [12, 20], [0, 0]]
+    np.testing.assert_array_equal(mask.holds(points), [True, False, True, False, False, False])
+    assert mask.holds(np.zeros((0, 2))).shape == (0,)

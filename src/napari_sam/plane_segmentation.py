@@ -137,6 +137,7 @@ def segment_plane(
     max_tiles: int = 16,
     zoom: ZoomConfig | str | None = "auto",
     multimask: str = "auto",
+    positives_first: bool = True,
 ) -> PlaneMask:
     """Segment the object ``prompt`` describes on slice ``slice_index``, whole.
 
@@ -147,11 +148,20 @@ def segment_plane(
     zoom: decode a small object again on a magnified window (see
     :func:`~napari_sam.zoom.resolve_zoom`; needs embeddings with a ``window`` method).
     multimask: which of SAM's masks the prompt gets
-    (:func:`~napari_sam.predictor.mask_choice`). Raises ``ValueError`` for a prompt that does
-    not fit the plane.
+    (:func:`~napari_sam.predictor.mask_choice`). positives_first: for points alone of both
+    kinds, segment the positive points alone first and keep that mask when it leaves out
+    every negative point (:meth:`~napari_sam.prompts.Prompt.positives_first`; False: the
+    model's answer to the whole prompt). Raises ``ValueError`` for a prompt that does not fit
+    the plane.
     """
     grid = embeddings.grid
     prompt.validate(grid.shape)
+    alone = prompt.positives_first() if positives_first else None
+    if alone is not None:
+        plane = segment_plane(embeddings, predictor, slice_index, alone, tile=tile,
+                              max_tiles=max_tiles, zoom=zoom, multimask=multimask)  # fmt: skip
+        if not plane.mask.holds(prompt.negatives).any():
+            return plane
     if tile is None:
         if prompt.mask_logits is not None and grid.n_tiles > 1:
             raise ValueError("mask logits belong to one tile's window: say which (tile=)")

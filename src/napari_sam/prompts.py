@@ -90,6 +90,21 @@ class Prompt:
         """A box ``(row0, col0, row1, col1)``."""
         return cls(box=np.asarray(box_rc, dtype=np.float64))
 
+    def positives_first(self) -> Prompt | None:
+        """For points alone of both kinds (no box, no mask): the prompt of its positive
+        points alone, tried first by the prompting path; a negative point the positives'
+        mask already leaves out then changes nothing (docs/prompting.md). Else None."""
+        negative = self.labels == PointLabel.NEGATIVE
+        if (self.box is not None or self.mask is not None or self.mask_logits is not None
+                or not negative.any() or negative.all()):  # fmt: skip
+            return None
+        return Prompt(points=self.points[~negative], labels=self.labels[~negative])
+
+    @property
+    def negatives(self) -> np.ndarray:
+        """(M, 2) the negative points."""
+        return self.points[self.labels == PointLabel.NEGATIVE]
+
     def with_mask_logits(self, logits) -> Prompt:
         """This prompt plus an earlier prediction's low-res logits (L, L), for refinement."""
         return dataclasses.replace(self, mask=None, mask_logits=np.asarray(logits))

@@ -34,7 +34,9 @@ from napari_sam.zoom import ZoomConfig, resolve_zoom
 class LayerSegmentation:
     """What :meth:`Session.segment_layers` wrote: ids (B,) per object in prompt order, the
     slice ``index`` (leading data indices), the predictions of the whole-image decode, and
-    the masks written (those of ``prediction``, or their zoomed decode)."""
+    the masks written (those of ``prediction``, or their zoomed decode, or, for points of
+    both kinds, the positive points' own mask where it leaves out the negative ones:
+    :meth:`~napari_sam.prompts.Prompt.positives_first`)."""
 
     ids: tuple[int, ...]
     index: tuple[int, ...]
@@ -152,7 +154,9 @@ class Session:
         image = nl.image_from_layer(image_layer, index)
         embedding = self.embed(image, contrast_limits=(0, 255))
         prediction = self.predictor.predict(embedding, prompts, self.multimask)
-        masks = self._zoom(image, {"contrast_limits": (0, 255)}, prompts, prediction.masks)
+        kwargs = {"contrast_limits": (0, 255)}
+        masks = self._zoom(image, kwargs, prompts, prediction.masks)
+        masks = self._positives_first(image, kwargs, embedding, prompts, masks)
         trial = plane.copy()  # plan every write first: a bad id leaves the layer unchanged
         for mask, obj_id in zip(masks, ids):
             apply_edit(trial, plan_write(trial, mask, obj_id, overwrite=overwrite))
@@ -162,9 +166,29 @@ class Session:
 
     def _masks(self, image, image_kwargs: dict, embedding: ImageEmbedding,
                prompts: list[Prompt]) -> tuple[ObjectMask, ...]:  # fmt: skip
-        """Each prompt's mask: decoded on ``embedding`` (one batch), then zoomed."""
+        """Each prompt's mask: decoded on ``embedding`` (one batch), then zoomed; for points
+        of both kinds, see :meth:`_positives_first`."""
         masks = self.predictor.predict(embedding, prompts, self.multimask).masks
-        return self._zoom(image, image_kwargs, prompts, masks)
+        masks = self._zoom(image, image_kwargs, prompts, masks)
+        return self._positives_first(image, image_kwargs, embedding, prompts, masks)
+
+    def _positives_first(self, image, image_kwargs: dict, embedding: ImageEmbedding,
+                         prompts: list[Prompt],
+                         masks: Sequence[ObjectMask]) -> tuple[ObjectMask, ...]:  # fmt: skip
+        """``masks``, except where a prompt of points of both kinds has positive points
+        whose own mask (decoded and zoomed as any) leaves out its negative points: that mask,
+        as the widget's path gives (:meth:`~napari_sam.prompts.Prompt.positives_first`)."""
+        firsts = [(i, p.positives_first()) for i, p in enumerate(prompts)]
+        firsts = [(i, alone) for i, alone in firsts if alone is not None]
+        if not firsts:
+            return tuple(masks)
+        alone = [a for _, a in firsts]
+        decoded = self.predictor.predict(embedding, alone, self.multimask).masks
+        out = list(masks)
+        for (i, _), mask in zip(firsts, self._zoom(image, image_kwargs, alone, decoded)):
+            if not mask.holds(prompts[i].negatives).any():
+                out[i] = mask
+        return tuple(out)
 
     def _zoom(self, image, image_kwargs: dict, prompts: list[Prompt],
               masks: Sequence[ObjectMask]) -> tuple[ObjectMask, ...]:  # fmt: skip

@@ -73,6 +73,17 @@ class ObjectMask:
         r, c = self.offset
         return (r, c, r + self.crop.shape[0], c + self.crop.shape[1])
 
+    def holds(self, points_rc: np.ndarray) -> np.ndarray:
+        """(N,) bool: whether the mask covers the pixel nearest each ``(row, col)`` of
+        ``points_rc`` (N, 2)."""
+        rc = np.rint(np.asarray(points_rc, np.float64).reshape(-1, 2)).astype(np.int64)
+        rc -= np.asarray(self.offset, np.int64)
+        h, w = self.crop.shape
+        inside = (rc[:, 0] >= 0) & (rc[:, 0] < h) & (rc[:, 1] >= 0) & (rc[:, 1] < w)
+        out = np.zeros(len(rc), bool)
+        out[inside] = self.crop[rc[inside, 0], rc[inside, 1]]
+        return out
+
     def to_array(self) -> np.ndarray:
         """The full (rows, cols) bool mask."""
         full = np.zeros(self.shape, dtype=bool)
