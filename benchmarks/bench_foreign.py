@@ -146,7 +146,7 @@ def touching_neighbour(labels: np.ndarray, obj: int) -> int | None:
     return int(ids[keep][np.argmax(counts[keep])]) if keep.any() else None
 
 
-def prompts_rows(predictor: Predictor, images) -> dict[str, float]:
+def prompts_rows(predictor: Predictor, images) -> dict[str, float | int]:
     ious: dict[str, list[float]] = {}
     for image, labels in images:
         embeddings = plane_embeddings(predictor, image)
@@ -161,7 +161,7 @@ def prompts_rows(predictor: Predictor, images) -> dict[str, float]:
                 for name, prompt in (("box", box), ("click", click)):
                     mask = segment_plane(embeddings, predictor, 0, prompt, multimask=mode).mask
                     ious.setdefault(f"{name} {mode}", []).append(iou(mask.to_array(), truth))
-    out: dict[str, float | str] = {k: float(np.mean(v)) for k, v in ious.items()}
+    out: dict[str, float | int] = {k: float(np.mean(v)) for k, v in ious.items()}
     out["nuclei"] = len(ious["box single"])
     return out
 

@@ -104,6 +104,29 @@ def test_a_negative_point_the_click_already_leaves_out_changes_nothing():
     assert segment_plane(embeddings, NegativeShy(), 0, on_it).mask.area == 0
 
 
+class PositivesShy(LabelOracle):
+    """A model that finds nothing for positive points alone."""
+
+    def predict(self, emb, prompt, multimask: str = "auto"):
+        out = super().predict(emb, prompt, multimask)
+        if not (prompt.labels == 0).any():
+            empty = ObjectMask(np.zeros((0, 0), bool), (0, 0), out.masks[0].shape)
+            return replace(out, masks=(empty,), logits=torch.full_like(out.logits, -10.0))
+        return out
+
+
+def test_an_empty_mask_of_the_positives_alone_leaves_the_whole_prompt_to_the_model():
+    labels = _plane_with((1, 20, 20, 40, 40), (2, 20, 40, 40, 60))
+    embeddings = oracle_embeddings(labels, GRID)
+    prompt = Prompt.from_points([[30, 30], [30, 50]], [1, 0])
+    result = segment_plane(embeddings, PositivesShy(), 0, prompt)
+    np.testing.assert_array_equal(result.mask.to_array(), labels[0] == 1)
+    # a candidate named outright (the widget's candidate key) is the model's own answer
+    shy = NegativeShy()
+    assert segment_plane(embeddings, shy, 0, prompt, multimask="1").mask.area == 0
+    assert all((p.labels == 0).any() for _, p in shy.calls)
+
+
 def test_bad_prompts_fail_clearly():
     embeddings = oracle_embeddings(_plane_with((1, 0, 0, 5, 5)), GRID)
     with pytest.raises(ValueError, match="outside"):

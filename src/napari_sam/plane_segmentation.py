@@ -127,6 +127,21 @@ def localise(prompt: Prompt, tile: Tile) -> Prompt:
                   mask_logits=prompt.mask_logits)  # fmt: skip
 
 
+def positives_to_try(prompt: Prompt, multimask: str) -> Prompt | None:
+    """The prompt of ``prompt``'s positive points alone, to segment first
+    (:meth:`~napari_sam.prompts.Prompt.positives_first`), or None: also when ``multimask``
+    names one of SAM's candidates ("0"-"3": the widget's candidate key shows the model's
+    own candidates for the whole prompt)."""
+    return None if multimask.isdigit() else prompt.positives_first()
+
+
+def answers_whole(prompt: Prompt, mask: ObjectMask) -> bool:
+    """Whether ``mask``, of ``prompt``'s positive points alone, answers the whole prompt: it
+    covers one of its positive points and none of its negative ones."""
+    positives = prompt.points[prompt.labels == PointLabel.POSITIVE]
+    return bool(mask.holds(positives).any() and not mask.holds(prompt.negatives).any())
+
+
 def segment_plane(
     embeddings: TiledEmbeddings,
     predictor,
@@ -149,18 +164,18 @@ def segment_plane(
     :func:`~napari_sam.zoom.resolve_zoom`; needs embeddings with a ``window`` method).
     multimask: which of SAM's masks the prompt gets
     (:func:`~napari_sam.predictor.mask_choice`). positives_first: for points alone of both
-    kinds, segment the positive points alone first and keep that mask when it leaves out
-    every negative point (:meth:`~napari_sam.prompts.Prompt.positives_first`; False: the
-    model's answer to the whole prompt). Raises ``ValueError`` for a prompt that does not fit
+    kinds, segment the positive points alone first and keep that mask when it covers a
+    positive point and no negative one (:func:`positives_to_try`, :func:`answers_whole`;
+    False: the model's answer to the whole prompt). Raises ``ValueError`` for a prompt that does not fit
     the plane.
     """
     grid = embeddings.grid
     prompt.validate(grid.shape)
-    alone = prompt.positives_first() if positives_first else None
+    alone = positives_to_try(prompt, multimask) if positives_first else None
     if alone is not None:
         plane = segment_plane(embeddings, predictor, slice_index, alone, tile=tile,
                               max_tiles=max_tiles, zoom=zoom, multimask=multimask)  # fmt: skip
-        if not plane.mask.holds(prompt.negatives).any():
+        if answers_whole(prompt, plane.mask):
             return plane
     if tile is None:
         if prompt.mask_logits is not None and grid.n_tiles > 1:

@@ -35,8 +35,9 @@ class LayerSegmentation:
     """What :meth:`Session.segment_layers` wrote: ids (B,) per object in prompt order, the
     slice ``index`` (leading data indices), the predictions of the whole-image decode, and
     the masks written (those of ``prediction``, or their zoomed decode, or, for points of
-    both kinds, the positive points' own mask where it leaves out the negative ones:
-    :meth:`~napari_sam.prompts.Prompt.positives_first`)."""
+    both kinds, the positive points' own mask where it answers the whole prompt, whose
+    scores and logits ``prediction`` does not hold: see
+    :func:`~napari_sam.plane_segmentation.answers_whole`)."""
 
     ids: tuple[int, ...]
     index: tuple[int, ...]
@@ -154,9 +155,8 @@ class Session:
         image = nl.image_from_layer(image_layer, index)
         embedding = self.embed(image, contrast_limits=(0, 255))
         prediction = self.predictor.predict(embedding, prompts, self.multimask)
-        kwargs = {"contrast_limits": (0, 255)}
-        masks = self._zoom(image, kwargs, prompts, prediction.masks)
-        masks = self._positives_first(image, kwargs, embedding, prompts, masks)
+        masks = self._finish(image, {"contrast_limits": (0, 255)}, embedding, prompts,
+                             prediction.masks)  # fmt: skip
         trial = plane.copy()  # plan every write first: a bad id leaves the layer unchanged
         for mask, obj_id in zip(masks, ids):
             apply_edit(trial, plan_write(trial, mask, obj_id, overwrite=overwrite))
@@ -166,29 +166,33 @@ class Session:
 
     def _masks(self, image, image_kwargs: dict, embedding: ImageEmbedding,
                prompts: list[Prompt]) -> tuple[ObjectMask, ...]:  # fmt: skip
-        """Each prompt's mask: decoded on ``embedding`` (one batch), then zoomed; for points
-        of both kinds, see :meth:`_positives_first`."""
+        """Each prompt's mask: decoded on ``embedding`` (one batch), then finished
+        (:meth:`_finish`)."""
         masks = self.predictor.predict(embedding, prompts, self.multimask).masks
-        masks = self._zoom(image, image_kwargs, prompts, masks)
-        return self._positives_first(image, image_kwargs, embedding, prompts, masks)
+        return self._finish(image, image_kwargs, embedding, prompts, masks)
 
-    def _positives_first(self, image, image_kwargs: dict, embedding: ImageEmbedding,
-                         prompts: list[Prompt],
-                         masks: Sequence[ObjectMask]) -> tuple[ObjectMask, ...]:  # fmt: skip
-        """``masks``, except where a prompt of points of both kinds has positive points
-        whose own mask (decoded and zoomed as any) leaves out its negative points: that mask,
-        as the widget's path gives (:meth:`~napari_sam.prompts.Prompt.positives_first`)."""
-        firsts = [(i, p.positives_first()) for i, p in enumerate(prompts)]
+    def _finish(self, image, image_kwargs: dict, embedding: ImageEmbedding,
+                prompts: list[Prompt], masks: Sequence[ObjectMask]) -> tuple[ObjectMask, ...]:  # fmt: skip
+        """The masks decoded for ``prompts``, zoomed; a prompt of points of both kinds whose
+        positive points alone give a mask that answers it whole gets that mask instead, as on
+        the widget's path (:func:`~napari_sam.plane_segmentation.positives_to_try`,
+        :func:`~napari_sam.plane_segmentation.answers_whole`)."""
+        from napari_sam.plane_segmentation import answers_whole, positives_to_try
+
+        firsts = [(i, positives_to_try(p, self.multimask)) for i, p in enumerate(prompts)]
         firsts = [(i, alone) for i, alone in firsts if alone is not None]
-        if not firsts:
-            return tuple(masks)
-        alone = [a for _, a in firsts]
-        decoded = self.predictor.predict(embedding, alone, self.multimask).masks
-        out = list(masks)
-        for (i, _), mask in zip(firsts, self._zoom(image, image_kwargs, alone, decoded)):
-            if not mask.holds(prompts[i].negatives).any():
-                out[i] = mask
-        return tuple(out)
+        out: dict[int, ObjectMask] = {}
+        if firsts:
+            alone = [a for _, a in firsts]
+            decoded = self.predictor.predict(embedding, alone, self.multimask).masks
+            for (i, _), mask in zip(firsts, self._zoom(image, image_kwargs, alone, decoded)):
+                if answers_whole(prompts[i], mask):
+                    out[i] = mask
+        rest = [i for i in range(len(prompts)) if i not in out]
+        zoomed = self._zoom(image, image_kwargs, [prompts[i] for i in rest],
+                            [masks[i] for i in rest])  # fmt: skip
+        out.update(zip(rest, zoomed))
+        return tuple(out[i] for i in range(len(prompts)))
 
     def _zoom(self, image, image_kwargs: dict, prompts: list[Prompt],
               masks: Sequence[ObjectMask]) -> tuple[ObjectMask, ...]:  # fmt: skip
@@ -197,7 +201,7 @@ class Session:
         Windows are cut from the model's view of the whole image, so they keep its
         contrast."""
         zoom = resolve_zoom(self.zoom, self.predictor.config.name)
-        if zoom is None:
+        if zoom is None or not prompts:
             return tuple(masks)
         from napari_sam.image import to_model_image
         from napari_sam.plane_segmentation import WindowEmbeddings, zoom_in
