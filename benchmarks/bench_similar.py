@@ -96,15 +96,20 @@ def two_kinds_rows(predictor, settings) -> None:
         print(f"{name:<28}{tp / max(n_found, 1):>10.3f}{tp / max(n_kind, 1):>8.3f}{n_found:>7}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def setup(parser: argparse.ArgumentParser):
+    """``parser``'s arguments (``--threads`` added), the bundled model and its find-similar
+    settings, after printing the CPU line: ``(args, predictor, settings)``."""
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     predictor = Predictor.load("bundled", device="cpu")
     print(cpu_line())
-    default = similar_settings(predictor)
+    return args, predictor, similar_settings(predictor)
+
+
+def main() -> None:
+    _args, predictor, default = setup(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     rows = {"find similar (default)": lambda d: similar_row(predictor, d, default),
             "likeness prompts only": lambda d: similar_row(
                 predictor, d, replace(default, decoder_seeds=False)),

@@ -15,12 +15,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-import torch
-from bench_foreign import DEFAULT_FOREIGN, cpu_line, foreign_2d, ours_2d
-from bench_similar import KINDS, similar_row, two_kinds_counts
-
-from napari_sam.automatic.similar import similar_settings
-from napari_sam.predictor import Predictor
+from bench_foreign import DEFAULT_FOREIGN, foreign_2d, ours_2d
+from bench_similar import KINDS, setup, similar_row, two_kinds_counts
 
 #: the settings before this sweep chose today's defaults (docs/similar.md's table changes
 #: these); ``--base default`` changes today's defaults instead
@@ -67,17 +63,11 @@ def two_kinds_precision(predictor, settings) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--only", default="", help="indices of VARIANTS (e.g. 12,13,15)")
     parser.add_argument("--base", choices=("before", "default"), default="before",
                         help="what the variants change: BEFORE (the table in docs/similar.md) "
                              "or today's defaults")  # fmt: skip
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    predictor = Predictor.load("bundled", device="cpu")
-    print(cpu_line())
-    default = similar_settings(predictor)
+    args, predictor, default = setup(parser)
     picked = [int(i) for i in args.only.split(",")] if args.only else range(len(VARIANTS))
     chosen = [VARIANTS[i] for i in picked]
     data = {"foreign": foreign_2d(DEFAULT_FOREIGN), "ours": ours_2d()}

@@ -138,7 +138,7 @@ def positives_to_try(prompt: Prompt, multimask: str) -> Prompt | None:
 def answers_whole(prompt: Prompt, mask: ObjectMask) -> bool:
     """Whether ``mask``, of ``prompt``'s positive points alone, answers the whole prompt: it
     covers one of its positive points and none of its negative ones."""
-    positives = prompt.points[prompt.labels == PointLabel.POSITIVE]
+    positives = prompt.points[prompt.labels != PointLabel.NEGATIVE]
     return bool(mask.holds(positives).any() and not mask.holds(prompt.negatives).any())
 
 
@@ -166,8 +166,8 @@ def segment_plane(
     (:func:`~napari_sam.predictor.mask_choice`). positives_first: for points alone of both
     kinds, segment the positive points alone first and keep that mask when it covers a
     positive point and no negative one (:func:`positives_to_try`, :func:`answers_whole`;
-    False: the model's answer to the whole prompt). Raises ``ValueError`` for a prompt that does not fit
-    the plane.
+    False: the model's answer to the whole prompt). Raises ``ValueError`` for a prompt that
+    does not fit the plane.
     """
     grid = embeddings.grid
     prompt.validate(grid.shape)
@@ -194,7 +194,7 @@ def segment_plane(
         plane = PlaneMask(first, score, tile, logits, (tile,))
         return _zoomed(embeddings, predictor, slice_index, prompt, plane, start, zoom, multimask)
 
-    negatives = prompt.points[prompt.labels == PointLabel.NEGATIVE]
+    negatives = prompt.negatives
 
     def predict_in_tile(neighbour: Tile, points: np.ndarray) -> np.ndarray:
         seeds = Prompt.from_points(np.concatenate([points, negatives]),
