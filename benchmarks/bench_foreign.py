@@ -56,9 +56,10 @@ DEFAULT_FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "foreign"
 # the mask choices measured ("auto" is one of them per prompt family: printed with the table)
 CHOICES = ("best", "single", "any")
 # propagation as it was before the stop evidence (a carried click alone, its best of three
-# masks, stops on predicted IoU and overlap only): the reference printed beside the default
-PREVIOUS = PropagationConfig(dense="none", multimask="best", min_contrast=0.0, max_growth=0.0,
-                             min_stability=0.0)  # fmt: skip
+# masks, stops on predicted IoU (under 0.5) and overlap only): the reference printed beside
+# the default
+PREVIOUS = PropagationConfig(min_score=0.5, dense="none", multimask="best", min_contrast=0.0,
+                             max_growth=0.0, min_stability=0.0)  # fmt: skip
 
 
 def cpu_line() -> str:

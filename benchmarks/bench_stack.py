@@ -153,7 +153,7 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
     # the default (the click with the previous mask as dense prompt, and the stop
     # evidence), the click with each other dense prompt, the box + logits carry, and the
     # defaults before the stop evidence (a click alone, stops on predicted IoU and overlap)
-    before = {"min_contrast": 0.0, "max_growth": 0.0, "min_stability": 0.0}
+    before = {"min_score": 0.5, "min_contrast": 0.0, "max_growth": 0.0, "min_stability": 0.0}
     variants = {"default": ("mask", "point", "auto", {}),
                 "click_only": ("none", "point", "auto", {}),
                 "click_only_nozoom": ("none", "point", "off", {}),

@@ -79,7 +79,7 @@ class PropagationConfig:
     logits).
     """
 
-    min_score: float = 0.5
+    min_score: float = 0.3
     min_overlap: float = 0.3
     max_growth: float = 1.6
     min_contrast: float = 0.5
