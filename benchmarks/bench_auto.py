@@ -107,9 +107,10 @@ def auto_counts(predictor, images, config) -> tuple[list[tuple[int, int, int]], 
     return counts, seconds
 
 
-def modes_table(skip_amg: bool, decoders: list[str | None]) -> None:
+def modes_table(skip_amg: bool, decoders: list[str | None], precision: str = "auto") -> None:
     """AMG / AIS / APG on foreign, ours and the sample (the bundled model and its decoder;
-    each of ``decoders`` in turn where given, None for the shipped one)."""
+    each of ``decoders`` in turn where given, None for the shipped one), the encoder and the
+    instance decoder in ``precision``."""
     from bench_foreign import DEFAULT_FOREIGN, cpu_line, foreign_2d, ours_2d
 
     from napari_sam.automatic import auto_config
@@ -121,8 +122,9 @@ def modes_table(skip_amg: bool, decoders: list[str | None]) -> None:
     print(cpu_line())
     print("bundled model; F1@0.5 (found / true), median seconds per image, embedding included")
     for decoder in decoders:
-        predictor = Predictor.load("bundled", device="cpu", decoder=decoder)
-        print(f"{predictor.config.name}, decoder: {decoder or 'shipped'}")
+        predictor = Predictor.load("bundled", device="cpu", decoder=decoder, precision=precision)
+        print(f"{predictor.config.name}, decoder: {decoder or 'shipped'}, precision {precision} "
+              f"({predictor.model.compute_dtype})")  # fmt: skip
         print(f"{'mode':<6}" + "".join(f"{name:>30}" for name in sets))
         for mode in ("ais", "apg") if skip_amg else ("amg", "ais", "apg"):
             config = auto_config(predictor, mode)
@@ -190,6 +192,7 @@ def main() -> None:
     parser.add_argument("--skip-amg", action="store_true", help="modes: AIS and APG only")
     parser.add_argument("--decoder", action="append", metavar="FILE",
                         help="modes: a decoder file to compare with the shipped one (repeatable)")
+    parser.add_argument("--precision", default="auto", help="modes: auto, fp32, bf16")
     parser.add_argument("--skip-micro-sam", action="store_true",
                         help="modes: no vit_b speed comparison")
     parser.add_argument("--weights", default=str(REPO / "src/napari_sam/weights/vit_nano.pt"))
@@ -210,7 +213,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.table == "modes":
-        modes_table(args.skip_amg, [None, *(args.decoder or [])])
+        modes_table(args.skip_amg, [None, *(args.decoder or [])], args.precision)
         if not args.skip_micro_sam:
             micro_sam_ais_speed()
         return

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from label_oracle import f1
 from napari_sam.automatic import auto_config, segment_everything
@@ -83,3 +84,20 @@ def test_a_stack_is_segmented_slice_by_slice_and_linked(predictor):
     assert len(linked) >= 5 and np.mean(np.array(linked) >= 0.6) >= 0.7, linked
     per_slice = np.mean([f1(labels[z], truth[z]) for z in range(len(image))])
     assert per_slice >= 0.8, per_slice
+
+
+def test_the_decoder_runs_in_the_models_precision_and_finds_the_same_nuclei():
+    sample = synthetic_2d()
+    config = auto_config(Predictor.load("bundled", device="cpu", precision="fp32"), "ais")
+    found, dtypes = {}, {}
+    for precision in ("fp32", "bf16"):
+        predictor = Predictor.load("bundled", device="cpu", precision=precision)
+        head = predictor.instance_decoder.out_conv
+        hook = head.register_forward_hook(
+            lambda _m, _i, out, p=precision: dtypes.update({p: out.dtype}))
+        found[precision] = segment_everything(predictor, sample.image, config)
+        hook.remove()
+    assert dtypes == {"fp32": torch.float32, "bf16": torch.bfloat16}
+    # the same nuclei: bf16 moves a few boundary pixels, no object
+    assert f1(found["bf16"], found["fp32"]) >= 0.95
+    assert abs(f1(found["bf16"], sample.labels) - f1(found["fp32"], sample.labels)) <= 0.02
