@@ -1,7 +1,8 @@
-"""Which AIS post-processing settings suit a model: F1 at IoU 0.5 of the watershed on the
-instance decoder's maps for a grid of (foreground threshold, centre and boundary distance
-thresholds, distance smoothing, minimum size), on the foreign nuclei, ours and the package's
-sample, with the model's own settings in the same run.
+"""Which AIS settings suit a model: F1 at IoU 0.5 of the watershed on the instance decoder's
+maps, first with the model's own post-processing for each halo of the magnified tiles
+(``--halos``), then for a grid of (foreground threshold, centre and boundary distance
+thresholds, distance smoothing, minimum size) at the model's own halo, on the foreign nuclei,
+ours and the package's sample, with the model's own settings in the same run.
 
 Each image's maps are computed once, as automatic mode computes them (the model's own
 magnification and tiling, its precision); every setting then runs only the watershed
@@ -10,6 +11,7 @@ those below the model's own settings on no set by their mean gain: a default is 
 of them, never on one.
 
     .venv/bin/python benchmarks/sweep_ais.py [--threads 2] [--precision auto] [--top 12]
+                                             [--halos 16,24,32,40,64]
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ SMOOTHING = (0.5, 1.0, 1.6, 2.0)
 MIN_SIZE = (10, 25, 50)
 
 
-def maps_of(predictor: Predictor, image: np.ndarray, magnification: float) -> np.ndarray:
+def maps_of(predictor: Predictor, image: np.ndarray, magnification: float,
+            halo: int | None) -> np.ndarray:  # fmt: skip
     """(3, H, W) decoder maps of a 2D image, as ``segment_everything`` computes them."""
-    embeddings = plane_embeddings(predictor, image, magnification)
+    embeddings = plane_embeddings(predictor, image, magnification, magnified_halo=halo)
     return drain(plane_maps(predictor, embeddings.grid, tile_embeddings(embeddings, 0)))
 
 
@@ -55,17 +58,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--halos", default="16,24,32,40,64", help="magnified tiles' halos, px")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(cpu_line())
     predictor = Predictor.load("bundled", device="cpu", precision=args.precision)
     own = auto_config(predictor, "ais")
     print(f"bundled model, precision {args.precision} ({predictor.model.compute_dtype}); "
-          f"magnification {own.magnification}; own settings {own.instances}")  # fmt: skip
+          f"magnification {own.magnification}, halo {own.magnified_halo}; own settings "
+          f"{own.instances}")  # fmt: skip
     sample = synthetic_2d()
     images = {"foreign": foreign_2d(DEFAULT_FOREIGN), "ours": ours_2d(),
               "sample": [(sample.image, sample.labels)]}  # fmt: skip
-    sets = {name: [(truth, maps_of(predictor, image, own.magnification))
+    print("the model's own post-processing, per halo of the magnified tiles:")
+    for halo in (int(h) for h in args.halos.split(",")):
+        at = {name: [(truth, maps_of(predictor, image, own.magnification, halo))
+                     for image, truth in items] for name, items in images.items()}  # fmt: skip
+        print(f"  halo {halo:>3}" + "".join(f"{n:>9} {f:.3f}" for n, f in f1_with(at, own.instances).items()),
+              flush=True)  # fmt: skip
+    sets = {name: [(truth, maps_of(predictor, image, own.magnification, own.magnified_halo))
                    for image, truth in items] for name, items in images.items()}  # fmt: skip
     rows = []
     for fg, centre, boundary, sigma, size in itertools.product(

@@ -146,3 +146,10 @@ def test_ais_without_a_decoder_is_refused_with_a_hint(tmp_path, weights, capsys)
                  "--mode", "ais"])  # fmt: skip
     assert code != 0 and not out.exists()
     assert "--decoder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value", [("magnification", 0.5), ("magnified_halo", -1),
+                                          ("mode", "amg"), ("link_iou_thresh", 1.5)])  # fmt: skip
+def test_decoder_mode_settings_out_of_range_are_refused_by_name(field, value):
+    with pytest.raises(ValueError, match=field if field != "mode" else "decoder mode"):
+        DecoderModeConfig(**{field: value})

@@ -123,3 +123,6 @@ def test_a_magnified_grid_shows_the_model_each_window_about_that_much_larger():
     assert max(max(t.window_shape) for t in grid.tiles) == 256  # 512 / 256: twice as large
     assert magnified_grid((384, 384), 512, 1.0) == default_grid((384, 384), 512)
     assert magnified_grid((100, 200), 512, 2.0).n_tiles == 1  # fits magnified already
+    narrow = magnified_grid((384, 384), 512, 2.0, halo=24)  # the same cores, less context
+    assert narrow.tile == grid.tile and narrow.halo == (24, 24)
+    assert max(max(t.window_shape) for t in narrow.tiles) == 216  # magnified 512 / 216

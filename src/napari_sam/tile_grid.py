@@ -255,11 +255,13 @@ def default_grid(shape: tuple[int, int], image_size: int = 1024) -> TileGrid:
     return TileGrid(shape, (int(core[0]), int(core[1])), (halo, halo))
 
 
-def magnified_grid(shape: tuple[int, int], image_size: int, magnification: float) -> TileGrid:
+def magnified_grid(shape: tuple[int, int], image_size: int, magnification: float,
+                   halo: int | None = None) -> TileGrid:  # fmt: skip
     """Tiles that show the model the plane ``magnification`` times larger than one resize
-    would: ``ceil(side * magnification / image_size)`` cores per axis, a halo of
-    ``image_size // 8`` (clipped to the plane), each window resized to ``image_size``. 1 or
-    less: :func:`default_grid`. (Small objects on a coarse embedding grid: the decoder modes'
+    would: ``ceil(side * magnification / image_size)`` cores per axis, a ``halo`` of plane
+    pixels (default ``image_size // 8``; clipped to the plane), each window resized to
+    ``image_size`` (a smaller halo magnifies a little more). 1 or less:
+    :func:`default_grid`. (Small objects on a coarse embedding grid: the decoder modes'
     ``magnification``.)"""
     if magnification <= 1:
         return default_grid(shape, image_size)
@@ -267,6 +269,6 @@ def magnified_grid(shape: tuple[int, int], image_size: int, magnification: float
     if counts == [1, 1]:
         return TileGrid(shape)
     core = tuple(math.ceil(side / n) for side, n in zip(shape, counts, strict=True))
-    halo = image_size // 8
+    halo = image_size // 8 if halo is None else halo
     return TileGrid(shape, (int(core[0]), int(core[1])), (halo, halo))
 

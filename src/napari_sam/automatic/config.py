@@ -153,6 +153,8 @@ class DecoderModeConfig:
     #: each tile's window is about ``image_size / magnification`` (tile_grid.magnified_grid);
     #: 1: as the embeddings' own grid (micro-sam's)
     magnification: float = 1.0
+    #: the halo of those tiles, plane pixels (None: ``image_size // 8``)
+    magnified_halo: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("ais", "apg"):
@@ -161,6 +163,8 @@ class DecoderModeConfig:
             raise ValueError(f"link_iou_thresh must be in [0, 1], got {self.link_iou_thresh}")
         if not 1 <= self.magnification <= 8:
             raise ValueError(f"magnification must be in [1, 8], got {self.magnification}")
+        if self.magnified_halo is not None and self.magnified_halo < 0:
+            raise ValueError(f"magnified_halo must be >= 0 pixels, got {self.magnified_halo}")
 
 
 #: named decoder-mode settings (a model names its own: ``SamConfig.auto_decoder_preset``)
@@ -174,7 +178,7 @@ DECODER_PRESETS: dict[str, DecoderModeConfig] = {
     "nuclei-bundled": DecoderModeConfig(
         instances=InstanceSettings(distance_smoothing=1.0, min_size=25),
         prompts=PromptSettings(min_free_fraction=0.5),
-        magnification=2.0,
+        magnification=2.0, magnified_halo=24,
     ),
 }
 

@@ -75,10 +75,11 @@ def segment_everything_steps(
     from napari_sam.image import to_model_image
 
     config = auto_config(predictor) if config is None else config
-    magnification = config.magnification if mode_of(config) != "amg" else 1.0
-    embeddings = plane_embeddings(predictor, data, magnification, rgb=rgb,
-                                  contrast_limits=contrast_limits, embeddings=embeddings,
-                                  tile=tile, halo=halo)  # fmt: skip
+    decoder_mode = mode_of(config) != "amg"
+    embeddings = plane_embeddings(predictor, data, config.magnification if decoder_mode else 1.0,
+                                  rgb=rgb, contrast_limits=contrast_limits, embeddings=embeddings,
+                                  tile=tile, halo=halo,
+                                  magnified_halo=config.magnified_halo if decoder_mode else None)  # fmt: skip
     source, grid = embeddings.source, embeddings.grid
     contrast_limits = embeddings.embedder.contrast_limits
     if mode_of(config) != "amg":
@@ -134,20 +135,21 @@ def _decoder_planes(predictor, embeddings, config) -> Generator[Progress, None, 
 
 def plane_embeddings(predictor, data: Any, magnification: float = 1.0, *, rgb: bool = False,
                      contrast_limits: tuple[float, float] | None = None, embeddings=None,
-                     tile: tuple[int, int] | None = None, halo: tuple[int, int] | None = None):  # fmt: skip
+                     tile: tuple[int, int] | None = None, halo: tuple[int, int] | None = None,
+                     magnified_halo: int | None = None):  # fmt: skip
     """The :class:`~napari_sam.stack_embeddings.StackEmbeddings` a run over ``data`` uses:
     the given ``embeddings``, or an in-memory one tiled by ``tile`` / ``halo`` (default
     :func:`~napari_sam.tile_grid.default_grid`). A ``magnification`` over 1 tiles the plane
-    its own way (:func:`~napari_sam.tile_grid.magnified_grid`) unless ``tile`` is given or
-    the embeddings are already tiled; given untiled embeddings are then not used (their
-    contrast limits are)."""
+    its own way (:func:`~napari_sam.tile_grid.magnified_grid`, its halo ``magnified_halo``)
+    unless ``tile`` is given or the embeddings are already tiled; given untiled embeddings
+    are then not used (their contrast limits are)."""
     from napari_sam.slice_source import SliceSource, sample_limits
     from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
     from napari_sam.tile_grid import magnified_grid
 
     if magnification > 1 and (embeddings is None or embeddings.grid.n_tiles == 1) and tile is None:
         plane = SliceSource(data, rgb=rgb).plane_shape
-        grid = magnified_grid(plane, predictor.config.image_size, magnification)
+        grid = magnified_grid(plane, predictor.config.image_size, magnification, magnified_halo)
         if grid.n_tiles > 1:
             if embeddings is not None and contrast_limits is None:
                 contrast_limits = embeddings.embedder.contrast_limits
