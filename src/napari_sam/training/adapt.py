@@ -5,11 +5,12 @@ the committed objects, within a time budget, on a copy of the model: the predict
 never touched, so cancelling (or going back) leaves the base model exactly as it was.
 
 Each step draws ``objects_per_step`` committed objects. Each is seen in a window as the
-plugin's prompting path sees it (:func:`~napari_sam.plane_segmentation.segment_plane`): its
-tile, or, more often, the magnified window the zoom decodes small objects in, with a random
-size and offset, under a random flip or rotation. The window is embedded, the object's
-prompt rounds are decoded, and the loss is the trainer's. Only the committed objects are
-targets: nothing is learned about pixels the user has not labelled.
+plugin's prompting path sees it (:func:`~napari_sam.plane_segmentation.segment_plane`): by
+default the magnified window the zoom decodes small objects in, with a random size and
+offset (``zoom_share`` below 1: its tile for the rest), under a random flip or rotation.
+The window is embedded, the object's prompt rounds are decoded, and the loss is the
+trainer's. Only the committed objects are targets: nothing is learned about pixels the user
+has not labelled.
 
 ``target`` says what learns: ``"decoder"`` the mask decoder (the image embeddings stay
 valid: the signature is the base model's), ``"decoder+encoder"`` the mask decoder and
@@ -57,7 +58,8 @@ class AdaptSettings:
     ``budget_s``: wall time of the training loop (the default suits the bundled model on 2
     CPU cores; give larger models more); ``max_steps``: stop earlier after this many steps
     (None: the budget alone). ``zoom_share``: the share of windows that are an object's zoom
-    window (the rest: its tile); ``context``: the zoom window's side over the object's, drawn
+    window (the rest: its tile; 1, every window a zoom window, gained more on clicks than 0.7,
+    docs/training.md); ``context``: the zoom window's side over the object's, drawn
     uniformly in this range. ``min_area``: committed objects smaller than this (pixels) are
     not trained on. ``fit_choice``: after training, choose which of SAM's masks each prompt
     family gets from how they fit the committed objects
@@ -75,7 +77,7 @@ class AdaptSettings:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     objects_per_step: int = 4
-    zoom_share: float = 0.7
+    zoom_share: float = 1.0
     context: tuple[float, float] = (3.0, 5.0)
     min_side: int = 96
     min_area: int = 16
