@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--corrective", type=int, default=AdaptSettings().rounds.corrective)
     parser.add_argument("--box-prob", type=float, default=AdaptSettings().rounds.box_prob,
                         help="share of trained objects prompted with a box (the rest clicks)")
+    parser.add_argument("--centre-prob", type=float, default=AdaptSettings().rounds.centre_prob,
+                        help="share of first clicks at the object's deepest pixel (the rest "
+                             "anywhere inside)")  # fmt: skip
     parser.add_argument("--zoom-share", type=float, default=AdaptSettings.zoom_share)
     parser.add_argument("--no-choice", action="store_true",
                         help="do not fit the mask choice to the committed objects")
@@ -59,7 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rounds = replace(AdaptSettings().rounds, corrective=args.corrective, box_prob=args.box_prob)
+    rounds = replace(AdaptSettings().rounds, corrective=args.corrective, box_prob=args.box_prob,
+                     centre_prob=args.centre_prob)  # fmt: skip
     settings = AdaptSettings(budget_s=args.budget, target=args.target, lr=args.lr,
                              decoder_part=args.part,
                              objects_per_step=args.per_step, zoom_share=args.zoom_share,
@@ -69,6 +73,7 @@ def main() -> None:
     print(f"adapt: {args.committed} committed nuclei per image, budget {args.budget:g} s, "
           f"target {args.target} ({args.part}), lr {args.lr:g}, {args.per_step} objects per step, "
           f"{args.corrective} corrective rounds, box share {args.box_prob:g}, "
+          f"centre clicks {args.centre_prob:g}, "
           f"zoom share {args.zoom_share:g}")  # fmt: skip
     print(f"{'data':<9}{'image':>6}{'nuclei':>7}{'click base':>11}{'adapted':>8}"
           f"{'box base':>9}{'adapted':>8}{'steps':>6}{'s':>6}  mask choice fitted")  # fmt: skip
