@@ -59,7 +59,9 @@ CHOICES = ("best", "single", "any")
 # masks, stops on predicted IoU (under 0.5) and overlap only): the reference printed beside
 # the default
 PREVIOUS = PropagationConfig(min_score=0.5, dense="none", multimask="best", min_contrast=0.0,
-                             max_growth=0.0, min_stability=0.0)  # fmt: skip
+                             max_growth=0.0, min_stability=0.0, edge_level=0.0)  # fmt: skip
+# the default without the cut to the object's edge level (until 2026-12-07)
+NO_EDGE_LEVEL = PropagationConfig(edge_level=0.0)
 
 
 def cpu_line() -> str:
@@ -336,12 +338,17 @@ def main() -> None:
     if "propagate" in only:
         table(f"3D propagation from the middle slice ({config})",
               propagate_rows(predictor, f3, config), propagate_rows(predictor, ours_3d(), config))
+        table("  the same without the edge level (reference)",
+              propagate_rows(predictor, f3, NO_EDGE_LEVEL),
+              propagate_rows(predictor, ours_3d(), NO_EDGE_LEVEL))  # fmt: skip
         table("  the same before the stop evidence (reference)",
               propagate_rows(predictor, f3, PREVIOUS, ("box",)),
               propagate_rows(predictor, ours_3d(), PREVIOUS, ("box",)))  # fmt: skip
     if "drift" in only:
         table("a nucleus drifting through t (8 frames)", drift_rows(predictor, f2, config),
               drift_rows(predictor, ours_2d(), config))  # fmt: skip
+        table("  the same without the edge level (reference)",
+              drift_rows(predictor, f2, NO_EDGE_LEVEL), drift_rows(predictor, ours_2d(), NO_EDGE_LEVEL))
         table("  the same before the stop evidence (reference)",
               drift_rows(predictor, f2, PREVIOUS), drift_rows(predictor, ours_2d(), PREVIOUS))
     if "auto" in only:

@@ -151,10 +151,13 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
 
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")
     # the default (the click with the previous mask as dense prompt, and the stop
-    # evidence), the click with each other dense prompt, the box + logits carry, and the
+    # evidence and the edge level), the same without the edge level, the click with each other
+    # dense prompt, the box + logits carry, and the
     # defaults before the stop evidence (a click alone, stops on predicted IoU and overlap)
-    before = {"min_score": 0.5, "min_contrast": 0.0, "max_growth": 0.0, "min_stability": 0.0}
+    before = {"min_score": 0.5, "min_contrast": 0.0, "max_growth": 0.0, "min_stability": 0.0,
+              "edge_level": 0.0}
     variants = {"default": ("mask", "point", "auto", {}),
+                "no_edge_level": ("mask", "point", "auto", {"edge_level": 0.0}),
                 "click_only": ("none", "point", "auto", {}),
                 "click_only_nozoom": ("none", "point", "off", {}),
                 "logits": ("logits", "point", "auto", {}),
@@ -212,13 +215,13 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
     r, c = np.unravel_index(np.argmax(image[16]), image.shape[1:])
     nucleus = labels == labels[16, r, c]
     limits = (float(image.min()), float(image.max()))
-    for name in [name for name in ("default", "candidate") if name in models]:
+    for name in [name for name in ("default", "no_edge_level", "candidate") if name in models]:
         model = models[name]
         stack = StackEmbeddings.open(SliceSource(image), PredictorEmbedder(model, limits))
-        found = _propagated(stack, model, 16, (r, c))
+        found = _propagated(stack, model, 16, (r, c), **variants[name][3])
         values = [(found[z] & nucleus[z]).sum() / (found[z] | nucleus[z]).sum()
                   for z in np.nonzero(nucleus.any((1, 2)))[0]]  # fmt: skip
-        key = "sample" if name == "default" else "candidate_sample"
+        key = {"default": "sample"}.get(name, f"{name}_sample")
         row[f"{key}_iou_mean"] = float(np.mean(values))
         row[f"{key}_iou_min"] = float(np.min(values))
         row[f"{key}_slices>=0.85"] = f"{int(np.sum(np.array(values) >= 0.85))}/{len(values)}"

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 from scipy import ndimage
 
+from napari_sam.edge_level import EdgeLevel, cut_to_level, edge_level
 from napari_sam.evidence import (
     SliceEvidence,
     confidence,
@@ -69,7 +70,13 @@ class PropagationConfig:
     :func:`deepest_point`), ``"box"`` (the previous mask's box) or ``"point+box"``;
     box_margin: that box grows by this fraction of its size per side (at least 1 px);
     zoom: decode small objects again on a magnified window (:mod:`napari_sam.zoom`; ``"auto"``,
-    ``"on"``, ``"off"`` or a :class:`~napari_sam.zoom.ZoomConfig`).
+    ``"on"``, ``"off"`` or a :class:`~napari_sam.zoom.ZoomConfig`); edge_level: the
+    object's edge level, this fraction of the way from the ring around the annotated slice's
+    mask to its median inside (:mod:`napari_sam.edge_level`; needs the pixels; 0 turns it
+    off): a front stops where less than ``min_kept`` of the annotated slice's area is on the
+    object's side of it, and a mask whose contrast fell below ``cut_below`` of the annotated
+    slice's (a fading object, whose mask takes in the out-of-focus light around it) is cut
+    to those pixels.
 
     The default, a click alone, follows an object to its ends and stops there: a box carried
     from the previous slice makes the mask fill it, so a nucleus that narrows towards its
@@ -93,6 +100,9 @@ class PropagationConfig:
     carry: Literal["point", "box", "point+box"] = "point"
     box_margin: float = 0.1
     zoom: ZoomConfig | str | None = "auto"
+    edge_level: float = 0.15
+    cut_below: float = 0.95
+    min_kept: float = 0.1
 
     def __post_init__(self) -> None:
         if self.directions not in ("both", "forward", "backward"):
@@ -101,6 +111,11 @@ class PropagationConfig:
             raise ValueError(f"dense must be logits, mask or none, got {self.dense!r}")
         if self.carry not in ("point", "box", "point+box"):
             raise ValueError(f"carry must be point, box or point+box, got {self.carry!r}")
+        if not 0 <= self.edge_level < 1 or not 0 <= self.min_kept <= 1:
+            raise ValueError(f"edge_level is in [0, 1) and min_kept in [0, 1], got "
+                             f"{self.edge_level} and {self.min_kept}")  # fmt: skip
+        if self.cut_below < 0:
+            raise ValueError(f"cut_below is at least 0, got {self.cut_below}")
         if self.max_slices is not None and self.max_slices < 0:
             raise ValueError(f"max_slices must be >= 0, got {self.max_slices}")
 
@@ -261,13 +276,14 @@ def propagate(
 
     if pixels is None and hasattr(getattr(embeddings, "source", None), "read"):
         pixels = embeddings.source.read
-    contrast_of = None
+    contrast_of = reader = None
     if pixels is not None:
 
-        def contrast_of(position: int, mask: ObjectMask, annotated: bool = False) -> float:
-            def read(window: Box) -> np.ndarray:
-                return pixels(slices[position], window)
+        def reader(position: int) -> Callable[[Box], np.ndarray]:
+            return lambda window: pixels(slices[position], window)
 
+        def contrast_of(position: int, mask: ObjectMask, annotated: bool = False) -> float:
+            read = reader(position)
             return reference_contrast(read, mask) if annotated else object_contrast(read, mask)[0]
 
     threshold = predictor.config.mask_threshold
@@ -279,10 +295,14 @@ def propagate(
     fronts = _plan(annotated, stops, n, config)
     total = len(annotated) + len(_reach(fronts))
     done = 0
+    levels: dict[int, EdgeLevel | None] = {}  # annotated position -> the object's edge level
     for position in annotated:
         results[position] = (segment(position, annotations[position]), position)
         if contrast_of is not None:
             contrasts[position] = contrast_of(position, results[position][0].mask, True)
+        if reader is not None and config.edge_level > 0:
+            levels[position] = edge_level(reader(position), results[position][0].mask,
+                                          config.edge_level)  # fmt: skip
         done += 1
         yield done, total
     for front in fronts:
@@ -304,13 +324,20 @@ def propagate(
                               contrasts.get(front.source, 0.0),
                               contrasts.get(previous_position, 0.0), contrast_of)  # fmt: skip
             reason = _rejection(result, found, config)
+            written = result
+            level = levels.get(front.source)
+            if not reason and level is not None:
+                cut = cut_to_level(reader(front.position), result.mask, level, _click(prompt))
+                reason = _cut_rejection(cut.area, results[front.source][0].mask.area, config)
+                if found.contrast < config.cut_below:  # a fading object: its mask takes in halo
+                    written = replace(result, mask=cut)
             done += 1
             yield min(done, total), total
             if reason:
                 ended.append(Stop(front.position, reason))
                 front.alive = False
                 continue
-            results[front.position] = (result, front.source)
+            results[front.position] = (written, front.source)
             evidence[front.position] = found
             if contrast_of is not None:
                 contrasts[front.position] = found.contrast * contrasts.get(front.source, 0.0)
@@ -381,6 +408,21 @@ def _evidence(
         stability=stability_score(result.logits, threshold),
         fade=float(fade),
     )
+
+
+def _click(prompt: Prompt) -> tuple[int, int] | None:
+    """The pixel of ``prompt``'s first positive point (None without one)."""
+    positive = np.rint(prompt.points[prompt.labels == PointLabel.POSITIVE]).astype(int)
+    return None if len(positive) == 0 else (int(positive[0, 0]), int(positive[0, 1]))
+
+
+def _cut_rejection(kept: int, annotated: int, config: PropagationConfig) -> str:
+    """Why a mask cut to the object's edge level ends the front ("" if it does not): less
+    than ``config.min_kept`` of the annotated slice's area is left."""
+    if kept >= config.min_kept * annotated:
+        return ""
+    return (f"{kept} px on the object's side of its edge level, under {config.min_kept} of "
+            f"the annotated slice's {annotated}")
 
 
 def _rejection(result: PlaneMask, evidence: SliceEvidence, config: PropagationConfig) -> str:

@@ -1,0 +1,105 @@
+"""The object's own intensity edge, carried from its annotated slice through a stack.
+
+Past the middle of a nucleus in a coarse-z stack, SAM's mask takes in the out-of-focus light
+around the smaller cross-section: a slice or two from the middle the mask keeps the middle's
+size. The pixels still tell: blurred in z, the nucleus's light at its true edge has the same
+level on every slice, while the out-of-focus halo is dimmer. So propagation
+(:mod:`napari_sam.propagation`) reads the level at the object's edge on the slice the user
+annotated, between the ring just outside the mask and the median inside it, and cuts each
+propagated mask to the pixels on the object's side of that level.
+
+Dark objects on a bright background (the inside below the ring) are cut to the pixels at or
+below the level. An object that does not stand out on its annotated slice gets no level,
+and its masks are left as the model gave them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from napari_sam.tile_grid import Box
+from napari_sam.transforms import ObjectMask
+
+
+@dataclass(frozen=True)
+class EdgeLevel:
+    """An intensity level in the image's own units; ``bright``: the object is brighter than
+    its surroundings (its pixels are those at or above ``value``), else darker (at or
+    below)."""
+
+    value: float
+    bright: bool
+
+
+def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask,
+               fraction: float) -> EdgeLevel | None:  # fmt: skip
+    """The level ``fraction`` of the way from the ring just outside ``mask`` (1 px wide, 2 px
+    off) to the median inside it. ``read(window)`` gives the plane's pixels in ``window``
+    (row0, col0, row1, col1; end exclusive), (h, w) or (h, w, C) (channels averaged). None
+    when the mask is empty or does not stand out: the median inside differs from the ring's
+    mean by less than half the ring's standard deviation."""
+    if mask.area == 0:
+        return None
+    window, inside = _neighbourhood(mask, pad=4)
+    pixels = _plane(read, window)
+    ring = ndimage.binary_dilation(inside, iterations=2) & ~ndimage.binary_dilation(inside)
+    if not ring.any():
+        return None
+    high, low = float(np.nanmedian(pixels[inside])), float(np.nanmean(pixels[ring]))
+    if abs(high - low) <= 0.5 * float(np.nanstd(pixels[ring])):
+        return None
+    return EdgeLevel(low + fraction * (high - low), high > low)
+
+
+def cut_to_level(read: Callable[[Box], np.ndarray], mask: ObjectMask, level: EdgeLevel,
+                 seed: tuple[int, int] | None = None) -> ObjectMask:  # fmt: skip
+    """``mask`` cut to its pixels on the object's side of ``level``: one connected piece, the
+    one holding ``seed`` (a plane ``(row, col)`` pixel, e.g. the click that prompted the
+    mask) or else the largest, its holes filled (texture darker than the edge stays inside).
+    Empty when no pixel is left."""
+    if mask.area == 0:
+        return mask
+    window, inside = _neighbourhood(mask, pad=0)
+    pixels = _plane(read, window)
+    keep = inside & (pixels >= level.value if level.bright else pixels <= level.value)
+    pieces, count = ndimage.label(keep)
+    if count == 0:
+        return ObjectMask(np.zeros((0, 0), dtype=bool), (0, 0), mask.shape)
+    if count > 1:
+        held = _piece_at(pieces, seed, window)
+        sizes = ndimage.sum_labels(keep, pieces, range(1, count + 1))
+        keep = pieces == (held or 1 + int(np.argmax(sizes)))
+    keep = ndimage.binary_fill_holes(keep)
+    rows, cols = np.nonzero(keep.any(1))[0], np.nonzero(keep.any(0))[0]
+    crop = keep[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return ObjectMask(crop.copy(), (window[0] + rows[0], window[1] + cols[0]), mask.shape)
+
+
+def _piece_at(pieces: np.ndarray, seed: tuple[int, int] | None, window: Box) -> int:
+    """The label of ``pieces`` (h, w, in ``window``) at plane pixel ``seed`` (0: none)."""
+    if seed is None:
+        return 0
+    r, c = seed[0] - window[0], seed[1] - window[1]
+    inside = 0 <= r < pieces.shape[0] and 0 <= c < pieces.shape[1]
+    return int(pieces[r, c]) if inside else 0
+
+
+def _neighbourhood(mask: ObjectMask, pad: int) -> tuple[Box, np.ndarray]:
+    """The window around ``mask`` grown by ``pad`` px (inside the plane), and the mask in it
+    (h, w) bool."""
+    r0, c0, r1, c1 = mask.bbox
+    rows, cols = mask.shape
+    window = (max(r0 - pad, 0), max(c0 - pad, 0), min(r1 + pad, rows), min(c1 + pad, cols))
+    inside = np.zeros((window[2] - window[0], window[3] - window[1]), dtype=bool)
+    inside[r0 - window[0] : r1 - window[0], c0 - window[1] : c1 - window[1]] = mask.crop
+    return window, inside
+
+
+def _plane(read: Callable[[Box], np.ndarray], window: Box) -> np.ndarray:
+    """(h, w) float32 pixels of ``window`` (channels averaged)."""
+    pixels = np.asarray(read(window), dtype=np.float32)
+    return pixels.mean(-1) if pixels.ndim == 3 else pixels

@@ -1,0 +1,69 @@
+"""The object's edge level: masks cut to the object's own pixels, bright or dark."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from napari_sam.edge_level import EdgeLevel, cut_to_level, edge_level
+from napari_sam.plane_segmentation import crop_mask
+
+SHAPE = (64, 64)
+
+
+def _disk(radius: float, centre=(32, 32)) -> np.ndarray:
+    rows, cols = np.indices(SHAPE)
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+def _reader(pixels: np.ndarray):
+    return lambda w: pixels[w[0] : w[2], w[1] : w[3]]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def _blurred(mask: np.ndarray, inside: float, outside: float) -> np.ndarray:
+    pixels = np.where(mask, inside, outside).astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 2, SHAPE).astype(np.float32)
+    return ndimage.gaussian_filter(pixels, 1.5) + noise
+
+
+def test_a_mask_taking_in_the_halo_is_cut_to_the_object():
+    # the level comes from a slice where the mask fits; on a slice where the object is
+    # smaller, a mask of the first slice's size is cut to the object there
+    fitted, smaller = _disk(12), _disk(8)
+    level = edge_level(_reader(_blurred(fitted, 1000, 100)), crop_mask(fitted, (0, 0), SHAPE), 0.3)
+    assert level is not None and level.bright and 100 < level.value < 1000
+    here = _blurred(smaller, 1000, 100) + 150 * _disk(14)  # out-of-focus light around it
+    cut = cut_to_level(_reader(here), crop_mask(fitted, (0, 0), SHAPE), level)
+    assert _iou(cut.to_array(), smaller) > 0.8 and _iou(fitted, smaller) < 0.5
+
+
+def test_dark_objects_are_cut_to_their_dark_pixels():
+    fitted, smaller = _disk(12), _disk(8)
+    level = edge_level(_reader(_blurred(fitted, 50, 900)), crop_mask(fitted, (0, 0), SHAPE), 0.3)
+    assert level is not None and not level.bright
+    cut = cut_to_level(_reader(_blurred(smaller, 50, 900)), crop_mask(fitted, (0, 0), SHAPE), level)
+    assert _iou(cut.to_array(), smaller) > 0.85
+
+
+def test_an_object_that_does_not_stand_out_gets_no_level():
+    flat = np.full(SHAPE, 500.0, np.float32) + np.random.default_rng(1).normal(0, 5, SHAPE)
+    assert edge_level(_reader(flat), crop_mask(_disk(10), (0, 0), SHAPE), 0.3) is None
+    empty = crop_mask(np.zeros(SHAPE, bool), (0, 0), SHAPE)
+    assert edge_level(_reader(flat), empty, 0.3) is None
+
+
+def test_the_largest_piece_is_kept_with_its_holes_filled():
+    # a nucleus with a dark nucleolus, and a bright speck inside the mask apart from it
+    pixels = np.full(SHAPE, 100.0, np.float32)
+    pixels[_disk(8)] = 1000
+    pixels[_disk(2)] = 100  # the nucleolus
+    pixels[10:12, 10:12] = 1000  # the speck
+    mask = crop_mask(_disk(30), (0, 0), SHAPE)
+    cut = cut_to_level(_reader(pixels), mask, EdgeLevel(400.0, bright=True))
+    np.testing.assert_array_equal(cut.to_array(), _disk(8))
+    nothing = cut_to_level(_reader(pixels), mask, EdgeLevel(5000.0, bright=True))
+    assert nothing.area == 0
