@@ -1,11 +1,11 @@
-"""The object's edge level: masks cut to the object's own pixels, bright or dark."""
+"""The object's edge level: masks cut to the object's own pixels."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
-from napari_sam.edge_level import EdgeLevel, cut_to_level, edge_level
+from napari_sam.edge_level import cut_to_level, edge_level
 from napari_sam.plane_segmentation import crop_mask
 
 SHAPE = (64, 64)
@@ -35,18 +35,16 @@ def test_a_mask_taking_in_the_halo_is_cut_to_the_object():
     # smaller, a mask of the first slice's size is cut to the object there
     fitted, smaller = _disk(12), _disk(8)
     level = edge_level(_reader(_blurred(fitted, 1000, 100)), crop_mask(fitted, (0, 0), SHAPE), 0.3)
-    assert level is not None and level.bright and 100 < level.value < 1000
+    assert level is not None and 100 < level < 1000
     here = _blurred(smaller, 1000, 100) + 150 * _disk(14)  # out-of-focus light around it
     cut = cut_to_level(_reader(here), crop_mask(fitted, (0, 0), SHAPE), level)
     assert _iou(cut.to_array(), smaller) > 0.8 and _iou(fitted, smaller) < 0.5
 
 
-def test_dark_objects_are_cut_to_their_dark_pixels():
-    fitted, smaller = _disk(12), _disk(8)
-    level = edge_level(_reader(_blurred(fitted, 50, 900)), crop_mask(fitted, (0, 0), SHAPE), 0.3)
-    assert level is not None and not level.bright
-    cut = cut_to_level(_reader(_blurred(smaller, 50, 900)), crop_mask(fitted, (0, 0), SHAPE), level)
-    assert _iou(cut.to_array(), smaller) > 0.85
+def test_dark_objects_get_no_level():
+    # as the contrast evidence, the edge level is for objects brighter than their surroundings
+    fitted = _disk(12)
+    assert edge_level(_reader(_blurred(fitted, 50, 900)), crop_mask(fitted, (0, 0), SHAPE), 0.3) is None
 
 
 def test_an_object_that_does_not_stand_out_gets_no_level():
@@ -56,14 +54,26 @@ def test_an_object_that_does_not_stand_out_gets_no_level():
     assert edge_level(_reader(flat), empty, 0.3) is None
 
 
-def test_the_largest_piece_is_kept_with_its_holes_filled():
-    # a nucleus with a dark nucleolus, and a bright speck inside the mask apart from it
+def test_one_piece_is_kept_with_its_holes_filled():
+    # a nucleus with a dark nucleolus, and a larger bright blob inside the mask apart from it
     pixels = np.full(SHAPE, 100.0, np.float32)
     pixels[_disk(8)] = 1000
     pixels[_disk(2)] = 100  # the nucleolus
-    pixels[10:12, 10:12] = 1000  # the speck
-    mask = crop_mask(_disk(30), (0, 0), SHAPE)
-    cut = cut_to_level(_reader(pixels), mask, EdgeLevel(400.0, bright=True))
-    np.testing.assert_array_equal(cut.to_array(), _disk(8))
-    nothing = cut_to_level(_reader(pixels), mask, EdgeLevel(5000.0, bright=True))
-    assert nothing.area == 0
+    blob = _disk(9, centre=(32, 54))
+    pixels[blob] = 1000
+    mask = crop_mask(_disk(31), (0, 0), SHAPE)
+    largest = cut_to_level(_reader(pixels), mask, 400.0)
+    np.testing.assert_array_equal(largest.to_array(), blob & _disk(31))
+    # the piece holding the click, even a click on the nucleolus (a hole, filled)
+    clicked = cut_to_level(_reader(pixels), mask, 400.0, seed=(32, 32))
+    np.testing.assert_array_equal(clicked.to_array(), _disk(8))
+    assert cut_to_level(_reader(pixels), mask, 5000.0).area == 0
+
+
+def test_channels_are_averaged_and_masks_at_the_plane_edge_are_read_inside_it():
+    corner = _disk(10, centre=(0, 0))
+    pixels = np.stack([_blurred(corner, 1000, 100)] * 3, axis=-1)  # (H, W, 3)
+    level = edge_level(_reader(pixels), crop_mask(corner, (0, 0), SHAPE), 0.3)
+    assert level is not None
+    cut = cut_to_level(_reader(pixels), crop_mask(_disk(14, centre=(0, 0)), (0, 0), SHAPE), level)
+    assert _iou(cut.to_array(), corner) > 0.85

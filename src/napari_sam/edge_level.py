@@ -2,46 +2,36 @@
 
 Past the middle of a nucleus in a coarse-z stack, SAM's mask takes in the out-of-focus light
 around the smaller cross-section: a slice or two from the middle the mask keeps the middle's
-size. The pixels still tell: blurred in z, the nucleus's light at its true edge has the same
-level on every slice, while the out-of-focus halo is dimmer. So propagation
-(:mod:`napari_sam.propagation`) reads the level at the object's edge on the slice the user
-annotated, between the ring just outside the mask and the median inside it, and cuts each
-propagated mask to the pixels on the object's side of that level.
+size. The pixels still tell: blurred in z, the nucleus's light at its true edge has about the
+same level on every slice, while the out-of-focus halo is dimmer. So propagation
+(:mod:`napari_sam.propagation`) reads a level at the object's edge on the slice the user
+annotated, between the ring just outside the mask and the median inside it, and cuts the
+masks of slices where the object fades to the pixels at or above that level.
 
-Dark objects on a bright background (the inside below the ring) are cut to the pixels at or
-below the level. An object that does not stand out on its annotated slice gets no level,
-and its masks are left as the model gave them.
+Only objects brighter than their surroundings (fluorescence) get a level, as only they get
+the contrast evidence (:func:`~napari_sam.evidence.reference_contrast`); an object that does
+not stand out on its annotated slice gets none, and its masks are left as the model gave them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from napari_sam.plane_segmentation import crop_mask
 from napari_sam.tile_grid import Box
 from napari_sam.transforms import ObjectMask
 
 
-@dataclass(frozen=True)
-class EdgeLevel:
-    """An intensity level in the image's own units; ``bright``: the object is brighter than
-    its surroundings (its pixels are those at or above ``value``), else darker (at or
-    below)."""
-
-    value: float
-    bright: bool
-
-
 def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask,
-               fraction: float) -> EdgeLevel | None:  # fmt: skip
-    """The level ``fraction`` of the way from the ring just outside ``mask`` (1 px wide, 2 px
-    off) to the median inside it. ``read(window)`` gives the plane's pixels in ``window``
-    (row0, col0, row1, col1; end exclusive), (h, w) or (h, w, C) (channels averaged). None
-    when the mask is empty or does not stand out: the median inside differs from the ring's
-    mean by less than half the ring's standard deviation."""
+               fraction: float) -> float | None:  # fmt: skip
+    """The level ``fraction`` of the way from the mean of the ring just outside ``mask`` (1 px
+    wide, 2 px off) to the median inside it, in the image's own units. ``read(window)`` gives
+    the plane's pixels in ``window`` (row0, col0, row1, col1; end exclusive), (h, w) or
+    (h, w, C) (channels averaged). None when the mask is empty or the object is not brighter
+    than the ring by more than half the ring's standard deviation."""
     if mask.area == 0:
         return None
     window, inside = _neighbourhood(mask, pad=4)
@@ -50,33 +40,27 @@ def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask,
     if not ring.any():
         return None
     high, low = float(np.nanmedian(pixels[inside])), float(np.nanmean(pixels[ring]))
-    if abs(high - low) <= 0.5 * float(np.nanstd(pixels[ring])):
+    if not np.isfinite(high - low) or high - low <= 0.5 * float(np.nanstd(pixels[ring])):
         return None
-    return EdgeLevel(low + fraction * (high - low), high > low)
+    return low + fraction * (high - low)
 
 
-def cut_to_level(read: Callable[[Box], np.ndarray], mask: ObjectMask, level: EdgeLevel,
+def cut_to_level(read: Callable[[Box], np.ndarray], mask: ObjectMask, level: float,
                  seed: tuple[int, int] | None = None) -> ObjectMask:  # fmt: skip
-    """``mask`` cut to its pixels on the object's side of ``level``: one connected piece, the
-    one holding ``seed`` (a plane ``(row, col)`` pixel, e.g. the click that prompted the
-    mask) or else the largest, its holes filled (texture darker than the edge stays inside).
-    Empty when no pixel is left."""
+    """``mask`` cut to its pixels at or above ``level``, holes filled (texture darker than the
+    edge stays inside), then one connected piece: the one holding ``seed`` (a plane
+    ``(row, col)`` pixel, e.g. the click that prompted the mask), else the largest. Empty when
+    no pixel is left."""
     if mask.area == 0:
         return mask
     window, inside = _neighbourhood(mask, pad=0)
-    pixels = _plane(read, window)
-    keep = inside & (pixels >= level.value if level.bright else pixels <= level.value)
+    keep = ndimage.binary_fill_holes(inside & (_plane(read, window) >= level))
     pieces, count = ndimage.label(keep)
-    if count == 0:
-        return ObjectMask(np.zeros((0, 0), dtype=bool), (0, 0), mask.shape)
     if count > 1:
         held = _piece_at(pieces, seed, window)
         sizes = ndimage.sum_labels(keep, pieces, range(1, count + 1))
         keep = pieces == (held or 1 + int(np.argmax(sizes)))
-    keep = ndimage.binary_fill_holes(keep)
-    rows, cols = np.nonzero(keep.any(1))[0], np.nonzero(keep.any(0))[0]
-    crop = keep[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return ObjectMask(crop.copy(), (window[0] + rows[0], window[1] + cols[0]), mask.shape)
+    return crop_mask(keep, window[:2], mask.shape)
 
 
 def _piece_at(pieces: np.ndarray, seed: tuple[int, int] | None, window: Box) -> int:

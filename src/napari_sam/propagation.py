@@ -10,7 +10,8 @@ click). Each slice's mask carries its evidence (:class:`~napari_sam.evidence.Sli
 overlap with the previous mask, growth, contrast against its surroundings relative to the
 annotated slice, stability, predicted IoU). A front stops where that evidence says the object
 has ended (:class:`PropagationConfig`), when the mask is empty, or before a slice where the
-user put only negative points. Between two annotated slices the gap is filled from both ends,
+user put only negative points. Where a bright object fades at once (its end in z), its mask
+is cut to the object's edge level on the annotated slice (:mod:`napari_sam.edge_level`). Between two annotated slices the gap is filled from both ends,
 alternately, until the fronts meet. Each slice goes through
 :func:`napari_sam.plane_segmentation.segment_plane`, so tiled slices propagate the same way.
 """
@@ -25,7 +26,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from napari_sam.edge_level import EdgeLevel, cut_to_level, edge_level
+from napari_sam.edge_level import cut_to_level, edge_level
 from napari_sam.evidence import (
     SliceEvidence,
     confidence,
@@ -72,11 +73,13 @@ class PropagationConfig:
     zoom: decode small objects again on a magnified window (:mod:`napari_sam.zoom`; ``"auto"``,
     ``"on"``, ``"off"`` or a :class:`~napari_sam.zoom.ZoomConfig`); edge_level: the
     object's edge level, this fraction of the way from the ring around the annotated slice's
-    mask to its median inside (:mod:`napari_sam.edge_level`; needs the pixels; 0 turns it
-    off): a front stops where less than ``min_kept`` of the annotated slice's area is on the
-    object's side of it, and a mask whose contrast fell below ``cut_below`` of the annotated
-    slice's (a fading object, whose mask takes in the out-of-focus light around it) is cut
-    to those pixels.
+    mask to its median inside (:mod:`napari_sam.edge_level`; bright objects; needs the
+    pixels; 0 turns it off): on a slice where the object's contrast fell below ``edge_fade``
+    of the previous slice's in one step (its end in z, where the mask takes in the
+    out-of-focus light around it), the mask is cut to its pixels at or above that level,
+    unless that leaves less than ``min_kept`` of the annotated slice's area (the object faded
+    as a whole: its mask is kept as it is). An object that fades slowly (bleaching through t)
+    is never cut.
 
     The default, a click alone, follows an object to its ends and stops there: a box carried
     from the previous slice makes the mask fill it, so a nucleus that narrows towards its
@@ -101,7 +104,7 @@ class PropagationConfig:
     box_margin: float = 0.1
     zoom: ZoomConfig | str | None = "auto"
     edge_level: float = 0.15
-    cut_below: float = 0.95
+    edge_fade: float = 0.9
     min_kept: float = 0.1
 
     def __post_init__(self) -> None:
@@ -114,8 +117,8 @@ class PropagationConfig:
         if not 0 <= self.edge_level < 1 or not 0 <= self.min_kept <= 1:
             raise ValueError(f"edge_level is in [0, 1) and min_kept in [0, 1], got "
                              f"{self.edge_level} and {self.min_kept}")  # fmt: skip
-        if self.cut_below < 0:
-            raise ValueError(f"cut_below is at least 0, got {self.cut_below}")
+        if self.edge_fade < 0:
+            raise ValueError(f"edge_fade is at least 0, got {self.edge_fade}")
         if self.max_slices is not None and self.max_slices < 0:
             raise ValueError(f"max_slices must be >= 0, got {self.max_slices}")
 
@@ -255,8 +258,8 @@ def propagate(
     prompt of negative points only marks a slice the object does not reach. slices: the flat
     slice index of each position (:func:`axis_slices`; ``range(n)`` for a plain z or t stack).
     pixels: ``(flat slice index, window) ->`` that window's pixels, (h, w) or (h, w, C), for
-    the contrast evidence (only around the mask); default the embeddings' ``source.read``
-    when they have one (a :class:`~napari_sam.stack_embeddings.StackEmbeddings`), else no contrast rule.
+    the contrast evidence and the edge level (only around the mask); default the embeddings'
+    ``source.read`` when they have one (a :class:`~napari_sam.stack_embeddings.StackEmbeddings`), else no contrast rule.
     Yields ``(done, total)`` slices (total: slices within reach; may end early); returns a
     :class:`Propagation` (``StopIteration.value``; see :func:`napari_sam.jobs.drain`). Close it to cancel.
     """
@@ -295,7 +298,7 @@ def propagate(
     fronts = _plan(annotated, stops, n, config)
     total = len(annotated) + len(_reach(fronts))
     done = 0
-    levels: dict[int, EdgeLevel | None] = {}  # annotated position -> the object's edge level
+    levels: dict[int, float | None] = {}  # annotated position -> the object's edge level
     for position in annotated:
         results[position] = (segment(position, annotations[position]), position)
         if contrast_of is not None:
@@ -326,11 +329,11 @@ def propagate(
             reason = _rejection(result, found, config)
             written = result
             level = levels.get(front.source)
-            if not reason and level is not None:
+            if not reason and level is not None and found.fade < config.edge_fade:
+                # an object fading at once (its end in z): its mask takes in the halo
                 cut = cut_to_level(reader(front.position), result.mask, level, _click(prompt))
-                reason = _cut_rejection(cut.area, results[front.source][0].mask.area, config)
-                if found.contrast < config.cut_below:  # a fading object: its mask takes in halo
-                    written = replace(result, mask=cut)
+                if cut.area >= max(config.min_kept * results[front.source][0].mask.area, 1):
+                    written = replace(result, mask=cut)  # else it faded whole: as it is
             done += 1
             yield min(done, total), total
             if reason:
@@ -414,15 +417,6 @@ def _click(prompt: Prompt) -> tuple[int, int] | None:
     """The pixel of ``prompt``'s first positive point (None without one)."""
     positive = np.rint(prompt.points[prompt.labels == PointLabel.POSITIVE]).astype(int)
     return None if len(positive) == 0 else (int(positive[0, 0]), int(positive[0, 1]))
-
-
-def _cut_rejection(kept: int, annotated: int, config: PropagationConfig) -> str:
-    """Why a mask cut to the object's edge level ends the front ("" if it does not): less
-    than ``config.min_kept`` of the annotated slice's area is left."""
-    if kept >= config.min_kept * annotated:
-        return ""
-    return (f"{kept} px on the object's side of its edge level, under {config.min_kept} of "
-            f"the annotated slice's {annotated}")
 
 
 def _rejection(result: PlaneMask, evidence: SliceEvidence, config: PropagationConfig) -> str:
