@@ -348,7 +348,8 @@ def main() -> None:
         table("a nucleus drifting through t (8 frames)", drift_rows(predictor, f2, config),
               drift_rows(predictor, ours_2d(), config))  # fmt: skip
         table("  the same without the edge level (reference)",
-              drift_rows(predictor, f2, NO_EDGE_LEVEL), drift_rows(predictor, ours_2d(), NO_EDGE_LEVEL))
+              drift_rows(predictor, f2, NO_EDGE_LEVEL),
+              drift_rows(predictor, ours_2d(), NO_EDGE_LEVEL))  # fmt: skip
         table("  the same before the stop evidence (reference)",
               drift_rows(predictor, f2, PREVIOUS), drift_rows(predictor, ours_2d(), PREVIOUS))
     if "auto" in only:

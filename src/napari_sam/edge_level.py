@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
+from napari_sam.evidence import mask_neighbourhood, read_plane
 from napari_sam.plane_segmentation import crop_mask
 from napari_sam.tile_grid import Box
 from napari_sam.transforms import ObjectMask
@@ -34,8 +35,8 @@ def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask,
     than the ring by more than half the ring's standard deviation."""
     if mask.area == 0:
         return None
-    window, inside = _neighbourhood(mask, pad=4)
-    pixels = _plane(read, window)
+    window, inside = mask_neighbourhood(mask, pad=4)
+    pixels = read_plane(read, window)
     ring = ndimage.binary_dilation(inside, iterations=2) & ~ndimage.binary_dilation(inside)
     if not ring.any():
         return None
@@ -53,8 +54,8 @@ def cut_to_level(read: Callable[[Box], np.ndarray], mask: ObjectMask, level: flo
     no pixel is left."""
     if mask.area == 0:
         return mask
-    window, inside = _neighbourhood(mask, pad=0)
-    keep = ndimage.binary_fill_holes(inside & (_plane(read, window) >= level))
+    window, inside = mask_neighbourhood(mask, pad=0)
+    keep = ndimage.binary_fill_holes(inside & (read_plane(read, window) >= level))
     pieces, count = ndimage.label(keep)
     if count > 1:
         held = _piece_at(pieces, seed, window)
@@ -70,20 +71,3 @@ def _piece_at(pieces: np.ndarray, seed: tuple[int, int] | None, window: Box) -> 
     r, c = seed[0] - window[0], seed[1] - window[1]
     inside = 0 <= r < pieces.shape[0] and 0 <= c < pieces.shape[1]
     return int(pieces[r, c]) if inside else 0
-
-
-def _neighbourhood(mask: ObjectMask, pad: int) -> tuple[Box, np.ndarray]:
-    """The window around ``mask`` grown by ``pad`` px (inside the plane), and the mask in it
-    (h, w) bool."""
-    r0, c0, r1, c1 = mask.bbox
-    rows, cols = mask.shape
-    window = (max(r0 - pad, 0), max(c0 - pad, 0), min(r1 + pad, rows), min(c1 + pad, cols))
-    inside = np.zeros((window[2] - window[0], window[3] - window[1]), dtype=bool)
-    inside[r0 - window[0] : r1 - window[0], c0 - window[1] : c1 - window[1]] = mask.crop
-    return window, inside
-
-
-def _plane(read: Callable[[Box], np.ndarray], window: Box) -> np.ndarray:
-    """(h, w) float32 pixels of ``window`` (channels averaged)."""
-    pixels = np.asarray(read(window), dtype=np.float32)
-    return pixels.mean(-1) if pixels.ndim == 3 else pixels

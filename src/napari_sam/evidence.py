@@ -63,20 +63,32 @@ def object_contrast(
     if mask.area == 0:
         return 0.0, 0.0
     width = max(2, round(np.sqrt(mask.area) / 4))
-    r0, c0, r1, c1 = mask.bbox
-    pad = width + 2
-    a0, b0 = max(r0 - pad, 0), max(c0 - pad, 0)
-    a1, b1 = min(r1 + pad, mask.shape[0]), min(c1 + pad, mask.shape[1])
-    inside = np.zeros((a1 - a0, b1 - b0), dtype=bool)
-    inside[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0] = mask.crop
+    box, inside = mask_neighbourhood(mask, pad=width + 2)
     near = ndimage.binary_dilation(inside, iterations=1)
     ring = ndimage.binary_dilation(near, iterations=width) & ~near
     if not ring.any():
         return 0.0, 0.0
-    window = np.asarray(read((a0, b0, a1, b1)), dtype=np.float32)
-    window = window.mean(-1) if window.ndim == 3 else window
+    window = read_plane(read, box)
     around = window[ring]
     return float(np.nanmean(window[inside]) - np.nanmean(around)), float(np.nanstd(around))
+
+
+def mask_neighbourhood(mask: ObjectMask, pad: int) -> tuple[Box, np.ndarray]:
+    """The window around ``mask`` grown by ``pad`` px (clipped to the plane), and the mask
+    in it, (h, w) bool."""
+    r0, c0, r1, c1 = mask.bbox
+    rows, cols = mask.shape
+    window = (max(r0 - pad, 0), max(c0 - pad, 0), min(r1 + pad, rows), min(c1 + pad, cols))
+    inside = np.zeros((window[2] - window[0], window[3] - window[1]), dtype=bool)
+    inside[r0 - window[0] : r1 - window[0], c0 - window[1] : c1 - window[1]] = mask.crop
+    return window, inside
+
+
+def read_plane(read: Callable[[Box], np.ndarray], window: Box) -> np.ndarray:
+    """(h, w) float32 pixels of ``window`` from ``read`` ((h, w) or (h, w, C): channels
+    averaged)."""
+    pixels = np.asarray(read(window), dtype=np.float32)
+    return pixels.mean(-1) if pixels.ndim == 3 else pixels
 
 
 def reference_contrast(read: Callable[[Box], np.ndarray], mask: ObjectMask) -> float:

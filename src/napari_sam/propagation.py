@@ -11,8 +11,9 @@ overlap with the previous mask, growth, contrast against its surroundings relati
 annotated slice, stability, predicted IoU). A front stops where that evidence says the object
 has ended (:class:`PropagationConfig`), when the mask is empty, or before a slice where the
 user put only negative points. Where a bright object fades at once (its end in z), its mask
-is cut to the object's edge level on the annotated slice (:mod:`napari_sam.edge_level`). Between two annotated slices the gap is filled from both ends,
-alternately, until the fronts meet. Each slice goes through
+is cut to the object's edge level on the annotated slice (:mod:`napari_sam.edge_level`).
+Between two annotated slices the gap is filled from both ends, alternately, until the fronts
+meet. Each slice goes through
 :func:`napari_sam.plane_segmentation.segment_plane`, so tiled slices propagate the same way.
 """
 
@@ -259,7 +260,8 @@ def propagate(
     slice index of each position (:func:`axis_slices`; ``range(n)`` for a plain z or t stack).
     pixels: ``(flat slice index, window) ->`` that window's pixels, (h, w) or (h, w, C), for
     the contrast evidence and the edge level (only around the mask); default the embeddings'
-    ``source.read`` when they have one (a :class:`~napari_sam.stack_embeddings.StackEmbeddings`), else no contrast rule.
+    ``source.read`` when they have one (a
+    :class:`~napari_sam.stack_embeddings.StackEmbeddings`), else neither.
     Yields ``(done, total)`` slices (total: slices within reach; may end early); returns a
     :class:`Propagation` (``StopIteration.value``; see :func:`napari_sam.jobs.drain`). Close it to cancel.
     """
