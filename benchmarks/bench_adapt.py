@@ -53,6 +53,8 @@ def main() -> None:
                         help="share of first clicks at the object's deepest pixel (the rest "
                              "anywhere inside)")  # fmt: skip
     parser.add_argument("--zoom-share", type=float, default=AdaptSettings.zoom_share)
+    parser.add_argument("--pick-weight", type=float, default=AdaptSettings.pick_weight,
+                        help="weight of the ranking loss on a click's four masks")
     parser.add_argument("--no-choice", action="store_true",
                         help="do not fit the mask choice to the committed objects")
     parser.add_argument("--committed", type=int, default=10)
@@ -67,14 +69,15 @@ def main() -> None:
     settings = AdaptSettings(budget_s=args.budget, target=args.target, lr=args.lr,
                              decoder_part=args.part,
                              objects_per_step=args.per_step, zoom_share=args.zoom_share,
-                             rounds=rounds, fit_choice=not args.no_choice)  # fmt: skip
+                             rounds=rounds, fit_choice=not args.no_choice,
+                             pick_weight=args.pick_weight)  # fmt: skip
     predictor = Predictor.load("bundled", device="cpu")
     print(cpu_line())
     print(f"adapt: {args.committed} committed nuclei per image, budget {args.budget:g} s, "
           f"target {args.target} ({args.part}), lr {args.lr:g}, {args.per_step} objects per step, "
           f"{args.corrective} corrective rounds, box share {args.box_prob:g}, "
           f"centre clicks {args.centre_prob:g}, "
-          f"zoom share {args.zoom_share:g}")  # fmt: skip
+          f"zoom share {args.zoom_share:g}, pick weight {args.pick_weight:g}")  # fmt: skip
     print(f"{'data':<9}{'image':>6}{'nuclei':>7}{'click base':>11}{'adapted':>8}"
           f"{'box base':>9}{'adapted':>8}{'steps':>6}{'s':>6}  mask choice fitted")  # fmt: skip
     sets = {"foreign": lambda: foreign_2d(DEFAULT_FOREIGN),
