@@ -75,10 +75,10 @@ def best_match_iou(masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def ranking_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """pred, target (G, 3): the predicted and true IoUs of each click's three masks -> the
+    """pred, target (G, M): the predicted and true IoUs of each click's M masks -> the
     mean pairwise logistic loss over the ordered pairs whose true IoUs differ by more than
     ``RANK_MARGIN`` (0 when there are none)."""
-    gap = target[:, :, None] - target[:, None, :]  # (G, 3, 3): i better than j by gap
+    gap = target[:, :, None] - target[:, None, :]  # (G, M, M): i better than j by gap
     wanted = gap > RANK_MARGIN
     if not wanted.any():
         return pred.sum() * 0.0
