@@ -15,6 +15,7 @@ from napari_sam.jobs import Cancelled, CancelToken, cancellable
 from napari_sam.predictor import Predictor
 from napari_sam.prompts import Prompt
 from napari_sam.training.adapt import AdaptSettings, CommittedPlane, adapt, adapt_steps
+from napari_sam.training.evaluate import binary_iou
 from napari_sam.training.synthetic import NucleiStyle, synthetic_nuclei
 
 
@@ -201,7 +202,7 @@ def test_the_pick_term_makes_a_click_get_the_best_of_sams_masks_more_often(base,
         out = []
         for k, (truth, _) in enumerate(clicks):
             masks = [prediction.candidate(k, m).to_array() for m in range(4)]
-            ious = [(m & truth).sum() / (m | truth).sum() for m in masks]
+            ious = [binary_iou(m, truth) for m in masks]
             out.append(max(ious) - ious[int(prediction.best[k])])
         return float(np.mean(out))
 
