@@ -131,3 +131,25 @@ def test_training_sees_flat_and_nan_images_as_inference_does():
     for image in (nan, flat):
         seen = to_model_image(image, contrast_limits=percentile_limits(image))[..., 0]
         assert np.array_equal(normalise(image), seen)
+
+
+def test_broad_share_mixes_the_broad_style_into_a_wide_run(monkeypatch):
+    from napari_sam.training import data
+
+    lobed = []  # per generated image: was it drawn with lobed outlines (the wide style)?
+    real = data.synthetic_nuclei
+
+    def recording(shape, seed=None, style=None, **kw):
+        lobed.append(max(style.lobes) > 0)
+        return real(shape, seed=seed, style=style, **kw)
+
+    monkeypatch.setattr(data, "synthetic_nuclei", recording)
+    config = SyntheticConfig(pool_size=40, sizes=(64, 64), style="wide", curriculum_steps=0)
+    SyntheticSampler(config)
+    assert all(lobed)
+    lobed.clear()
+    SyntheticSampler(SyntheticConfig(pool_size=40, sizes=(64, 64), style="wide",
+                                     curriculum_steps=0, broad_share=0.5))  # fmt: skip
+    assert 8 <= sum(lobed) <= 32  # about half wide, half broad
+    with pytest.raises(ValueError, match="broad_share"):
+        SyntheticConfig(broad_share=1.5)

@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--style", default="broad", choices=("broad", "wide"),
                       help="synthetic: the full-difficulty style (wide: lobed, pressed together, "
                            "dim beside bright, haze, nucleoli, smaller nuclei)")
+    data.add_argument("--broad-share", type=float, default=0.0, metavar="P",
+                      help="synthetic: share of new pool images drawn from the broad style "
+                           "instead of --style (keeps what a broad-style model learned)")
     data.add_argument("--anisotropy", type=float, nargs=2, default=(1.5, 3.0),
                       metavar=("LOW", "HIGH"),
                       help="synthetic stacks: z voxel size / xy, drawn in this range")
@@ -108,6 +111,7 @@ def _sampler(args: argparse.Namespace, start_step: int):
                                       curriculum_steps=args.curriculum_steps,
                                       refresh_every=args.refresh_every,
                                       volume_share=args.volume_share, style=args.style,
+                                      broad_share=args.broad_share,
                                       anisotropy=tuple(args.anisotropy))
         return data.SyntheticSampler(config, start_step)
     if args.zarr is not None:

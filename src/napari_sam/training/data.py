@@ -162,7 +162,9 @@ class SyntheticConfig:
     stack show what single images do not: nuclei cut near their poles, small and dim under
     the out-of-focus light of the slices next to them, labelled by their true cross-section.
     ``style``: the full-difficulty end of the curriculum, a name in
-    :data:`~napari_sam.training.synthetic.STYLES` ("broad", or "wide" for the widened one).
+    :data:`~napari_sam.training.synthetic.STYLES` ("broad", or "wide" for the widened one);
+    ``broad_share``: the share of refreshes drawn from the broad style instead, so that a run
+    on the wide style keeps seeing what the broad one taught (0 draws no random number for it).
     """
 
     pool_size: int = 48
@@ -175,10 +177,13 @@ class SyntheticConfig:
     anisotropy: tuple[float, float] = (1.5, 3.0)
     slices_per_volume: int = 4
     style: str = "broad"
+    broad_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.volume_share <= 1.0:
             raise ValueError(f"volume_share must be in [0, 1], got {self.volume_share}")
+        if not 0.0 <= self.broad_share <= 1.0:
+            raise ValueError(f"broad_share must be in [0, 1], got {self.broad_share}")
         if self.style not in STYLES:
             raise ValueError(f"style must be one of {sorted(STYLES)}, got {self.style!r}")
         if not 0 < self.anisotropy[0] <= self.anisotropy[1]:
@@ -211,7 +216,10 @@ class SyntheticSampler:
         shape = (side, max(64, int(side * aspect)))
         if self.rng.random() < 0.5:
             shape = shape[::-1]
-        style = curriculum_style(difficulty, hard=STYLES[cfg.style])
+        name = cfg.style
+        if cfg.broad_share > 0 and self.rng.random() < cfg.broad_share:
+            name = "broad"
+        style = curriculum_style(difficulty, hard=STYLES[name])
         if cfg.volume_share == 0 or self.rng.random() >= cfg.volume_share:
             sample = synthetic_nuclei(shape, seed=self.rng, style=style)
             return [ImagePair(sample.image, sample.labels)]
