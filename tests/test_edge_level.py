@@ -54,6 +54,22 @@ def test_an_object_that_does_not_stand_out_gets_no_level():
     assert edge_level(_reader(flat), empty, 0.3) is None
 
 
+def test_a_dim_object_among_bright_neighbours_gets_its_level_against_the_darker_half():
+    # bright nuclei press against a dim one on two sides: against the whole ring it does not
+    # stand out; against the ring's darker half (the background between them) it does, and
+    # the cut keeps the dim object, not the neighbours' light around it
+    fitted = _disk(10)
+    neighbours = _disk(10, (32, 12)) | _disk(10, (32, 52))
+    pixels = _blurred(fitted, 400, 100) + ndimage.gaussian_filter(3000.0 * neighbours, 1.5)
+    mask = crop_mask(fitted, (0, 0), SHAPE)
+    assert edge_level(_reader(pixels), mask, 0.3) is None
+    level = edge_level(_reader(pixels), mask, 0.3, surround="dark")
+    assert level is not None and 100 < level < 400
+    wider = crop_mask(_disk(13) & ~neighbours, (0, 0), SHAPE)  # a mask taking in the halo
+    assert _iou(wider.to_array(), fitted) < 0.8
+    assert _iou(cut_to_level(_reader(pixels), wider, level).to_array(), fitted) > 0.8
+
+
 def test_one_piece_is_kept_with_its_holes_filled():
     # a nucleus with a dark nucleolus, and a larger bright blob inside the mask apart from it
     pixels = np.full(SHAPE, 100.0, np.float32)

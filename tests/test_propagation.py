@@ -278,6 +278,20 @@ def test_an_object_that_fades_out_at_once_stops_there():
     assert "contrast" in result.stops[0].reason
 
 
+def test_a_dim_object_pressed_between_bright_ones_stops_where_it_fades_out():
+    # a dim nucleus (id 1) between two bright ones that touch it on both sides: against the
+    # whole ring around it, where the neighbours are, it does not stand out at all; the
+    # model's masks (the oracle's labels) run on past slice 6, where only a trace is left
+    labels, pixels = _fading_stack(1.0)
+    labels[:, 16:32, 4:14], labels[:, 16:32, 34:44] = 2, 3
+    pixels[labels >= 2] = 3100.0
+    pixels[7:][labels[7:] == 1] = 130.0
+    result = drain(propagate(oracle_embeddings(labels), LabelOracle(), {2: Prompt.from_points(
+        [[24, 24]])}, slices=range(12), pixels=lambda s, w: pixels[s, w[0]:w[2], w[1]:w[3]]))  # fmt: skip
+    assert result.positions == tuple(range(7))
+    assert [s.position for s in result.stops] == [7] and "contrast" in result.stops[0].reason
+
+
 def test_a_mask_that_suddenly_grows_stops_the_front_when_asked():
     labels = np.zeros((10, 64, 64), np.int32)
     labels[:, 20:30, 20:30] = 1

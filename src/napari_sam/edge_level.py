@@ -9,8 +9,10 @@ annotated, between the ring just outside the mask and the median inside it, and 
 masks of slices where the object fades to the pixels at or above that level.
 
 Only objects brighter than their surroundings (fluorescence) get a level, as only they get
-the contrast evidence (:func:`~napari_sam.evidence.reference_contrast`); an object that does
-not stand out on its annotated slice gets none, and its masks are left as the model gave them.
+the contrast evidence (:func:`~napari_sam.evidence.reference_contrast`), measured against the
+same surroundings (the ring, or for a dim nucleus among brighter ones its darker half); an
+object that does not stand out on its annotated slice gets none, and its masks are left as
+the model gave them.
 """
 
 from __future__ import annotations
@@ -20,19 +22,20 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
-from napari_sam.evidence import mask_neighbourhood, read_plane
+from napari_sam.evidence import Surround, darker_half, mask_neighbourhood, read_plane
 from napari_sam.plane_segmentation import crop_mask
 from napari_sam.tile_grid import Box
 from napari_sam.transforms import ObjectMask
 
 
-def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask,
-               fraction: float) -> float | None:  # fmt: skip
+def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask, fraction: float,
+               surround: Surround = "ring") -> float | None:  # fmt: skip
     """The level ``fraction`` of the way from the mean of the ring just outside ``mask`` (1 px
-    wide, 2 px off) to the median inside it, in the image's own units. ``read(window)`` gives
-    the plane's pixels in ``window`` (row0, col0, row1, col1; end exclusive), (h, w) or
-    (h, w, C) (channels averaged). None when the mask is empty or the object is not brighter
-    than the ring by more than half the ring's standard deviation."""
+    wide, 2 px off; with ``surround="dark"`` its darker half,
+    :func:`~napari_sam.evidence.darker_half`) to the median inside it, in the image's own
+    units. ``read(window)`` gives the plane's pixels in ``window`` (row0, col0, row1, col1; end
+    exclusive), (h, w) or (h, w, C) (channels averaged). None when the mask is empty or the
+    object is not brighter than those pixels by more than half their standard deviation."""
     if mask.area == 0:
         return None
     window, inside = mask_neighbourhood(mask, pad=4)
@@ -40,8 +43,9 @@ def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask,
     ring = ndimage.binary_dilation(inside, iterations=2) & ~ndimage.binary_dilation(inside)
     if not ring.any():
         return None
-    high, low = float(np.nanmedian(pixels[inside])), float(np.nanmean(pixels[ring]))
-    if not np.isfinite(high - low) or high - low <= 0.5 * float(np.nanstd(pixels[ring])):
+    around = pixels[ring] if surround == "ring" else darker_half(pixels[ring])
+    high, low = float(np.nanmedian(pixels[inside])), float(np.nanmean(around))
+    if not np.isfinite(high - low) or high - low <= 0.5 * float(np.nanstd(around)):
         return None
     return low + fraction * (high - low)
 

@@ -8,8 +8,9 @@ measure itself, per slice, against the slice it came from:
   the mask jumps to a neighbour; 1 when an object narrows inside its previous outline);
 - ``growth``: area over the previous slice's area (a leak into a neighbour or haze grows it
   at once; a nucleus seen from its middle outwards narrows);
-- ``contrast``: the object's mean intensity above its surroundings (a ring around the mask),
-  relative to that on the annotated slice it started from (past an object's end only blur
+- ``contrast``: the object's mean intensity above its surroundings (a ring around the mask;
+  for a dim nucleus pressed among brighter ones, the ring's darker half), relative to that
+  on the annotated slice it started from (past an object's end only blur
   is left, and the contrast falls); ``fade``: the same over the previous slice's (an end in z fades within a slice or two; an object that
   bleaches through t fades a little per frame, and is not cut for it);
 - ``stability``: SAM's stability score of the mask's low-res logits (IoU of the masks at
@@ -24,12 +25,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
 
 from napari_sam.tile_grid import Box
 from napari_sam.transforms import ObjectMask
+
+Surround = Literal["ring", "dark"]
+"""What an object's contrast is measured against: the whole ring around its mask, or the
+ring's darker half (its pixels at or below the ring's median)."""
 
 
 @dataclass(frozen=True)
@@ -52,14 +58,15 @@ def stability_score(logits: np.ndarray, threshold: float = 0.0, offset: float = 
 
 
 def object_contrast(
-    read: Callable[[Box], np.ndarray], mask: ObjectMask
+    read: Callable[[Box], np.ndarray], mask: ObjectMask, surround: Surround = "ring"
 ) -> tuple[float, float]:
-    """``(difference, spread)``: mean inside ``mask`` - mean of a ring around it, and the
-    ring's standard deviation, in the image's own units (compare differences between slices
+    """``(difference, spread)``: mean inside ``mask`` - mean of its surroundings, and their
+    standard deviation, in the image's own units (compare differences between slices
     of one stack as a ratio). ``read(window)`` gives the plane's pixels in ``window`` (row0,
     col0, row1, col1; end exclusive) as (h, w) or (h, w, C) (channels averaged): only the
-    mask's neighbourhood is read. (0, 0) for an empty mask. The ring lies one pixel off the
-    mask and is about a quarter of the object's size wide."""
+    mask's neighbourhood is read. (0, 0) for an empty mask. The surroundings are a ring one
+    pixel off the mask, about a quarter of the object's size wide, or with ``surround="dark"``
+    the ring's darker half (:func:`darker_half`)."""
     if mask.area == 0:
         return 0.0, 0.0
     width = max(2, round(np.sqrt(mask.area) / 4))
@@ -69,8 +76,14 @@ def object_contrast(
     if not ring.any():
         return 0.0, 0.0
     window = read_plane(read, box)
-    around = window[ring]
+    around = window[ring] if surround == "ring" else darker_half(window[ring])
     return float(np.nanmean(window[inside]) - np.nanmean(around)), float(np.nanstd(around))
+
+
+def darker_half(pixels: np.ndarray) -> np.ndarray:
+    """(K,) the pixels of (N,) ``pixels`` at or below their median: around a nucleus pressed
+    among brighter ones, the gaps and background rather than the neighbours."""
+    return pixels[pixels <= np.nanmedian(pixels)]
 
 
 def mask_neighbourhood(mask: ObjectMask, pad: int) -> tuple[Box, np.ndarray]:
@@ -91,12 +104,19 @@ def read_plane(read: Callable[[Box], np.ndarray], window: Box) -> np.ndarray:
     return pixels.mean(-1) if pixels.ndim == 3 else pixels
 
 
-def reference_contrast(read: Callable[[Box], np.ndarray], mask: ObjectMask) -> float:
-    """The contrast later slices are measured against: :func:`object_contrast`'s difference
-    on an annotated slice, or 0 (the contrast evidence is then neutral) when the object does
-    not stand out there, by less than half its surroundings' standard deviation."""
-    difference, spread = object_contrast(read, mask)
-    return difference if difference > 0.5 * spread else 0.0
+def reference_contrast(
+    read: Callable[[Box], np.ndarray], mask: ObjectMask
+) -> tuple[float, Surround]:
+    """The contrast later slices are measured against, on an annotated slice, and what it is
+    measured against there: :func:`object_contrast`'s difference against the whole ring when
+    the object stands out from it by more than half its standard deviation; else (a dim
+    nucleus among brighter neighbours) against the ring's darker half, by the same test;
+    else ``(0.0, "ring")`` (the contrast evidence is then neutral)."""
+    for surround in ("ring", "dark"):
+        difference, spread = object_contrast(read, mask, surround)
+        if difference > 0.5 * spread:
+            return difference, surround
+    return 0.0, "ring"
 
 
 def mask_overlap(a: ObjectMask, b: ObjectMask) -> float:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -30,6 +31,7 @@ from scipy import ndimage
 from napari_sam.edge_level import cut_to_level, edge_level
 from napari_sam.evidence import (
     SliceEvidence,
+    Surround,
     confidence,
     mask_overlap,
     object_contrast,
@@ -287,9 +289,8 @@ def propagate(
         def reader(position: int) -> Callable[[Box], np.ndarray]:
             return lambda window: pixels(slices[position], window)
 
-        def contrast_of(position: int, mask: ObjectMask, annotated: bool = False) -> float:
-            read = reader(position)
-            return reference_contrast(read, mask) if annotated else object_contrast(read, mask)[0]
+        def contrast_of(position: int, mask: ObjectMask, surround: Surround) -> float:
+            return object_contrast(reader(position), mask, surround)[0]
 
     threshold = predictor.config.mask_threshold
 
@@ -301,13 +302,15 @@ def propagate(
     total = len(annotated) + len(_reach(fronts))
     done = 0
     levels: dict[int, float | None] = {}  # annotated position -> the object's edge level
+    surrounds: dict[int, Surround] = {}  # annotated position -> what its contrast is against
     for position in annotated:
         results[position] = (segment(position, annotations[position]), position)
-        if contrast_of is not None:
-            contrasts[position] = contrast_of(position, results[position][0].mask, True)
-        if reader is not None and config.edge_level > 0:
-            levels[position] = edge_level(reader(position), results[position][0].mask,
-                                          config.edge_level)  # fmt: skip
+        if reader is not None:
+            read, mask = reader(position), results[position][0].mask
+            contrasts[position], surrounds[position] = reference_contrast(read, mask)
+            if config.edge_level > 0:
+                levels[position] = edge_level(read, mask, config.edge_level,
+                                              surrounds[position])  # fmt: skip
         done += 1
         yield done, total
     for front in fronts:
@@ -325,9 +328,11 @@ def propagate(
             prompt = carried_prompt(front.previous, config, window)
             result = segment(front.position, prompt, tile)
             previous_position = front.position - front.step
+            measure = None if contrast_of is None else partial(
+                contrast_of, surround=surrounds.get(front.source, "ring"))  # fmt: skip
             found = _evidence(result, front.previous, threshold, front.position,
                               contrasts.get(front.source, 0.0),
-                              contrasts.get(previous_position, 0.0), contrast_of)  # fmt: skip
+                              contrasts.get(previous_position, 0.0), measure)  # fmt: skip
             reason = _rejection(result, found, config)
             written = result
             level = levels.get(front.source)
