@@ -292,6 +292,25 @@ def test_a_dim_object_pressed_between_bright_ones_stops_where_it_fades_out():
     assert [s.position for s in result.stops] == [7] and "contrast" in result.stops[0].reason
 
 
+def test_an_object_that_fades_and_comes_back_bright_is_another_object():
+    # a nucleus fading out over slices 4-5, then the next one in the same place from slice 6
+    # on (brighter): the model's masks (the oracle's labels) run on into it
+    labels, pixels = _fading_stack(1.0)
+    inside = labels == 1
+    for z, level in ((4, 700.0), (5, 550.0)):
+        pixels[z][inside[z]] = level
+    pixels[6:][inside[6:]] = 1300.0
+
+    def run(config):
+        return drain(propagate(oracle_embeddings(labels), LabelOracle(), {2: Prompt.from_points(
+            [[24, 24]])}, slices=range(12), pixels=lambda s, w: pixels[s, w[0]:w[2], w[1]:w[3]],
+            config=config))  # fmt: skip
+    result = run(PropagationConfig())
+    assert result.positions == tuple(range(6))
+    assert [s.position for s in result.stops] == [6] and "another object" in result.stops[0].reason
+    assert run(PropagationConfig(max_rise=0)).positions == tuple(range(12))  # the rule off
+
+
 def test_a_mask_that_suddenly_grows_stops_the_front_when_asked():
     labels = np.zeros((10, 64, 64), np.int32)
     labels[:, 20:30, 20:30] = 1
@@ -416,8 +435,8 @@ def test_an_object_that_fades_as_a_whole_is_not_cut_away():
     assert (found[5] & ~nucleus[5]).sum() < (model_view[5] & ~nucleus[5]).sum()  # cut
 
 
-@pytest.mark.parametrize("options", [{"edge_level": 1.0}, {"edge_level": -0.1},
+@pytest.mark.parametrize("options", [{"edge_level": 1.0}, {"edge_level": -0.1}, {"max_rise": 0.9},
                                      {"min_kept": 1.5}, {"edge_fade": -1.0}])  # fmt: skip
-def test_edge_level_settings_out_of_range_are_refused(options):
+def test_stop_and_edge_level_settings_out_of_range_are_refused(options):
     with pytest.raises(ValueError, match=next(iter(options))):
         PropagationConfig(**options)

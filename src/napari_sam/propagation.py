@@ -60,7 +60,10 @@ class PropagationConfig:
     of the contrast on the annotated slice it came from (needs the pixels: see
     :func:`propagate`) while it faded by more than ``max_fade`` in this one step (a
     contrast below ``max_fade`` times the previous slice's: objects that fade slowly go
-    on); min_stability: stop when its stability score is below this (see
+    on); max_rise: stop when its contrast rose above this times the previous slice's, from
+    below the annotated slice's to above it (an object's contrast falls away from where it
+    was annotated; one that falls and comes back has run into the next object);
+    min_stability: stop when its stability score is below this (see
     :mod:`napari_sam.evidence`; 0 turns a rule off); doubtful: slices whose
     :func:`~napari_sam.evidence.confidence` is below this are listed as doubtful;
     multimask: which of SAM's masks each slice gets
@@ -97,6 +100,7 @@ class PropagationConfig:
     max_growth: float = 1.6
     min_contrast: float = 0.5
     max_fade: float = 0.7
+    max_rise: float = 1.25
     min_stability: float = 0.5
     doubtful: float = 0.5
     multimask: str = "auto"
@@ -122,6 +126,8 @@ class PropagationConfig:
                              f"{self.edge_level} and {self.min_kept}")  # fmt: skip
         if self.edge_fade < 0:
             raise ValueError(f"edge_fade is at least 0, got {self.edge_fade}")
+        if self.max_rise != 0 and self.max_rise <= 1:
+            raise ValueError(f"max_rise is 0 (off) or above 1, got {self.max_rise}")
         if self.max_slices is not None and self.max_slices < 0:
             raise ValueError(f"max_slices must be >= 0, got {self.max_slices}")
 
@@ -440,6 +446,11 @@ def _rejection(result: PlaneMask, evidence: SliceEvidence, config: PropagationCo
         (evidence.contrast < config.min_contrast and evidence.fade < config.max_fade,
          f"contrast {evidence.contrast:.2f} of the annotated slice's < {config.min_contrast}, "
          f"{evidence.fade:.2f} of the previous slice's"),
+        (config.max_rise > 0 and evidence.fade > config.max_rise
+         and evidence.contrast / evidence.fade < 1 < evidence.contrast,
+         f"contrast rose {evidence.fade:.2f}x the previous slice's > {config.max_rise}x, from "
+         f"{evidence.contrast / evidence.fade:.2f} to {evidence.contrast:.2f} of the annotated "
+         f"slice's: another object"),
         (evidence.stability < config.min_stability, f"stability {evidence.stability:.2f} < "
          f"{config.min_stability}"),
     )  # fmt: skip
