@@ -62,7 +62,8 @@ CHOICES = ("best", "single", "any")
 # masks, stops on predicted IoU (under 0.5) and overlap only): the reference printed beside
 # the default
 PREVIOUS = PropagationConfig(min_score=0.5, dense="none", multimask="best", min_contrast=0.0,
-                             max_growth=0.0, min_stability=0.0, edge_level=0.0)  # fmt: skip
+                             max_rise=0.0, max_growth=0.0, min_stability=0.0,
+                             edge_level=0.0)  # fmt: skip
 # the default without the cut to the object's edge level (until 2026-12-07)
 NO_EDGE_LEVEL = PropagationConfig(edge_level=0.0)
 

@@ -154,8 +154,8 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
     # evidence and the edge level), the same without the edge level, the click with each other
     # dense prompt, the box + logits carry, and the
     # defaults before the stop evidence (a click alone, stops on predicted IoU and overlap)
-    before = {"min_score": 0.5, "min_contrast": 0.0, "max_growth": 0.0, "min_stability": 0.0,
-              "edge_level": 0.0}
+    before = {"min_score": 0.5, "min_contrast": 0.0, "max_rise": 0.0, "max_growth": 0.0,
+              "min_stability": 0.0, "edge_level": 0.0}
     variants = {"default": ("mask", "point", "auto", {}),
                 "no_edge_level": ("mask", "point", "auto", {"edge_level": 0.0}),
                 "click_only": ("none", "point", "auto", {}),
