@@ -6,6 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_sam.edge_level import cut_to_level, edge_level
+from napari_sam.evidence import reference_contrast
 from napari_sam.plane_segmentation import crop_mask
 
 SHAPE = (64, 64)
@@ -49,7 +50,10 @@ def test_dark_objects_get_no_level():
 
 def test_an_object_that_does_not_stand_out_gets_no_level():
     flat = np.full(SHAPE, 500.0, np.float32) + np.random.default_rng(1).normal(0, 5, SHAPE)
-    assert edge_level(_reader(flat), crop_mask(_disk(10), (0, 0), SHAPE), 0.3) is None
+    for surround in ("ring", "dark"):  # noise stands above the darker half, but not enough
+        assert edge_level(_reader(flat), crop_mask(_disk(10), (0, 0), SHAPE), 0.3,
+                          surround) is None  # fmt: skip
+    assert reference_contrast(_reader(flat), crop_mask(_disk(10), (0, 0), SHAPE)) == (0.0, "ring")
     empty = crop_mask(np.zeros(SHAPE, bool), (0, 0), SHAPE)
     assert edge_level(_reader(flat), empty, 0.3) is None
 
@@ -63,6 +67,7 @@ def test_a_dim_object_among_bright_neighbours_gets_its_level_against_the_darker_
     pixels = _blurred(fitted, 400, 100) + ndimage.gaussian_filter(3000.0 * neighbours, 1.5)
     mask = crop_mask(fitted, (0, 0), SHAPE)
     assert edge_level(_reader(pixels), mask, 0.3) is None
+    assert reference_contrast(_reader(pixels), mask)[1] == "dark"
     level = edge_level(_reader(pixels), mask, 0.3, surround="dark")
     assert level is not None and 100 < level < 400
     wider = crop_mask(_disk(13) & ~neighbours, (0, 0), SHAPE)  # a mask taking in the halo

@@ -309,6 +309,27 @@ def test_an_object_that_fades_and_comes_back_bright_is_another_object():
     assert result.positions == tuple(range(6))
     assert [s.position for s in result.stops] == [6] and "another object" in result.stops[0].reason
     assert run(PropagationConfig(max_rise=0)).positions == tuple(range(12))  # the rule off
+    pixels[6:][inside[6:]] = 800.0  # it comes back, but not to the annotated slice's level
+    assert run(PropagationConfig()).positions == tuple(range(12))
+
+
+def test_an_object_annotated_at_its_dim_end_is_followed_as_it_brightens():
+    # contrast rising 1.5x a slice from the annotated slice on: never below it, so never cut
+    labels, pixels = _fading_stack(1.5, n=6)
+    result = drain(propagate(oracle_embeddings(labels), LabelOracle(), {0: Prompt.from_points(
+        [[24, 24]])}, slices=range(6), pixels=lambda s, w: pixels[s, w[0]:w[2], w[1]:w[3]]))  # fmt: skip
+    assert result.positions == tuple(range(6)) and result.stops == ()
+    assert result.evidence[1].fade > PropagationConfig().max_rise  # it did rise
+
+
+def test_a_flat_slice_past_the_object_ends_the_front_without_an_error():
+    # no contrast at all (0 / 0 evidence) past slice 6: a clear stop, not a crash
+    labels, pixels = _fading_stack(1.0)
+    pixels[7:] = 100.0
+    result = drain(propagate(oracle_embeddings(labels), LabelOracle(), {2: Prompt.from_points(
+        [[24, 24]])}, slices=range(12), pixels=lambda s, w: pixels[s, w[0]:w[2], w[1]:w[3]]))  # fmt: skip
+    assert result.positions == tuple(range(7))
+    assert [s.position for s in result.stops] == [7] and "contrast 0.00" in result.stops[0].reason
 
 
 def test_a_mask_that_suddenly_grows_stops_the_front_when_asked():
@@ -355,8 +376,8 @@ def test_bundled_model_stops_within_a_slice_of_each_end_of_short_touching_nuclei
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")
     stack = StackEmbeddings.open(SliceSource(image), PredictorEmbedder(
         predictor, percentile_limits(image)), cache_size=len(image))  # fmt: skip
-    before = PropagationConfig(dense="none", min_contrast=0, max_growth=0, min_stability=0,
-                               edge_level=0)
+    before = PropagationConfig(dense="none", min_contrast=0, max_rise=0, max_growth=0,
+                               min_stability=0, edge_level=0)  # fmt: skip
     ends, ends_before = [], []
     for obj in np.unique(labels[labels > 0]):
         truth = labels == obj

@@ -22,7 +22,13 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
-from napari_sam.evidence import Surround, darker_half, mask_neighbourhood, read_plane
+from napari_sam.evidence import (
+    STANDS_OUT,
+    Surround,
+    mask_neighbourhood,
+    read_plane,
+    surroundings,
+)
 from napari_sam.plane_segmentation import crop_mask
 from napari_sam.tile_grid import Box
 from napari_sam.transforms import ObjectMask
@@ -32,10 +38,11 @@ def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask, fraction: fl
                surround: Surround = "ring") -> float | None:  # fmt: skip
     """The level ``fraction`` of the way from the mean of the ring just outside ``mask`` (1 px
     wide, 2 px off; with ``surround="dark"`` its darker half,
-    :func:`~napari_sam.evidence.darker_half`) to the median inside it, in the image's own
+    :func:`~napari_sam.evidence.surroundings`) to the median inside it, in the image's own
     units. ``read(window)`` gives the plane's pixels in ``window`` (row0, col0, row1, col1; end
     exclusive), (h, w) or (h, w, C) (channels averaged). None when the mask is empty or the
-    object is not brighter than those pixels by more than half their standard deviation."""
+    object does not stand out from those pixels (by more than half their standard deviation,
+    twice for the darker half: :data:`~napari_sam.evidence.STANDS_OUT`)."""
     if mask.area == 0:
         return None
     window, inside = mask_neighbourhood(mask, pad=4)
@@ -43,9 +50,9 @@ def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask, fraction: fl
     ring = ndimage.binary_dilation(inside, iterations=2) & ~ndimage.binary_dilation(inside)
     if not ring.any():
         return None
-    around = pixels[ring] if surround == "ring" else darker_half(pixels[ring])
+    around = surroundings(pixels[ring], surround)
     high, low = float(np.nanmedian(pixels[inside])), float(np.nanmean(around))
-    if not np.isfinite(high - low) or high - low <= 0.5 * float(np.nanstd(around)):
+    if not np.isfinite(high - low) or high - low <= STANDS_OUT[surround] * float(np.nanstd(around)):
         return None
     return low + fraction * (high - low)
 

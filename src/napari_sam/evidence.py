@@ -66,7 +66,7 @@ def object_contrast(
     col0, row1, col1; end exclusive) as (h, w) or (h, w, C) (channels averaged): only the
     mask's neighbourhood is read. (0, 0) for an empty mask. The surroundings are a ring one
     pixel off the mask, about a quarter of the object's size wide, or with ``surround="dark"``
-    the ring's darker half (:func:`darker_half`)."""
+    the ring's darker half (:func:`surroundings`)."""
     if mask.area == 0:
         return 0.0, 0.0
     width = max(2, round(np.sqrt(mask.area) / 4))
@@ -76,14 +76,25 @@ def object_contrast(
     if not ring.any():
         return 0.0, 0.0
     window = read_plane(read, box)
-    around = window[ring] if surround == "ring" else darker_half(window[ring])
+    around = surroundings(window[ring], surround)
     return float(np.nanmean(window[inside]) - np.nanmean(around)), float(np.nanstd(around))
 
 
-def darker_half(pixels: np.ndarray) -> np.ndarray:
-    """(K,) the pixels of (N,) ``pixels`` at or below their median: around a nucleus pressed
-    among brighter ones, the gaps and background rather than the neighbours."""
-    return pixels[pixels <= np.nanmedian(pixels)]
+def surroundings(ring: np.ndarray, surround: Surround) -> np.ndarray:
+    """(K,) the pixels of (N,) ``ring`` an object is measured against: all of them, or for
+    ``"dark"`` those at or below their median (around a nucleus pressed among brighter ones,
+    the gaps and background rather than the neighbours)."""
+    if surround == "ring":
+        return ring
+    if surround == "dark":
+        return ring[ring <= np.nanmedian(ring)]
+    raise ValueError(f"surround must be 'ring' or 'dark', got {surround!r}")
+
+
+STANDS_OUT = {"ring": 0.5, "dark": 2.0}
+"""How many of its surroundings' standard deviations an object's mean must stand above them
+to stand out. The darker half is cut at the median, so noise alone stands about 1.3 of that
+half's deviation above it: the fallback asks for 2."""
 
 
 def mask_neighbourhood(mask: ObjectMask, pad: int) -> tuple[Box, np.ndarray]:
@@ -110,11 +121,12 @@ def reference_contrast(
     """The contrast later slices are measured against, on an annotated slice, and what it is
     measured against there: :func:`object_contrast`'s difference against the whole ring when
     the object stands out from it by more than half its standard deviation; else (a dim
-    nucleus among brighter neighbours) against the ring's darker half, by the same test;
-    else ``(0.0, "ring")`` (the contrast evidence is then neutral)."""
+    nucleus among brighter neighbours) against the ring's darker half, when it stands out
+    from that by more than twice its deviation (:data:`STANDS_OUT`); else ``(0.0, "ring")``
+    (the contrast evidence is then neutral)."""
     for surround in ("ring", "dark"):
         difference, spread = object_contrast(read, mask, surround)
-        if difference > 0.5 * spread:
+        if difference > STANDS_OUT[surround] * spread:
             return difference, surround
     return 0.0, "ring"
 

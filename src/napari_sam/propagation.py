@@ -61,8 +61,10 @@ class PropagationConfig:
     :func:`propagate`) while it faded by more than ``max_fade`` in this one step (a
     contrast below ``max_fade`` times the previous slice's: objects that fade slowly go
     on); max_rise: stop when its contrast rose above this times the previous slice's, from
-    below the annotated slice's to above it (an object's contrast falls away from where it
-    was annotated; one that falls and comes back has run into the next object);
+    below the annotated slice's to above it (in z, a nucleus's contrast falls away from its
+    middle; one that falls and comes back has run into the next nucleus. Through t a nucleus
+    that dims a little and then brightens sharply, e.g. into mitosis, is stopped there too:
+    ``max_rise=0`` turns the rule off);
     min_stability: stop when its stability score is below this (see
     :mod:`napari_sam.evidence`; 0 turns a rule off); doubtful: slices whose
     :func:`~napari_sam.evidence.confidence` is below this are listed as doubtful;
@@ -406,7 +408,7 @@ def _reach(fronts: list[_Front]) -> set[int]:
 def _evidence(
     result: PlaneMask, previous: PlaneMask, threshold: float, position: int,
     source_contrast: float, previous_contrast: float,
-    contrast_of: Callable[..., float] | None,
+    contrast_of: Callable[[int, ObjectMask], float] | None,
 ) -> SliceEvidence:
     """The evidence of ``result`` (on ``position``); ``source_contrast`` and
     ``previous_contrast``: the object's contrast on its annotated and its previous slice
@@ -436,6 +438,7 @@ def _rejection(result: PlaneMask, evidence: SliceEvidence, config: PropagationCo
     """Why ``result`` does not continue the object ("" if it does)."""
     if result.mask.area == 0:
         return "empty mask"
+    before = evidence.contrast / evidence.fade if evidence.fade > 0 else 0.0  # previous slice's
     checks = (
         (evidence.score < config.min_score, f"predicted IoU {evidence.score:.2f} < "
          f"{config.min_score}"),
@@ -446,11 +449,9 @@ def _rejection(result: PlaneMask, evidence: SliceEvidence, config: PropagationCo
         (evidence.contrast < config.min_contrast and evidence.fade < config.max_fade,
          f"contrast {evidence.contrast:.2f} of the annotated slice's < {config.min_contrast}, "
          f"{evidence.fade:.2f} of the previous slice's"),
-        (config.max_rise > 0 and evidence.fade > config.max_rise
-         and evidence.contrast / evidence.fade < 1 < evidence.contrast,
+        (config.max_rise > 0 and evidence.fade > config.max_rise and before < 1 < evidence.contrast,
          f"contrast rose {evidence.fade:.2f}x the previous slice's > {config.max_rise}x, from "
-         f"{evidence.contrast / evidence.fade:.2f} to {evidence.contrast:.2f} of the annotated "
-         f"slice's: another object"),
+         f"{before:.2f} to {evidence.contrast:.2f} of the annotated slice's: another object"),
         (evidence.stability < config.min_stability, f"stability {evidence.stability:.2f} < "
          f"{config.min_stability}"),
     )  # fmt: skip

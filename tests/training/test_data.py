@@ -4,6 +4,7 @@ import tifffile
 from PIL import Image
 
 from napari_sam.image import percentile_limits
+from napari_sam.training import data as training_data
 from napari_sam.training.augment import AugmentConfig, augment, normalise
 from napari_sam.training.data import (
     FolderPairs,
@@ -134,16 +135,14 @@ def test_training_sees_flat_and_nan_images_as_inference_does():
 
 
 def test_broad_share_mixes_the_broad_style_into_a_wide_run(monkeypatch):
-    from napari_sam.training import data
-
     lobed = []  # per generated image: was it drawn with lobed outlines (the wide style)?
-    real = data.synthetic_nuclei
+    real = training_data.synthetic_nuclei
 
     def recording(shape, seed=None, style=None, **kw):
         lobed.append(max(style.lobes) > 0)
         return real(shape, seed=seed, style=style, **kw)
 
-    monkeypatch.setattr(data, "synthetic_nuclei", recording)
+    monkeypatch.setattr(training_data, "synthetic_nuclei", recording)
     config = SyntheticConfig(pool_size=40, sizes=(64, 64), style="wide", curriculum_steps=0)
     SyntheticSampler(config)
     assert all(lobed)
