@@ -310,15 +310,16 @@ def propagate(
     total = len(annotated) + len(_reach(fronts))
     done = 0
     levels: dict[int, float | None] = {}  # annotated position -> the object's edge level
-    surrounds: dict[int, Surround] = {}  # annotated position -> what its contrast is against
+    # annotated position -> (position, mask) -> contrast, against that slice's surround
+    measures: dict[int, Callable[[int, ObjectMask], float]] = {}
     for position in annotated:
         results[position] = (segment(position, annotations[position]), position)
         if reader is not None:
             read, mask = reader(position), results[position][0].mask
-            contrasts[position], surrounds[position] = reference_contrast(read, mask)
+            contrasts[position], surround = reference_contrast(read, mask)
+            measures[position] = partial(contrast_of, surround=surround)
             if config.edge_level > 0:
-                levels[position] = edge_level(read, mask, config.edge_level,
-                                              surrounds[position])  # fmt: skip
+                levels[position] = edge_level(read, mask, config.edge_level, surround)
         done += 1
         yield done, total
     for front in fronts:
@@ -336,11 +337,10 @@ def propagate(
             prompt = carried_prompt(front.previous, config, window)
             result = segment(front.position, prompt, tile)
             previous_position = front.position - front.step
-            measure = None if contrast_of is None else partial(
-                contrast_of, surround=surrounds.get(front.source, "ring"))  # fmt: skip
             found = _evidence(result, front.previous, threshold, front.position,
                               contrasts.get(front.source, 0.0),
-                              contrasts.get(previous_position, 0.0), measure)  # fmt: skip
+                              contrasts.get(previous_position, 0.0),
+                              measures.get(front.source))  # fmt: skip
             reason = _rejection(result, found, config)
             written = result
             level = levels.get(front.source)
