@@ -224,11 +224,7 @@ def propagate_rows(predictor: Predictor, volumes, config: PropagationConfig,
     for kind in kinds:
         ious, past, seconds, slices = [], [], 0.0, 0
         for image, labels in volumes:
-            source = SliceSource(image)
-            stack = StackEmbeddings.open(source, PredictorEmbedder(predictor,
-                                         percentile_limits(image)), cache_size=len(image))  # fmt: skip
-            for z in range(len(image)):
-                stack.get(z)
+            stack = volume_embeddings(predictor, image)
             for truth, _zs, mid in nuclei_3d(labels):
                 rows, cols = np.nonzero(truth[mid])
                 prompt = (Prompt.from_box([rows.min(), cols.min(), rows.max(), cols.max()])
@@ -248,21 +244,31 @@ def propagate_rows(predictor: Predictor, volumes, config: PropagationConfig,
     return out
 
 
+def volume_embeddings(predictor: Predictor, image: np.ndarray) -> StackEmbeddings:
+    """Every slice of the (Z, H, W) ``image`` embedded under the whole volume's contrast
+    limits, as the widget embeds a stack."""
+    stack = StackEmbeddings.open(SliceSource(image), PredictorEmbedder(
+        predictor, percentile_limits(image)), cache_size=len(image))  # fmt: skip
+    for z in range(len(image)):
+        stack.get(z)
+    return stack
+
+
 def ceiling_rows(predictor: Predictor, volumes) -> dict[str, float]:
     """The model's ceiling for propagation: per nucleus, a tight box from the truth on every
     slice it spans (the mask choice the model gives boxes), 3D IoU; and the mean per-slice IoU
-    one and two slices from the middle."""
+    one and two slices from the middle. The slices are embedded as propagation's are."""
     ious: list[float] = []
     by_offset: dict[int, list[float]] = {1: [], 2: []}
     for image, labels in volumes:
-        planes = [plane_embeddings(predictor, image[z]) for z in range(len(image))]
+        stack = volume_embeddings(predictor, image)
         for truth, zs, mid in nuclei_3d(labels):
             found = np.zeros_like(truth)
             for z in zs:
                 rows, cols = np.nonzero(truth[z])
                 if rows.min() < rows.max() and cols.min() < cols.max():  # a box, not a line
                     box = Prompt.from_box([rows.min(), cols.min(), rows.max(), cols.max()])
-                    found[z] = segment_plane(planes[z], predictor, 0, box).mask.to_array()
+                    found[z] = segment_plane(stack, predictor, int(z), box).mask.to_array()
                 if abs(z - mid) in by_offset:
                     by_offset[abs(z - mid)].append(iou(found[z], truth[z]))
             ious.append(iou(found, truth))
@@ -297,9 +303,7 @@ def drift_rows(predictor: Predictor, images, config: PropagationConfig,
     followed, fresh = [], []
     for k, (image, labels) in enumerate(images):
         series, truth_t = drifting_series(image, labels, seed=k)
-        source = SliceSource(series)
-        stack = StackEmbeddings.open(source, PredictorEmbedder(predictor,
-                                     percentile_limits(series)), cache_size=len(series))  # fmt: skip
+        stack = volume_embeddings(predictor, series)
         ids, areas = np.unique(labels[labels > 0], return_counts=True)
         whole = [i for i in ids[areas >= 64] if all((t == i).any() for t in truth_t)]
         rng = np.random.default_rng(k)
