@@ -154,7 +154,13 @@ def mask_to_logits(mask: np.ndarray, geometry: Geometry) -> torch.Tensor:
     t = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
     t = F.interpolate(t, (h, w), mode="bilinear", align_corners=False, antialias=True)
     t = F.pad(t, (0, geometry.low_res_size - w, 0, geometry.low_res_size - h))
-    return torch.logit(t.clamp(_EPS, 1 - _EPS))[0]
+    return fraction_logits(t)[0]
+
+
+def fraction_logits(fraction: torch.Tensor) -> torch.Tensor:
+    """A mask's area fractions in [0, 1] (any shape) as the dense prompt's logits, clipped
+    to about +-6.9: how :func:`mask_to_logits` gives a binary mask to the model."""
+    return torch.logit(fraction.clamp(_EPS, 1 - _EPS))
 
 
 # ---------------------------------------------------------------------------- inverse

@@ -15,6 +15,7 @@ from napari_sam.training.data import (
     SyntheticSampler,
     ZarrPairs,
     sample_objects,
+    stack_slice,
 )
 
 
@@ -54,7 +55,11 @@ def test_zarr_and_layer_pairs_and_3d_slices(tmp_path):
     assert len(pairs) == 1 and pairs[0].image.shape == (3, 40, 50)
     rng = np.random.default_rng(0)
     for _ in range(5):  # never the empty slice 0
-        assert SliceSampler(pairs)(rng, 0).labels.any()
+        pair = SliceSampler(pairs)(rng, 0)
+        assert pair.labels.any()
+        # each slice carries a slice next to it: 1 has 0 (empty) or 2 (equal), 2 has 1
+        assert pair.previous is not None and (not pair.previous.any()
+                                              or np.array_equal(pair.previous, pair.labels))
 
     class Layer:
         def __init__(self, data):
@@ -67,6 +72,16 @@ def test_zarr_and_layer_pairs_and_3d_slices(tmp_path):
 def test_pair_shapes_must_agree():
     with pytest.raises(ValueError):
         ImagePair(np.zeros((4, 4)), np.zeros((4, 5), int))
+    with pytest.raises(ValueError, match="previous"):
+        ImagePair(np.zeros((4, 4)), np.zeros((4, 4), int), np.zeros((4, 5), int))
+
+
+def test_stack_slices_carry_the_labels_of_a_slice_next_to_them():
+    labels = np.arange(1, 6)[:, None, None] * np.ones((5, 3, 3), int)  # slice z holds id z+1
+    nearby = {z: int(stack_slice(labels * 10, labels, z).previous[0, 0]) - 1 for z in range(5)}
+    assert all(abs(nearby[z] - z) == 1 for z in range(5))
+    assert {nearby[z] - z for z in (1, 2)} == {-1, 1}  # both ways of travel come up
+    assert stack_slice(labels[:1] * 10, labels[:1], 0).previous is None  # a one-slice stack
 
 
 def test_sample_objects():
@@ -95,8 +110,15 @@ def test_synthetic_sampler_mixes_in_stack_slices():
     assert len({sampler.pool[i].image.shape for i in range(3)}) == 1
     rng = np.random.default_rng(0)
     assert sampler(rng, 0).labels.any()
+    # each slice carries the labels of the slice next to it, where the same nuclei go on
+    assert all(p.previous is not None and p.previous.shape == p.labels.shape
+               for p in sampler.pool)  # fmt: skip
+    assert any(np.intersect1d(p.labels[p.labels > 0], p.previous[p.previous > 0]).size
+               for p in sampler.pool)  # fmt: skip
     with pytest.raises(ValueError, match="volume_share"):
         SyntheticConfig(volume_share=1.5)
+    with pytest.raises(ValueError, match="axial_blur"):
+        SyntheticConfig(axial_blur=(2.0, 1.0))
 
 
 def test_augment_keeps_image_and_labels_aligned():
@@ -113,6 +135,14 @@ def test_augment_keeps_image_and_labels_aligned():
         assert np.allclose(out.image[out.labels == 2], 255)
         shapes.add(out.image.shape)
     assert len(shapes) > 1  # rotations and crops change the shape
+    shifted = np.roll(lab, 3, axis=1)  # a slice's neighbour: the geometry goes with it
+    pair = ImagePair((lab * 1000).astype(np.uint16), lab, shifted)
+    for _ in range(20):
+        state = rng.bit_generator.state
+        out = augment(pair, rng, config)
+        rng.bit_generator.state = state
+        alone = augment(ImagePair((shifted * 1000).astype(np.uint16), shifted), rng, config)
+        assert np.array_equal(out.previous, alone.labels)
 
 
 def test_normalise_contrast_limits():

@@ -134,6 +134,43 @@ def test_neighbour_negatives_put_a_negative_click_on_the_touching_neighbour(tiny
     assert sorted(at.tolist()) == [[1, 2], [2, 1]]
 
 
+def test_carried_rounds_prompt_with_the_next_slices_mask_and_a_click_at_its_centre(tiny_model):
+    """With --carried, an object on a slice of a stack that is also on the slice next to it
+    is prompted as propagation prompts it: that slice's mask and a click at its centre; an
+    object the next slice does not have gets its usual first prompt."""
+    from napari_sam.training.data import ImagePair
+
+    labels = np.zeros((128, 128), np.int32)
+    labels[30:60, 20:50] = 1
+    labels[80:110, 80:110] = 2  # only on this slice
+    previous = np.zeros_like(labels)
+    previous[36:60, 32:64] = 1  # object 1 next door: moved right
+    image = np.where(labels > 0, 200, 20).astype(np.uint8)
+    seen = []
+    encode = tiny_model.prompt_encoder.forward
+
+    def spy(points, boxes, masks):
+        seen.append((points, boxes, masks))
+        return encode(points, boxes, masks)
+
+    tiny_model.prompt_encoder.forward = spy
+    rounds = RoundsConfig(corrective=0, refine=0, box_prob=0.0, carried_prob=1.0)
+    config = TrainConfig(steps=1, warmup_steps=0, objects_per_image=2, rounds=rounds,
+                         augment=AugmentConfig.none())
+    list(Trainer(tiny_model, config, FixedSampler(ImagePair(image, labels, previous))).run())
+    clicked, carried = seen  # the plain click on object 2, then the carried prompt on 1
+    assert clicked[2] is None and carried[2] is not None and carried[1] is None
+    # Input frame = image frame here (128 px input, 32 px mask grid): look things up.
+    (x, y), = carried[0][0][0].round().long().tolist()
+    assert carried[0][1].tolist() == [[1]] and 36 <= y < 60 and 40 <= x < 56  # its centre
+    dense = carried[2][0, 0] > 0
+    assert torch.equal(dense, torch.from_numpy(previous[::4, ::4] == 1))
+    (x, y), = clicked[0][0][0].round().long().tolist()
+    assert labels[y, x] == 2
+    with pytest.raises(ValueError, match="carried_prob"):
+        RoundsConfig(carried_prob=1.5)
+
+
 def test_evaluate_measures_what_the_plugin_gives_and_keeps_the_training_mode(tiny_model,
                                                                              easy_pair):  # fmt: skip
     from napari_sam.predictor import Predictor

@@ -53,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--anisotropy", type=float, nargs=2, default=(1.5, 3.0),
                       metavar=("LOW", "HIGH"),
                       help="synthetic stacks: z voxel size / xy, drawn in this range")
+    data.add_argument("--axial-blur", type=float, nargs=2, default=(1.0, 1.0),
+                      metavar=("LOW", "HIGH"),
+                      help="synthetic stacks: the blur's extent along z / across, drawn in "
+                           "this range (microscopes: 2-4; default 1 1)")
     p.add_argument("--model", required=True,
                    help="weights to start from (a name or a file), or with --from-scratch an "
                         "architecture name (e.g. vit_nano)")
@@ -89,6 +93,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--neighbour-negatives", type=float, default=0.0, metavar="P",
                    help="share of clicked objects touching a neighbour that also get a "
                         "negative click on it (default 0)")
+    p.add_argument("--carried", type=float, default=0.0, metavar="P",
+                   help="share of objects on a slice of a stack, also on the slice next to "
+                        "it, prompted as propagation prompts them: that slice's mask and a "
+                        "click at its centre (default 0)")
     p.add_argument("--random-depth", type=float, default=None, metavar="P0",
                    help="cheap steps: stop after a random round (round 0 with probability P0), "
                         "loss on the first and last round only")
@@ -112,7 +120,8 @@ def _sampler(args: argparse.Namespace, start_step: int):
                                       refresh_every=args.refresh_every,
                                       volume_share=args.volume_share, style=args.style,
                                       broad_share=args.broad_share,
-                                      anisotropy=tuple(args.anisotropy))
+                                      anisotropy=tuple(args.anisotropy),
+                                      axial_blur=tuple(args.axial_blur))
         return data.SyntheticSampler(config, start_step)
     if args.zarr is not None:
         return data.SliceSampler(data.ZarrPairs(args.zarr))
@@ -135,7 +144,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     depth = {} if args.random_depth is None else {
         "random_depth": True, "depth_zero_prob": args.random_depth, "loss_rounds": "first_last"}
     rounds = RoundsConfig(corrective=args.corrective_rounds, refine=args.refine_rounds,
-                          neighbour_negative_prob=args.neighbour_negatives, **depth)
+                          neighbour_negative_prob=args.neighbour_negatives,
+                          carried_prob=args.carried, **depth)
     return TrainConfig(
         steps=args.steps, lr=_or(args.lr, 1e-4), warmup_steps=args.warmup,
         weight_decay=_or(args.weight_decay, 0.05),

@@ -47,25 +47,28 @@ def normalise(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.nda
 
 def augment(pair: ImagePair, rng: np.random.Generator, config: AugmentConfig) -> ImagePair:
     """A randomly transformed copy of the 2D ``pair``: image (H', W') float32 on 0-255,
-    labels (H', W') of the same dtype, geometry transformed identically."""
+    labels (and previous labels, if any) (H', W') of the same dtype, geometry transformed
+    identically."""
     if pair.image.ndim != 2:
         raise ValueError(f"augment works on 2D pairs, got {pair.image.shape}")
-    image, labels = pair.image, pair.labels
+    image, labels, previous = pair.image, pair.labels, pair.previous
+    geometry = [labels] if previous is None else [labels, previous]
     if config.crop_prob > 0 and rng.random() < config.crop_prob:
         frac = rng.uniform(*config.crop_fraction)
         h, w = (max(16, int(s * frac)) for s in image.shape)
         y0 = int(rng.integers(image.shape[0] - h + 1))
         x0 = int(rng.integers(image.shape[1] - w + 1))
         if labels[y0 : y0 + h, x0 : x0 + w].any():
-            image, labels = image[y0 : y0 + h, x0 : x0 + w], labels[y0 : y0 + h, x0 : x0 + w]
+            image = image[y0 : y0 + h, x0 : x0 + w]
+            geometry = [g[y0 : y0 + h, x0 : x0 + w] for g in geometry]
     if config.flips:
         if rng.random() < 0.5:
-            image, labels = image[::-1], labels[::-1]
+            image, geometry = image[::-1], [g[::-1] for g in geometry]
         if rng.random() < 0.5:
-            image, labels = image[:, ::-1], labels[:, ::-1]
+            image, geometry = image[:, ::-1], [g[:, ::-1] for g in geometry]
     if config.rot90:
         k = int(rng.integers(4))
-        image, labels = np.rot90(image, k), np.rot90(labels, k)
+        image, geometry = np.rot90(image, k), [np.rot90(g, k) for g in geometry]
     out = normalise(
         image, rng.uniform(*config.low_percentile), rng.uniform(*config.high_percentile)
     )
@@ -77,4 +80,5 @@ def augment(pair: ImagePair, rng: np.random.Generator, config: AugmentConfig) ->
         out = np.clip(out + rng.normal(0, sigma, out.shape).astype(np.float32), 0, 255)
     if config.invert_prob > 0 and rng.random() < config.invert_prob:
         out = 255.0 - out
-    return ImagePair(np.ascontiguousarray(out, dtype=np.float32), np.ascontiguousarray(labels))
+    labels, *rest = (np.ascontiguousarray(g) for g in geometry)
+    return ImagePair(np.ascontiguousarray(out, dtype=np.float32), labels, *rest)

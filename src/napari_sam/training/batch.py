@@ -31,18 +31,22 @@ class Targets:
     """``full``: (N, S, S) bool object masks in the input frame; ``low_res``: (N, 1, L, L)
     float in [0, 1], their area fractions on the decoder's low-res grid (L = S / ``stride``);
     ``neighbours``: (N, S, S) bool, each object's touching neighbour (the one sharing the
-    longest border; all False when it touches none), or None when not computed.
+    longest border; all False when it touches none), or None when not computed;
+    ``previous``: (N, 1, L, L) float in [0, 1], the same objects on the slice next to this
+    one in a stack (as ``low_res``; all 0 where an object is not there), or None.
     """
 
     full: torch.Tensor
     low_res: torch.Tensor
     stride: int
     neighbours: torch.Tensor | None = None
+    previous: torch.Tensor | None = None
 
     def select(self, keep: torch.Tensor) -> Targets:
         """The targets of the objects where ``keep`` (N,) is True."""
         near = None if self.neighbours is None else self.neighbours[keep]
-        return Targets(self.full[keep], self.low_res[keep], self.stride, near)
+        previous = None if self.previous is None else self.previous[keep]
+        return Targets(self.full[keep], self.low_res[keep], self.stride, near, previous)
 
 
 def resized_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
@@ -76,17 +80,27 @@ def padded_labels(labels: np.ndarray, size: int, device=None) -> torch.Tensor:
 
 def object_targets(
     labels: np.ndarray, ids: np.ndarray, config: SamConfig, device=None,
-    neighbours: bool = False,
+    neighbours: bool = False, previous: np.ndarray | None = None,
 ) -> Targets:
     """Masks of the objects ``ids`` (N,) of ``labels`` (H, W) in the padded input frame;
-    with ``neighbours``, each one's touching neighbour too (:func:`touching_neighbours`)."""
+    with ``neighbours``, each one's touching neighbour too (:func:`touching_neighbours`);
+    with ``previous`` (H, W) labels of the next slice of a stack, the objects there."""
     size = config.image_size
-    lab = padded_labels(labels, size, device)
-    full = lab[None] == torch.as_tensor(ids, device=lab.device).view(-1, 1, 1)
     stride = size // config.low_res_mask_size
-    low = F.avg_pool2d(full[:, None].float(), stride) if stride > 1 else full[:, None].float()
+    lab = padded_labels(labels, size, device)
+    full, low = _masks(lab, ids, stride)
     near = touching_neighbours(lab, full, ids) if neighbours else None
-    return Targets(full, low, stride, near)
+    before = None if previous is None else _masks(padded_labels(previous, size, device), ids,
+                                                  stride)[1]  # fmt: skip
+    return Targets(full, low, stride, near, before)
+
+
+def _masks(lab: torch.Tensor, ids, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The objects ``ids`` (N,) of ``lab`` (S, S): (N, S, S) bool masks and their
+    (N, 1, S / stride, S / stride) area fractions."""
+    full = lab[None] == torch.as_tensor(ids, device=lab.device).view(-1, 1, 1)
+    low = F.avg_pool2d(full[:, None].float(), stride) if stride > 1 else full[:, None].float()
+    return full, low
 
 
 def touching_neighbours(labels: torch.Tensor, full: torch.Tensor, ids) -> torch.Tensor:

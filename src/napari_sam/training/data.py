@@ -24,17 +24,25 @@ class ImagePair:
     """An image and its instance labels.
 
     ``image``: (H, W) or (Z, H, W), any numeric dtype, one channel; ``labels``: same shape,
-    integer, 0 = background, one id per object.
+    integer, 0 = background, one id per object; ``previous``: for a 2D slice of a stack, the
+    labels (H, W) of the slice next to it (same ids), or None: what a propagation step
+    carries from one slice to the next (the carried rounds of
+    :mod:`napari_sam.training.rounds`).
     """
 
     image: np.ndarray
     labels: np.ndarray
+    previous: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.image.shape != self.labels.shape:
             raise ValueError(
                 f"image {self.image.shape} and labels {self.labels.shape} differ in shape"
             )
+        if self.previous is not None and (self.image.ndim != 2
+                                          or self.previous.shape != self.labels.shape):
+            raise ValueError(f"previous labels {self.previous.shape} belong to a 2D pair of "
+                             f"the same shape, got image {self.image.shape}")  # fmt: skip
         if self.image.ndim not in (2, 3):
             raise ValueError(f"expected a 2D or 3D single-channel image, got {self.image.shape}")
 
@@ -146,9 +154,18 @@ class SliceSampler:
                 continue
             with_objects = np.flatnonzero(pair.labels.reshape(pair.labels.shape[0], -1).any(1))
             if len(with_objects):
-                z = int(rng.choice(with_objects))
-                return ImagePair(pair.image[z], pair.labels[z])
+                return stack_slice(pair.image, pair.labels, int(rng.choice(with_objects)))
         raise ValueError("100 draws from the training source found no labelled object")
+
+
+def stack_slice(image: np.ndarray, labels: np.ndarray, z: int) -> ImagePair:
+    """Slice ``z`` of a stack (image and labels (Z, H, W)), with the labels of a slice next
+    to it as its ``previous``: the one below on odd ``z``, above on even ones (objects lie
+    anywhere in z, so both ways of travel come up; no random number is drawn, so a run's
+    stream of images is the same with or without the carried rounds)."""
+    order = (z - 1, z + 1) if z % 2 else (z + 1, z - 1)
+    nearby = [n for n in order if 0 <= n < len(labels)]
+    return ImagePair(image[z], labels[z], labels[nearby[0]] if nearby else None)
 
 
 @dataclass(frozen=True)
@@ -161,6 +178,9 @@ class SyntheticConfig:
     ``anisotropy``) and put ``slices_per_volume`` of its slices in the pool. Slices of a
     stack show what single images do not: nuclei cut near their poles, small and dim under
     the out-of-focus light of the slices next to them, labelled by their true cross-section.
+    ``axial_blur``: the range each stack's blur along z is drawn from, relative to its blur
+    across (:func:`~napari_sam.training.synthetic.synthetic_nuclei`; (1, 1), the default,
+    draws no random number).
     ``style``: the full-difficulty end of the curriculum, a name in
     :data:`~napari_sam.training.synthetic.STYLES` ("broad", or "wide" for the widened one);
     ``broad_share``: the share of refreshes drawn from the broad style instead, so that a run
@@ -175,6 +195,7 @@ class SyntheticConfig:
     volume_share: float = 0.0
     volume_depth: tuple[int, int] = (8, 16)
     anisotropy: tuple[float, float] = (1.5, 3.0)
+    axial_blur: tuple[float, float] = (1.0, 1.0)
     slices_per_volume: int = 4
     style: str = "broad"
     broad_share: float = 0.0
@@ -188,6 +209,8 @@ class SyntheticConfig:
             raise ValueError(f"style must be one of {sorted(STYLES)}, got {self.style!r}")
         if not 0 < self.anisotropy[0] <= self.anisotropy[1]:
             raise ValueError(f"anisotropy must be 0 < low <= high, got {self.anisotropy}")
+        if not 0 < self.axial_blur[0] <= self.axial_blur[1]:
+            raise ValueError(f"axial_blur must be 0 < low <= high, got {self.axial_blur}")
 
 
 class SyntheticSampler:
@@ -224,10 +247,12 @@ class SyntheticSampler:
             sample = synthetic_nuclei(shape, seed=self.rng, style=style)
             return [ImagePair(sample.image, sample.labels)]
         depth = int(self.rng.integers(cfg.volume_depth[0], cfg.volume_depth[1] + 1))
+        anisotropy = float(self.rng.uniform(*cfg.anisotropy))
+        axial = 1.0 if cfg.axial_blur == (1.0, 1.0) else float(self.rng.uniform(*cfg.axial_blur))
         stack = synthetic_nuclei((depth, *shape), seed=self.rng, style=style,
-                                 anisotropy=float(self.rng.uniform(*cfg.anisotropy)))  # fmt: skip
+                                 anisotropy=anisotropy, axial_blur=axial)  # fmt: skip
         picks = self.rng.choice(depth, min(cfg.slices_per_volume, depth), replace=False)
-        return [ImagePair(stack.image[z], stack.labels[z]) for z in sorted(picks)]
+        return [stack_slice(stack.image, stack.labels, int(z)) for z in sorted(picks)]
 
     def __call__(self, rng: np.random.Generator, step: int) -> ImagePair:
         if step % self.config.refresh_every == 0:

@@ -1,6 +1,8 @@
 """SAM's interactive training rounds on one image embedding.
 
-Per object: a first prompt (a point or a box); then ``corrective`` rounds, each adding a
+Per object: a first prompt (a point or a box; or, on a slice of a stack, what a propagation
+step carries from the slice next to it: the object's mask there as the dense prompt and a
+click at its centre); then ``corrective`` rounds, each adding a
 point from the error region of the best mask so far, with that mask's logits as the mask
 input; then ``refine`` rounds with no new point. The image is encoded once; the rounds run
 on the decoder, detached from each other (the mask input carries no gradient).
@@ -23,6 +25,7 @@ from napari_sam.training.prompting import (
     neighbour_negatives,
     noisy_boxes,
 )
+from napari_sam.transforms import fraction_logits
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,12 @@ class RoundsConfig:
     ``neighbour_negative_prob``: the share of point-prompted objects that touch a neighbour
     whose first prompt also has a negative point on that neighbour (needs the targets'
     ``neighbours``).
+    ``carried_prob``: the share of objects on a slice of a stack that are also on the slice
+    next to it (needs the targets' ``previous``) whose first prompt is a propagation step
+    from there: that slice's mask as the dense prompt (logits, as
+    :func:`~napari_sam.transforms.fraction_logits` makes them) and a click at its centre, as
+    :func:`napari_sam.propagation.carried_prompt` carries them. The model learns where the
+    object is on this slice from where it was on the last: smaller towards its ends.
     """
 
     corrective: int = 8
@@ -47,6 +56,12 @@ class RoundsConfig:
     loss_rounds: Literal["all", "first_last"] = "all"
     focal_weight: float = 20.0
     neighbour_negative_prob: float = 0.0
+    carried_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("neighbour_negative_prob", "carried_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     @property
     def total(self) -> int:
@@ -92,14 +107,19 @@ def simulate_rounds(
         touching = targets.neighbours.flatten(1).any(1).cpu()
         coin = torch.rand(n, generator=generator) < config.neighbour_negative_prob
         with_negative = ~is_box & touching & coin
+    carried = torch.zeros(n, dtype=torch.bool)
+    if config.carried_prob > 0 and targets.previous is not None:
+        there = targets.previous.amax((1, 2, 3)).cpu() > 0.5  # on the decoder's grid there
+        carried = there & (torch.rand(n, generator=generator) < config.carried_prob)
     terms: list[tuple[LossTerms, int]] = []
-    for kind, group in (("box", is_box), ("point", ~is_box & ~with_negative),
-                        ("negative", with_negative)):
+    for kind, group in (("box", is_box & ~carried),
+                        ("point", ~is_box & ~with_negative & ~carried),
+                        ("negative", with_negative & ~carried), ("carried", carried)):
         if group.any():
             sub = targets.select(group.to(targets.full.device))
             boxes = noisy_boxes(sub.full, generator) if kind == "box" else None
-            terms.append((_group_rounds(model, embedding, sub, boxes, kind == "negative", last,
-                                        loss_at, config, generator), int(group.sum())))
+            terms.append((_group_rounds(model, embedding, sub, boxes, kind, last, loss_at,
+                                        config, generator), int(group.sum())))
     return _mean_terms(terms)
 
 
@@ -108,16 +128,22 @@ def _group_rounds(
     embedding: torch.Tensor,
     targets: Targets,
     boxes: torch.Tensor | None,
-    negative: bool,
+    kind: Literal["box", "point", "negative", "carried"],
     last: int,
     loss_at: set[int],
     config: RoundsConfig,
     generator: torch.Generator,
 ) -> LossTerms:
-    """The rounds of objects sharing one kind of first prompt: all boxes, or all points
-    (with a negative point on each object's neighbour when ``negative``)."""
+    """The rounds of objects sharing one kind of first prompt: all boxes (``boxes``), all
+    points (with a negative point on each object's neighbour for ``"negative"``), or all
+    carried from the slice next to theirs (``"carried"``)."""
     n = len(targets.full)
-    if boxes is None:
+    mask_input = None
+    if kind == "carried":
+        there = targets.previous[:, 0]
+        points = first_points(there > 0.5, generator, targets.stride, centre_prob=1.0)
+        mask_input = fraction_logits(targets.previous)
+    elif boxes is None:
         points = first_points(targets.full, generator, centre_prob=0.0)
         if config.centre_prob > 0:
             # The centre click, from the low-res grid (cheap erosions), for some objects.
@@ -128,14 +154,13 @@ def _group_rounds(
             points = PointPrompts(
                 torch.where(pick[:, None, None], centre.coords, points.coords), points.labels
             )
-        if negative:
+        if kind == "negative":
             near = neighbour_negatives(targets.neighbours, generator)
             points = points.append(near.coords[:, 0], near.labels[:, 0])
     else:
         points = PointPrompts.empty(n, embedding.device)
     target = targets.low_res
     target_bool = target[:, 0] > 0.5
-    mask_input = None
     dense_pe = model.prompt_encoder.get_dense_pe()
     terms: list[tuple[LossTerms, int]] = []
     for r in range(last + 1):

@@ -175,8 +175,10 @@ class Trainer:
             )
             if len(ids) == 0:
                 continue
+            carried = self.config.rounds.carried_prob > 0 and pair.previous is not None
             targets = object_targets(pair.labels, ids, sam_config, self.device,
-                                     neighbours=self.config.rounds.neighbour_negative_prob > 0)
+                                     neighbours=self.config.rounds.neighbour_negative_prob > 0,
+                                     previous=pair.previous if carried else None)  # fmt: skip
             visible = targets.low_res.amax((1, 2, 3)) > 0.5  # too small for the decoder grid
             if visible.any():
                 return model_input(pair.image, sam_config, self.device), targets.select(visible)
