@@ -135,16 +135,19 @@ def test_neighbour_negatives_put_a_negative_click_on_the_touching_neighbour(tiny
 
 
 def test_carried_rounds_prompt_with_the_next_slices_mask_and_a_click_at_its_centre(tiny_model):
-    """With --carried, an object on a slice of a stack that is also on the slice next to it
-    is prompted as propagation prompts it: that slice's mask and a click at its centre; an
-    object the next slice does not have gets its usual first prompt."""
+    """With --carried, an object on a slice of a stack that is also, at least as large, on
+    the slice next to it is prompted as propagation prompts it: that slice's mask and a
+    click at its centre; an object the next slice does not have, or has smaller (a step
+    towards the object's middle), gets its usual first prompt."""
     from napari_sam.training.data import ImagePair
 
     labels = np.zeros((128, 128), np.int32)
     labels[30:60, 20:50] = 1
     labels[80:110, 80:110] = 2  # only on this slice
+    labels[80:120, 10:50] = 3
     previous = np.zeros_like(labels)
-    previous[36:60, 32:64] = 1  # object 1 next door: moved right
+    previous[28:64, 32:68] = 1  # object 1 next door: larger, moved right
+    previous[90:110, 20:40] = 3  # object 3 next door: smaller
     image = np.where(labels > 0, 200, 20).astype(np.uint8)
     seen = []
     encode = tiny_model.prompt_encoder.forward
@@ -155,18 +158,18 @@ def test_carried_rounds_prompt_with_the_next_slices_mask_and_a_click_at_its_cent
 
     tiny_model.prompt_encoder.forward = spy
     rounds = RoundsConfig(corrective=0, refine=0, box_prob=0.0, carried_prob=1.0)
-    config = TrainConfig(steps=1, warmup_steps=0, objects_per_image=2, rounds=rounds,
+    config = TrainConfig(steps=1, warmup_steps=0, objects_per_image=3, rounds=rounds,
                          augment=AugmentConfig.none())
     list(Trainer(tiny_model, config, FixedSampler(ImagePair(image, labels, previous))).run())
-    clicked, carried = seen  # the plain click on object 2, then the carried prompt on 1
+    clicked, carried = seen  # plain clicks on objects 2 and 3, then the carried prompt on 1
     assert clicked[2] is None and carried[2] is not None and carried[1] is None
     # Input frame = image frame here (128 px input, 32 px mask grid): look things up.
     (x, y), = carried[0][0][0].round().long().tolist()
-    assert carried[0][1].tolist() == [[1]] and 36 <= y < 60 and 40 <= x < 56  # its centre
+    assert carried[0][1].tolist() == [[1]] and 36 <= y < 56 and 40 <= x < 60  # its centre
     dense = carried[2][0, 0] > 0
     assert torch.equal(dense, torch.from_numpy(previous[::4, ::4] == 1))
-    (x, y), = clicked[0][0][0].round().long().tolist()
-    assert labels[y, x] == 2
+    at = [labels[y, x] for (x, y) in clicked[0][0][:, 0].round().long().tolist()]
+    assert sorted(at) == [2, 3]
     with pytest.raises(ValueError, match="carried_prob"):
         RoundsConfig(carried_prob=1.5)
 

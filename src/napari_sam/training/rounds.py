@@ -39,12 +39,14 @@ class RoundsConfig:
     ``neighbour_negative_prob``: the share of point-prompted objects that touch a neighbour
     whose first prompt also has a negative point on that neighbour (needs the targets'
     ``neighbours``).
-    ``carried_prob``: the share of objects on a slice of a stack that are also on the slice
-    next to it (needs the targets' ``previous``) whose first prompt is a propagation step
-    from there: that slice's mask as the dense prompt (logits, as
+    ``carried_prob``: the share of objects on a slice of a stack that are also, at least as
+    large, on the slice next to it (needs the targets' ``previous``) whose first prompt is a
+    propagation step from there: that slice's mask as the dense prompt (logits, as
     :func:`~napari_sam.transforms.fraction_logits` makes them) and a click at its centre, as
-    :func:`napari_sam.propagation.carried_prompt` carries them. The model learns where the
-    object is on this slice from where it was on the last: smaller towards its ends.
+    :func:`napari_sam.propagation.carried_prompt` carries them. Propagation steps away from
+    the prompted slice, mostly an object's middle: only those steps are drawn, so the model
+    learns to shrink the carried mask towards the object's ends, where the slice shows its
+    out-of-focus light, rather than to copy it (steps of any direction mostly ask for a copy).
     """
 
     corrective: int = 8
@@ -110,7 +112,9 @@ def simulate_rounds(
     carried = torch.zeros(n, dtype=torch.bool)
     if config.carried_prob > 0 and targets.previous is not None:
         there = targets.previous.amax((1, 2, 3)).cpu() > 0.5  # on the decoder's grid there
-        carried = there & (torch.rand(n, generator=generator) < config.carried_prob)
+        # a step away from the prompted slice: the object was at least as large there
+        outward = (targets.previous.sum((1, 2, 3)) >= targets.low_res.sum((1, 2, 3))).cpu()
+        carried = there & outward & (torch.rand(n, generator=generator) < config.carried_prob)
     terms: list[tuple[LossTerms, int]] = []
     for kind, group in (("box", is_box & ~carried),
                         ("point", ~is_box & ~with_negative & ~carried),
