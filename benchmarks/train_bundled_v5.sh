@@ -4,8 +4,9 @@
 # frozen, so every embedding stays v1's; the prompt encoder and mask decoder train on v1's
 # broad style, half of the new pool images slices of coarse-z stacks blurred 1-4x more along
 # z than across (--axial-blur, as microscopes blur), and 80 % of the objects on those slices
-# prompted as propagation prompts them (--carried: the next slice's mask as the dense prompt
-# and a click at its centre): the ends of nuclei in z. See docs/training.md.
+# that are at least as large on a slice next to theirs prompted as a propagation step away
+# from their middle prompts them (--carried: that slice's mask as the dense prompt and a
+# click at its centre): the ends of nuclei in z. See docs/training.md.
 # Checkpoints and the loss log go to runs/v5/ (git-ignored).
 # Usage: sh benchmarks/train_bundled_v5.sh   (from the repository root; CPU, one thread)
 # V5_STEPS=N sets the run's length (default 1600).

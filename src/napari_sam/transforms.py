@@ -158,8 +158,9 @@ def mask_to_logits(mask: np.ndarray, geometry: Geometry) -> torch.Tensor:
 
 
 def fraction_logits(fraction: torch.Tensor) -> torch.Tensor:
-    """A mask's area fractions in [0, 1] (any shape) as the dense prompt's logits, clipped
-    to about +-6.9: how :func:`mask_to_logits` gives a binary mask to the model."""
+    """Mask values in [0, 1] (any shape; a resized binary mask, or area fractions) as the
+    dense prompt's logits, clipped to about +-6.9 (the clip and logit of
+    :func:`mask_to_logits`)."""
     return torch.logit(fraction.clamp(_EPS, 1 - _EPS))
 
 

@@ -57,7 +57,7 @@ def test_zarr_and_layer_pairs_and_3d_slices(tmp_path):
     for _ in range(5):  # never the empty slice 0
         pair = SliceSampler(pairs)(rng, 0)
         assert pair.labels.any()
-        # each slice carries a slice next to it: 1 has 0 (empty) or 2 (equal), 2 has 1
+        # each slice carries a slice next to it: 1 has 0 (empty), 2 has 1 (equal)
         assert pair.previous is not None and (not pair.previous.any()
                                               or np.array_equal(pair.previous, pair.labels))
 

@@ -94,9 +94,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="share of clicked objects touching a neighbour that also get a "
                         "negative click on it (default 0)")
     p.add_argument("--carried", type=float, default=0.0, metavar="P",
-                   help="share of objects on a slice of a stack, also on the slice next to "
-                        "it, prompted as propagation prompts them: that slice's mask and a "
-                        "click at its centre (default 0)")
+                   help="share of objects on a slice of a stack, at least as large on a "
+                        "slice next to it (same ids along z), prompted as a propagation step "
+                        "away from their middle prompts them: that slice's mask and a click "
+                        "at its centre (default 0)")
     p.add_argument("--random-depth", type=float, default=None, metavar="P0",
                    help="cheap steps: stop after a random round (round 0 with probability P0), "
                         "loss on the first and last round only")

@@ -179,8 +179,8 @@ class SyntheticConfig:
     stack show what single images do not: nuclei cut near their poles, small and dim under
     the out-of-focus light of the slices next to them, labelled by their true cross-section.
     ``axial_blur``: the range each stack's blur along z is drawn from, relative to its blur
-    across (:func:`~napari_sam.training.synthetic.synthetic_nuclei`; (1, 1), the default,
-    draws no random number).
+    across (:func:`~napari_sam.training.synthetic.synthetic_nuclei`; a range of one value,
+    such as the default (1, 1), draws no random number).
     ``style``: the full-difficulty end of the curriculum, a name in
     :data:`~napari_sam.training.synthetic.STYLES` ("broad", or "wide" for the widened one);
     ``broad_share``: the share of refreshes drawn from the broad style instead, so that a run
@@ -248,7 +248,8 @@ class SyntheticSampler:
             return [ImagePair(sample.image, sample.labels)]
         depth = int(self.rng.integers(cfg.volume_depth[0], cfg.volume_depth[1] + 1))
         anisotropy = float(self.rng.uniform(*cfg.anisotropy))
-        axial = 1.0 if cfg.axial_blur == (1.0, 1.0) else float(self.rng.uniform(*cfg.axial_blur))
+        low, high = cfg.axial_blur
+        axial = low if low == high else float(self.rng.uniform(low, high))
         stack = synthetic_nuclei((depth, *shape), seed=self.rng, style=style,
                                  anisotropy=anisotropy, axial_blur=axial)  # fmt: skip
         picks = self.rng.choice(depth, min(cfg.slices_per_volume, depth), replace=False)
