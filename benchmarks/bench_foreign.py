@@ -45,10 +45,15 @@ from scipy import ndimage
 
 from napari_sam.image import percentile_limits
 from napari_sam.jobs import drain
-from napari_sam.plane_segmentation import WindowEmbeddings, segment_plane
+from napari_sam.plane_segmentation import PlaneMask, WindowEmbeddings, segment_plane
 from napari_sam.predictor import Predictor
 from napari_sam.prompts import Prompt
-from napari_sam.propagation import PropagationConfig, deepest_point, propagate
+from napari_sam.propagation import (
+    PropagationConfig,
+    carried_prompt,
+    deepest_point,
+    propagate,
+)
 from napari_sam.slice_source import SliceSource
 from napari_sam.stack_embeddings import PredictorEmbedder, StackEmbeddings
 from napari_sam.tile_grid import TileGrid
@@ -280,8 +285,8 @@ def ceiling_rows(predictor: Predictor, volumes) -> dict[str, float]:
 
 def carried_step_rows(predictor: Predictor, volumes) -> dict[str, float]:
     """One propagation step from the truth: per nucleus, each slice one and two slices from
-    its middle prompted as :func:`~napari_sam.propagation.carried_prompt` would be from the
-    true mask of the slice before it (that mask and a click at its centre); per-slice IoU."""
+    its middle prompted by :func:`~napari_sam.propagation.carried_prompt` from the true mask
+    of the slice before it (by default that mask and a click at its centre); per-slice IoU."""
     by_offset: dict[int, list[float]] = {1: [], 2: []}
     config = PropagationConfig()
     for image, labels in volumes:
@@ -291,8 +296,9 @@ def carried_step_rows(predictor: Predictor, volumes) -> dict[str, float]:
                 if abs(z - mid) not in by_offset:
                     continue
                 before = truth[z - np.sign(z - mid)]
-                prompt = Prompt(points=np.array([centre(before)], float), labels=np.array([1]),
-                                mask=before)  # fmt: skip
+                previous = PlaneMask(ObjectMask(before, (0, 0), before.shape), 1.0, 0,
+                                     np.zeros((0, 0), np.float32))  # fmt: skip
+                prompt = carried_prompt(previous, config)
                 mask = segment_plane(stack, predictor, int(z), prompt, zoom=config.zoom,
                                      multimask=config.multimask).mask  # fmt: skip
                 by_offset[abs(z - mid)].append(iou(mask.to_array(), truth[z]))

@@ -144,8 +144,8 @@ def _group_rounds(
     n = len(targets.full)
     mask_input = None
     if kind == "carried":
-        there = targets.previous[:, 0]
-        points = first_points(there > 0.5, generator, targets.stride, centre_prob=1.0)
+        before = targets.previous[:, 0] > 0.5  # (N, L, L) on the slice next door
+        points = first_points(before, generator, targets.stride, centre_prob=1.0)
         mask_input = fraction_logits(targets.previous)
     elif boxes is None:
         points = first_points(targets.full, generator, centre_prob=0.0)
