@@ -68,9 +68,11 @@ CHOICES = ("best", "single", "any")
 # the default
 PREVIOUS = PropagationConfig(min_score=0.5, dense="none", multimask="best", min_contrast=0.0,
                              max_rise=0.0, max_growth=0.0, min_stability=0.0,
-                             edge_level=0.0)  # fmt: skip
-# the default without the cut to the object's edge level (until 2026-12-07)
-NO_EDGE_LEVEL = PropagationConfig(edge_level=0.0)
+                             edge_level=0.0, end_level=0.0)  # fmt: skip
+# the default without the cut of an end slice to its own peak (end_level; the default before
+# it), and without either cut (the edge level too; before that)
+NO_END_LEVEL = PropagationConfig(end_level=0.0)
+NO_EDGE_LEVEL = PropagationConfig(edge_level=0.0, end_level=0.0)
 
 
 def cpu_line() -> str:
@@ -404,7 +406,10 @@ def main() -> None:
     if "propagate" in only:
         table(f"3D propagation from the middle slice ({config})",
               propagate_rows(predictor, f3, config), propagate_rows(predictor, ours_3d(), config))
-        table("  the same without the edge level (reference)",
+        table("  the same without the end's own-peak cut (reference)",
+              propagate_rows(predictor, f3, NO_END_LEVEL),
+              propagate_rows(predictor, ours_3d(), NO_END_LEVEL))  # fmt: skip
+        table("  the same without either cut (reference)",
               propagate_rows(predictor, f3, NO_EDGE_LEVEL),
               propagate_rows(predictor, ours_3d(), NO_EDGE_LEVEL))  # fmt: skip
         table("  the same before the stop evidence (reference)",
@@ -417,7 +422,10 @@ def main() -> None:
     if "drift" in only:
         table("a nucleus drifting through t (8 frames)", drift_rows(predictor, f2, config),
               drift_rows(predictor, ours_2d(), config))  # fmt: skip
-        table("  the same without the edge level (reference)",
+        table("  the same without the end's own-peak cut (reference)",
+              drift_rows(predictor, f2, NO_END_LEVEL),
+              drift_rows(predictor, ours_2d(), NO_END_LEVEL))  # fmt: skip
+        table("  the same without either cut (reference)",
               drift_rows(predictor, f2, NO_EDGE_LEVEL),
               drift_rows(predictor, ours_2d(), NO_EDGE_LEVEL))  # fmt: skip
         table("  the same before the stop evidence (reference)",

@@ -151,13 +151,15 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
 
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")
     # the default (the click with the previous mask as dense prompt, and the stop
-    # evidence and the edge level), the same without the edge level, the click with each other
+    # evidence and both cuts), the same without the end's own-peak cut and without either
+    # cut, the click with each other
     # dense prompt, the box + logits carry, and the
     # defaults before the stop evidence (a click alone, stops on predicted IoU and overlap)
     before = {"min_score": 0.5, "min_contrast": 0.0, "max_rise": 0.0, "max_growth": 0.0,
-              "min_stability": 0.0, "edge_level": 0.0}
+              "min_stability": 0.0, "edge_level": 0.0, "end_level": 0.0}
     variants = {"default": ("mask", "point", "auto", {}),
-                "no_edge_level": ("mask", "point", "auto", {"edge_level": 0.0}),
+                "no_end_level": ("mask", "point", "auto", {"end_level": 0.0}),
+                "no_edge_level": ("mask", "point", "auto", {"edge_level": 0.0, "end_level": 0.0}),
                 "click_only": ("none", "point", "auto", {}),
                 "click_only_nozoom": ("none", "point", "off", {}),
                 "logits": ("logits", "point", "auto", {}),
@@ -215,7 +217,8 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
     r, c = np.unravel_index(np.argmax(image[16]), image.shape[1:])
     nucleus = labels == labels[16, r, c]
     limits = (float(image.min()), float(image.max()))
-    for name in [name for name in ("default", "no_edge_level", "candidate") if name in models]:
+    for name in [name for name in ("default", "no_end_level", "no_edge_level", "candidate")
+                 if name in models]:  # fmt: skip
         model = models[name]
         stack = StackEmbeddings.open(SliceSource(image), PredictorEmbedder(model, limits))
         found = _propagated(stack, model, 16, (r, c), **variants[name][3])

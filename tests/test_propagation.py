@@ -397,16 +397,16 @@ def test_bundled_model_stops_within_a_slice_of_each_end_of_short_touching_nuclei
     assert sum(abs(low) > 1 or abs(high) > 1 for low, high in ends_before) > len(ends) / 2
 
 
-def _halo_stack(z_blur: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(16, 64, 64): a nucleus (z 4-12, radius 12 px in its middle), what a model sees of it
-    (labels: the middle's outline on z 1-15, as the bundled model segments the out-of-focus
-    light next to a nucleus's middle in a coarse-z stack), and its pixels, blurred by
-    ``z_blur`` slices in z (1 px in xy)."""
+def _halo_stack(z_blur: float, depth: float = 4.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(16, 64, 64): a nucleus (z 8 +- ``depth``, radius 12 px in its middle), what a model
+    sees of it (labels: the middle's outline on z 1-15, as the bundled model segments the
+    out-of-focus light next to a nucleus's middle in a coarse-z stack), and its pixels,
+    blurred by ``z_blur`` slices in z (1 px in xy)."""
     from scipy import ndimage
 
     shape = (16, 64, 64)
     z, r, c = np.indices(shape)
-    nucleus = ((z - 8) / 4.5) ** 2 + ((r - 32) ** 2 + (c - 32) ** 2) / 12.0**2 <= 1
+    nucleus = ((z - 8) / depth) ** 2 + ((r - 32) ** 2 + (c - 32) ** 2) / 12.0**2 <= 1
     model_view = np.zeros(shape, np.int32)
     model_view[1:16, (r[0] - 32) ** 2 + (c[0] - 32) ** 2 <= 12.0**2] = 1
     pixels = ndimage.gaussian_filter(np.where(nucleus, 1000.0, 100.0), (z_blur, 1.0, 1.0))
@@ -428,7 +428,7 @@ def test_masks_taking_in_out_of_focus_light_are_cut_to_the_object_on_each_slice(
     def iou(a, b):
         return (a & b).sum() / (a | b).sum()
 
-    without = run(PropagationConfig(edge_level=0))
+    without = run(PropagationConfig(edge_level=0, end_level=0))
     uncut = without.to_array(16)
     assert iou(uncut, nucleus) < 0.78 and iou(uncut[5], nucleus[5]) < 0.6  # the middle's size
     # cut to the edge level: each slice's cross-section, and the ends to within one slice
@@ -444,6 +444,31 @@ def test_masks_taking_in_out_of_focus_light_are_cut_to_the_object_on_each_slice(
     assert all(iou(default[k], nucleus[k]) >= iou(uncut[k], nucleus[k]) for k in range(5, 12))
 
 
+def test_the_ends_of_a_short_nucleus_under_strong_axial_blur_are_cut_to_their_own_peak():
+    # a nucleus 5 slices deep under a blur 1.5 slices along z: on its end slices (6 and 10)
+    # its light spreads over the middle's outline, above the middle's edge level, and the
+    # model's mask keeps that outline. Cut at 0.3 of the way to the end slice's own peak,
+    # those masks come closer to the cross-section; the middle three are not touched.
+    nucleus, model_view, pixels = _halo_stack(1.5, depth=2.5)
+
+    def iou(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    without = _run_with_pixels(model_view, pixels, PropagationConfig(end_level=0))
+    result = _run_with_pixels(model_view, pixels, PropagationConfig())
+    before, found = without.to_array(16), result.to_array(16)
+    assert result.positions == without.positions == (6, 7, 8, 9, 10)
+    for end in (6, 10):
+        assert found[end].sum() < before[end].sum()
+        assert iou(found[end], nucleus[end]) > iou(before[end], nucleus[end]) + 0.04
+    np.testing.assert_array_equal(found[7:10], before[7:10])
+    assert iou(found, nucleus) > iou(before, nucleus) + 0.02
+    # only where the object fell in that step (here to 0.68 of the slice before): a gate
+    # below that leaves the ends as the edge level alone cut them
+    gated = _run_with_pixels(model_view, pixels, PropagationConfig(end_fade=0.6))
+    np.testing.assert_array_equal(gated.to_array(16), before)
+
+
 def test_an_object_that_fades_as_a_whole_is_not_cut_away():
     # the model's outline runs on past the nucleus (z 1-15, the nucleus z 4-12) and the
     # contrast rule is off: where nothing of a slice reaches the edge level any more (the
@@ -457,7 +482,8 @@ def test_an_object_that_fades_as_a_whole_is_not_cut_away():
 
 
 @pytest.mark.parametrize("options", [{"edge_level": 1.0}, {"edge_level": -0.1}, {"max_rise": 0.9},
-                                     {"min_kept": 1.5}, {"edge_fade": -1.0}])  # fmt: skip
+                                     {"min_kept": 1.5}, {"edge_fade": -1.0}, {"end_level": 1.0},
+                                     {"end_contrast": -0.5}, {"end_fade": -0.1}])  # fmt: skip
 def test_stop_and_edge_level_settings_out_of_range_are_refused(options):
     with pytest.raises(ValueError, match=next(iter(options))):
         PropagationConfig(**options)

@@ -6,7 +6,10 @@ size. The pixels still tell: blurred in z, the nucleus's light at its true edge 
 same level on every slice, while the out-of-focus halo is dimmer. So propagation
 (:mod:`napari_sam.propagation`) reads a level at the object's edge on the slice the user
 annotated, between the ring just outside the mask and the median inside it, and cuts the
-masks of slices where the object fades to the pixels at or above that level.
+masks of slices where the object fades to the pixels at or above that level. Under strong
+blur along z the halo a slice or two from the middle is brighter than that level; there the
+level is taken on the slice itself, between the ring and the object's peak (a high
+percentile inside the mask), as one takes an edge at a fraction of the object's maximum.
 
 Only objects brighter than their surroundings (fluorescence) get a level, as only they get
 the contrast evidence (:func:`~napari_sam.evidence.reference_contrast`), measured against the
@@ -35,23 +38,25 @@ from napari_sam.transforms import ObjectMask
 
 
 def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask, fraction: float,
-               surround: Surround = "ring") -> float | None:  # fmt: skip
+               surround: Surround = "ring", inside: float = 50.0) -> float | None:  # fmt: skip
     """The level ``fraction`` of the way from the mean of the ring just outside ``mask`` (1 px
     wide, 2 px off; with ``surround="dark"`` its darker half,
-    :func:`~napari_sam.evidence.surroundings`) to the median inside it, in the image's own
-    units. ``read(window)`` gives the plane's pixels in ``window`` (row0, col0, row1, col1; end
-    exclusive), (h, w) or (h, w, C) (channels averaged). None when the mask is empty or the
-    object does not stand out from those pixels (by more than half their standard deviation,
-    twice for the darker half: :data:`~napari_sam.evidence.STANDS_OUT`)."""
+    :func:`~napari_sam.evidence.surroundings`) to the ``inside`` percentile of the pixels in
+    it (the median by default; 95: the object's peak, where the mask also holds a dimmer
+    halo), in the image's own units. ``read(window)`` gives the plane's pixels in ``window``
+    (row0, col0, row1, col1; end exclusive), (h, w) or (h, w, C) (channels averaged). None when
+    the mask is empty or the object does not stand out from those pixels (by more than half
+    their standard deviation, twice for the darker half:
+    :data:`~napari_sam.evidence.STANDS_OUT`)."""
     if mask.area == 0:
         return None
-    window, inside = mask_neighbourhood(mask, pad=4)
+    window, held = mask_neighbourhood(mask, pad=4)
     pixels = read_plane(read, window)
-    ring = ndimage.binary_dilation(inside, iterations=2) & ~ndimage.binary_dilation(inside)
+    ring = ndimage.binary_dilation(held, iterations=2) & ~ndimage.binary_dilation(held)
     if not ring.any():
         return None
     around = surroundings(pixels[ring], surround)
-    high, low = float(np.nanmedian(pixels[inside])), float(np.nanmean(around))
+    high, low = float(np.nanpercentile(pixels[held], inside)), float(np.nanmean(around))
     if not np.isfinite(high - low) or high - low <= STANDS_OUT[surround] * float(np.nanstd(around)):
         return None
     return low + fraction * (high - low)

@@ -11,7 +11,9 @@ overlap with the previous mask, growth, contrast against its surroundings relati
 annotated slice, stability, predicted IoU). A front stops where that evidence says the object
 has ended (:class:`PropagationConfig`), when the mask is empty, or before a slice where the
 user put only negative points. Where a bright object fades at once (its end in z), its mask
-is cut to the object's edge level on the annotated slice (:mod:`napari_sam.edge_level`).
+is cut to the object's edge level on the annotated slice, and where it has also faded well
+below the annotated slice's contrast, to a level towards its own peak on that slice
+(:mod:`napari_sam.edge_level`).
 Between two annotated slices the gap is filled from both ends, alternately, until the fronts
 meet. Each slice goes through
 :func:`napari_sam.plane_segmentation.segment_plane`, so tiled slices propagate the same way.
@@ -86,8 +88,16 @@ class PropagationConfig:
     of the previous slice's in one step (its end in z, where the mask takes in the
     out-of-focus light around it), the mask is cut to its pixels at or above that level,
     unless that leaves less than ``min_kept`` of the annotated slice's area (the object faded
-    as a whole: its mask is kept as it is). An object that fades slowly (bleaching through t)
-    is never cut.
+    as a whole: its mask is kept as it is); end_level: on such a slice where the object's
+    contrast is also below ``end_contrast`` of the annotated slice's, the mask is cut at
+    least to this fraction of the way from its ring to the object's peak on that slice (the
+    95th percentile inside its mask; 0 turns it off): under strong blur along z (coarse z,
+    blurred several times more along z than across), the light a slice or two from a
+    nucleus's middle spreads over the middle's outline, well above its edge level there, and
+    the cross-section is only its brightest part; end_fade: that cut needs the contrast to
+    have fallen below this fraction of the previous slice's in this one step (a nucleus
+    clicked off its middle fades a little a slice as it widens: it is not cut). An object
+    that fades slowly (bleaching through t) is never cut.
 
     The default, a click alone, follows an object to its ends and stops there: a box carried
     from the previous slice makes the mask fill it, so a nucleus that narrows towards its
@@ -115,6 +125,9 @@ class PropagationConfig:
     edge_level: float = 0.15
     edge_fade: float = 0.9
     min_kept: float = 0.1
+    end_level: float = 0.3
+    end_contrast: float = 0.75
+    end_fade: float = 0.8
 
     def __post_init__(self) -> None:
         if self.directions not in ("both", "forward", "backward"):
@@ -126,6 +139,10 @@ class PropagationConfig:
         if not 0 <= self.edge_level < 1 or not 0 <= self.min_kept <= 1:
             raise ValueError(f"edge_level is in [0, 1) and min_kept in [0, 1], got "
                              f"{self.edge_level} and {self.min_kept}")  # fmt: skip
+        if not 0 <= self.end_level < 1 or min(self.end_contrast, self.end_fade) < 0:
+            raise ValueError(f"end_level is in [0, 1), end_contrast and end_fade at least 0, "
+                             f"got {self.end_level}, {self.end_contrast} and "
+                             f"{self.end_fade}")  # fmt: skip
         if self.edge_fade < 0:
             raise ValueError(f"edge_fade is at least 0, got {self.edge_fade}")
         if self.max_rise != 0 and self.max_rise <= 1:
@@ -310,6 +327,7 @@ def propagate(
     total = len(annotated) + len(_reach(fronts))
     done = 0
     levels: dict[int, float | None] = {}  # annotated position -> the object's edge level
+    surrounds: dict[int, Surround] = {}  # annotated position -> what its contrast is against
     # annotated position -> (position, mask) -> contrast, against that slice's surround
     measures: dict[int, Callable[[int, ObjectMask], float]] = {}
     for position in annotated:
@@ -318,6 +336,7 @@ def propagate(
             read, mask = reader(position), results[position][0].mask
             contrasts[position], surround = reference_contrast(read, mask)
             measures[position] = partial(contrast_of, surround=surround)
+            surrounds[position] = surround
             if config.edge_level > 0:
                 levels[position] = edge_level(read, mask, config.edge_level, surround)
         done += 1
@@ -343,9 +362,10 @@ def propagate(
                               measures.get(front.source))  # fmt: skip
             reason = _rejection(result, found, config)
             written = result
-            level = levels.get(front.source)
-            if not reason and level is not None and found.fade < config.edge_fade:
-                # an object fading at once (its end in z): its mask takes in the halo
+            level = None if reason else _end_cut(reader, front.position, result.mask, found,
+                                                 levels.get(front.source),
+                                                 surrounds.get(front.source, "ring"), config)
+            if level is not None:  # fading at once (its end in z), the mask takes in the halo
                 cut = cut_to_level(reader(front.position), result.mask, level, _click(prompt))
                 if cut.area >= max(config.min_kept * results[front.source][0].mask.area, 1):
                     written = replace(result, mask=cut)  # else it faded whole: as it is
@@ -426,6 +446,23 @@ def _evidence(
         stability=stability_score(result.logits, threshold),
         fade=float(fade),
     )
+
+
+def _end_cut(reader: Callable[[int], Callable[[Box], np.ndarray]] | None, position: int,
+             mask: ObjectMask, evidence: SliceEvidence, edge: float | None, surround: Surround,
+             config: PropagationConfig) -> float | None:
+    """The level the mask on ``position`` is cut to (None: not cut): where the object faded at
+    once (``config.edge_fade``), its ``edge`` level from the annotated slice, raised to
+    ``config.end_level`` of the way to its peak on this slice once its contrast fell below
+    ``config.end_contrast`` of the annotated slice's (see :class:`PropagationConfig`)."""
+    if reader is None or evidence.fade >= config.edge_fade:
+        return None
+    levels = [] if edge is None else [edge]
+    ended = evidence.contrast < config.end_contrast and evidence.fade < config.end_fade
+    if config.end_level > 0 and ended:  # measured (else 1), low, and fell in this step
+        own = edge_level(reader(position), mask, config.end_level, surround, inside=95.0)
+        levels += [] if own is None else [own]
+    return max(levels, default=None)
 
 
 def _click(prompt: Prompt) -> tuple[int, int] | None:
