@@ -18,13 +18,16 @@ ours (our generator's held-out seeds), with the same prompts and the plugin's de
   (``positives_first=False``: the click's own mask is not tried first).
 - propagate: per nucleus of a volume, a box (and, second row, a click) on its middle slice,
   propagated both ways: mean 3D IoU, slices written past the nucleus's ends (per nucleus),
-  and seconds per propagated slice; beside it the box with the settings before the stop
-  evidence (``PREVIOUS``), as the reference of the same run, and the model's ceiling: a
+  and seconds per propagated slice; beside it, as references of the same run, the
+  default without the end's own-peak cut (``NO_END_LEVEL``), without either cut
+  (``NO_CUTS``) and the box with the settings before the stop evidence (``PREVIOUS``);
+  then the model's ceiling: a
   fresh tight box from the truth on every slice the nucleus spans (no propagation, so
   nothing is written past its ends), with the IoU per slice by its distance from the
   middle.
 - drift: a time series made from a 2D image (each frame shifted and warped a little): a
-  nucleus clicked on frame 0 and propagated through t, against a fresh click on every frame.
+  nucleus clicked on frame 0 and propagated through t, against a fresh click on every frame
+  (and the same three references).
 - auto: ``segment_everything`` with no options (the model's best mode, APG when it has an
   instance decoder, with its own settings): F1@0.5 and seconds per image.
 """
@@ -72,7 +75,7 @@ PREVIOUS = PropagationConfig(min_score=0.5, dense="none", multimask="best", min_
 # the default without the cut of an end slice to its own peak (end_level; the default before
 # it), and without either cut (the edge level too; before that)
 NO_END_LEVEL = PropagationConfig(end_level=0.0)
-NO_EDGE_LEVEL = PropagationConfig(edge_level=0.0, end_level=0.0)
+NO_CUTS = PropagationConfig(edge_level=0.0, end_level=0.0)
 
 
 def cpu_line() -> str:
@@ -410,8 +413,8 @@ def main() -> None:
               propagate_rows(predictor, f3, NO_END_LEVEL),
               propagate_rows(predictor, ours_3d(), NO_END_LEVEL))  # fmt: skip
         table("  the same without either cut (reference)",
-              propagate_rows(predictor, f3, NO_EDGE_LEVEL),
-              propagate_rows(predictor, ours_3d(), NO_EDGE_LEVEL))  # fmt: skip
+              propagate_rows(predictor, f3, NO_CUTS),
+              propagate_rows(predictor, ours_3d(), NO_CUTS))  # fmt: skip
         table("  the same before the stop evidence (reference)",
               propagate_rows(predictor, f3, PREVIOUS, ("box",)),
               propagate_rows(predictor, ours_3d(), PREVIOUS, ("box",)))  # fmt: skip
@@ -426,8 +429,8 @@ def main() -> None:
               drift_rows(predictor, f2, NO_END_LEVEL),
               drift_rows(predictor, ours_2d(), NO_END_LEVEL))  # fmt: skip
         table("  the same without either cut (reference)",
-              drift_rows(predictor, f2, NO_EDGE_LEVEL),
-              drift_rows(predictor, ours_2d(), NO_EDGE_LEVEL))  # fmt: skip
+              drift_rows(predictor, f2, NO_CUTS),
+              drift_rows(predictor, ours_2d(), NO_CUTS))  # fmt: skip
         table("  the same before the stop evidence (reference)",
               drift_rows(predictor, f2, PREVIOUS), drift_rows(predictor, ours_2d(), PREVIOUS))
     if "auto" in only:

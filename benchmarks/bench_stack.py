@@ -13,11 +13,13 @@ with randomly initialised weights (no download here): same compute and memory as
 The propagation scenario uses the bundled model's weights file as it is now (it is trained
 separately, so its figure changes with it): a synthetic 3D nuclei volume with true labels, the
 largest nuclei each prompted with one point on its middle slice and propagated carrying a
-click at the previous mask's core with each dense prompt (none: the default, also without
-zoom; logits; mask), and, as the reference, the previous mask's box with its logits (no
-zoom); IoU with the truth on every slice the nucleus occupies (a missed slice is 0), and the
-slices past its ends that got a mask anyway. Then the nucleus the demo clicks in the widget's
-3D sample (denser, textured nuclei; one touches it), with the default settings.
+click at the previous mask's core with each dense prompt (the previous mask: the default;
+none, also without zoom; logits), the default without the end's own-peak cut and without
+either cut, the settings before the stop evidence, and, as the reference, the previous
+mask's box with its logits (no zoom); IoU with the truth on every slice the nucleus occupies
+(a missed slice is 0), and the slices past its ends that got a mask anyway. Then the
+nucleus the demo clicks in the widget's 3D sample (denser, textured nuclei; one touches
+it), with the default settings and without each cut.
 ``--seeds`` picks the volumes; ``--weights FILE`` also runs other weights (a training run's)
 with the default settings, beside the shipped ones ("candidate" rows).
 """
@@ -159,7 +161,7 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
               "min_stability": 0.0, "edge_level": 0.0, "end_level": 0.0}
     variants = {"default": ("mask", "point", "auto", {}),
                 "no_end_level": ("mask", "point", "auto", {"end_level": 0.0}),
-                "no_edge_level": ("mask", "point", "auto", {"edge_level": 0.0, "end_level": 0.0}),
+                "no_cuts": ("mask", "point", "auto", {"edge_level": 0.0, "end_level": 0.0}),
                 "click_only": ("none", "point", "auto", {}),
                 "click_only_nozoom": ("none", "point", "off", {}),
                 "logits": ("logits", "point", "auto", {}),
@@ -217,7 +219,7 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
     r, c = np.unravel_index(np.argmax(image[16]), image.shape[1:])
     nucleus = labels == labels[16, r, c]
     limits = (float(image.min()), float(image.max()))
-    for name in [name for name in ("default", "no_end_level", "no_edge_level", "candidate")
+    for name in [name for name in ("default", "no_end_level", "no_cuts", "candidate")
                  if name in models]:  # fmt: skip
         model = models[name]
         stack = StackEmbeddings.open(SliceSource(image), PredictorEmbedder(model, limits))

@@ -51,8 +51,9 @@ def test_dark_objects_get_no_level():
 def test_an_object_that_does_not_stand_out_gets_no_level():
     flat = np.full(SHAPE, 500.0, np.float32) + np.random.default_rng(1).normal(0, 5, SHAPE)
     for surround in ("ring", "dark"):  # noise stands above the darker half, but not enough
-        assert edge_level(_reader(flat), crop_mask(_disk(10), (0, 0), SHAPE), 0.3,
-                          surround) is None  # fmt: skip
+        for percentile in (50.0, 95.0):  # a high percentile of noise stands above its mean
+            assert edge_level(_reader(flat), crop_mask(_disk(10), (0, 0), SHAPE), 0.3,
+                              surround, percentile=percentile) is None  # fmt: skip
     assert reference_contrast(_reader(flat), crop_mask(_disk(10), (0, 0), SHAPE)) == (0.0, "ring")
     empty = crop_mask(np.zeros(SHAPE, bool), (0, 0), SHAPE)
     assert edge_level(_reader(flat), empty, 0.3) is None

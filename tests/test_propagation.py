@@ -377,7 +377,7 @@ def test_bundled_model_stops_within_a_slice_of_each_end_of_short_touching_nuclei
     stack = StackEmbeddings.open(SliceSource(image), PredictorEmbedder(
         predictor, percentile_limits(image)), cache_size=len(image))  # fmt: skip
     before = PropagationConfig(dense="none", min_contrast=0, max_rise=0, max_growth=0,
-                               min_stability=0, edge_level=0)  # fmt: skip
+                               min_stability=0, edge_level=0, end_level=0)  # fmt: skip
     ends, ends_before = [], []
     for obj in np.unique(labels[labels > 0]):
         truth = labels == obj
@@ -467,6 +467,69 @@ def test_the_ends_of_a_short_nucleus_under_strong_axial_blur_are_cut_to_their_ow
     # below that leaves the ends as the edge level alone cut them
     gated = _run_with_pixels(model_view, pixels, PropagationConfig(end_fade=0.6))
     np.testing.assert_array_equal(gated.to_array(16), before)
+    # and only where it is well under the annotated slice's contrast (here 0.60 of it)
+    gated = _run_with_pixels(model_view, pixels, PropagationConfig(end_contrast=0.55))
+    np.testing.assert_array_equal(gated.to_array(16), before)
+
+
+def _end_slice(end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A (5, 64, 64) stack: a disk (radius 12 px, 1000 over 100) on z 0-3, the model's masks
+    (labels: the disk's box on z 0-3, a wider one on the end slice z 4) and the pixels, the
+    end slice's being ``end`` (+ noise). Blurred 1 px in xy."""
+    from scipy import ndimage
+
+    rows, cols = np.indices((64, 64))
+    disk = (rows - 32) ** 2 + (cols - 32) ** 2 <= 12**2
+    labels = np.zeros((5, 64, 64), np.int32)
+    labels[:4, 18:47, 18:47] = 1
+    labels[4, 16:49, 16:62] = 1
+    pixels = np.stack([np.where(disk, 1000.0, 100.0)] * 4 + [end])
+    pixels = ndimage.gaussian_filter(pixels, (0, 1, 1))
+    return labels, pixels + np.random.default_rng(0).normal(0, 3, pixels.shape)
+
+
+def _end_slice_mask(end: np.ndarray, config: PropagationConfig) -> np.ndarray:
+    labels, pixels = _end_slice(end)
+    result = drain(propagate(oracle_embeddings(labels), LabelOracle(), {1: Prompt.from_points(
+        [[32, 32]])}, slices=range(5), config=config,
+        pixels=lambda s, w: pixels[s, w[0]:w[2], w[1]:w[3]]))  # fmt: skip
+    assert 4 in result.positions
+    return result.to_array(5)[4]
+
+
+def test_an_end_cut_never_keeps_a_bright_neighbour_instead_of_the_object():
+    # the end slice: the object faded to 300, and the model's mask also takes in a brighter
+    # neighbour (1500) beside it. Towards the peak (the neighbour's) only the neighbour is
+    # left, without the carried click: the cut at the annotated slice's edge level is
+    # written instead, the object without the neighbour
+    rows, cols = np.indices((64, 64))
+    disk = (rows - 32) ** 2 + (cols - 32) ** 2 <= 12**2
+    neighbour = (rows - 32) ** 2 + (cols - 54) ** 2 <= 6**2
+    end = np.where(disk, 300.0, np.where(neighbour, 1500.0, 100.0))
+    stops_off = {"min_contrast": 0, "max_rise": 0, "min_stability": 0, "max_growth": 0}
+    found = _end_slice_mask(end, PropagationConfig(**stops_off))
+    assert (found & disk).sum() / (found | disk).sum() > 0.8
+    assert not (found & neighbour).any()
+    edge_only = _end_slice_mask(end, PropagationConfig(end_level=0, **stops_off))
+    np.testing.assert_array_equal(found, edge_only)
+
+
+def test_an_end_cut_that_leaves_too_little_falls_back_to_the_edge_level():
+    # the end slice: the object (radius 11, 400) with a small bright spot (2000, 9 x 9) in
+    # its middle, in a halo (150) the model's mask takes in. Towards the peak (the spot's)
+    # only the spot is left, under min_kept of the annotated mask: the edge level's cut is
+    # written (the object), not the uncut halo
+    rows, cols = np.indices((64, 64))
+    disk = (rows - 32) ** 2 + (cols - 32) ** 2 <= 11**2
+    end = np.where(disk, 400.0, np.where((abs(rows - 32) <= 16) & (abs(cols - 39) <= 22),
+                                         150.0, 100.0))  # fmt: skip
+    end[28:37, 28:37] = 2000.0
+    options = {"min_contrast": 0, "max_rise": 0, "min_stability": 0, "max_growth": 0,
+               "min_kept": 0.2}  # the spot and its blur: 121 px, 0.14 of the annotated mask
+    found = _end_slice_mask(end, PropagationConfig(**options))
+    assert (found & disk).sum() / (found | disk).sum() > 0.8
+    edge_only = _end_slice_mask(end, PropagationConfig(end_level=0, **options))
+    np.testing.assert_array_equal(found, edge_only)
 
 
 def test_an_object_that_fades_as_a_whole_is_not_cut_away():

@@ -1,4 +1,4 @@
-"""The object's own intensity edge, carried from its annotated slice through a stack.
+"""The object's own intensity edge on a stack's slices: its annotated slice's, or its own peak's.
 
 Past the middle of a nucleus in a coarse-z stack, SAM's mask takes in the out-of-focus light
 around the smaller cross-section: a slice or two from the middle the mask keeps the middle's
@@ -14,8 +14,8 @@ percentile inside the mask), as one takes an edge at a fraction of the object's 
 Only objects brighter than their surroundings (fluorescence) get a level, as only they get
 the contrast evidence (:func:`~napari_sam.evidence.reference_contrast`), measured against the
 same surroundings (the ring, or for a dim nucleus among brighter ones its darker half); an
-object that does not stand out on its annotated slice gets none, and its masks are left as
-the model gave them.
+object that does not stand out on a slice gets no level there, and where it has none its
+masks are left as the model gave them.
 """
 
 from __future__ import annotations
@@ -38,16 +38,17 @@ from napari_sam.transforms import ObjectMask
 
 
 def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask, fraction: float,
-               surround: Surround = "ring", inside: float = 50.0) -> float | None:  # fmt: skip
+               surround: Surround = "ring", percentile: float = 50.0) -> float | None:  # fmt: skip
     """The level ``fraction`` of the way from the mean of the ring just outside ``mask`` (1 px
     wide, 2 px off; with ``surround="dark"`` its darker half,
-    :func:`~napari_sam.evidence.surroundings`) to the ``inside`` percentile of the pixels in
-    it (the median by default; 95: the object's peak, where the mask also holds a dimmer
-    halo), in the image's own units. ``read(window)`` gives the plane's pixels in ``window``
-    (row0, col0, row1, col1; end exclusive), (h, w) or (h, w, C) (channels averaged). None when
-    the mask is empty or the object does not stand out from those pixels (by more than half
-    their standard deviation, twice for the darker half:
-    :data:`~napari_sam.evidence.STANDS_OUT`)."""
+    :func:`~napari_sam.evidence.surroundings`) to the ``percentile`` of the pixels in it (the
+    median by default; 95: the object's peak, where the mask also holds a dimmer halo), in
+    the image's own units. ``read(window)`` gives the plane's pixels in ``window`` (row0,
+    col0, row1, col1; end exclusive), (h, w) or (h, w, C) (channels averaged). None when the
+    mask is empty or the object does not stand out from those pixels: its median must stand
+    above them by more than half their standard deviation, twice for the darker half
+    (:data:`~napari_sam.evidence.STANDS_OUT`), whatever the percentile (a high percentile of
+    noise alone stands above its mean)."""
     if mask.area == 0:
         return None
     window, held = mask_neighbourhood(mask, pad=4)
@@ -56,10 +57,10 @@ def edge_level(read: Callable[[Box], np.ndarray], mask: ObjectMask, fraction: fl
     if not ring.any():
         return None
     around = surroundings(pixels[ring], surround)
-    high, low = float(np.nanpercentile(pixels[held], inside)), float(np.nanmean(around))
-    if not np.isfinite(high - low) or high - low <= STANDS_OUT[surround] * float(np.nanstd(around)):
+    middle, low = float(np.nanmedian(pixels[held])), float(np.nanmean(around))
+    if not np.isfinite(middle - low) or middle - low <= STANDS_OUT[surround] * float(np.nanstd(around)):
         return None
-    return low + fraction * (high - low)
+    return low + fraction * (float(np.nanpercentile(pixels[held], percentile)) - low)
 
 
 def cut_to_level(read: Callable[[Box], np.ndarray], mask: ObjectMask, level: float,

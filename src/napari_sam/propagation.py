@@ -88,16 +88,19 @@ class PropagationConfig:
     of the previous slice's in one step (its end in z, where the mask takes in the
     out-of-focus light around it), the mask is cut to its pixels at or above that level,
     unless that leaves less than ``min_kept`` of the annotated slice's area (the object faded
-    as a whole: its mask is kept as it is); end_level: on such a slice where the object's
-    contrast is also below ``end_contrast`` of the annotated slice's, the mask is cut at
-    least to this fraction of the way from its ring to the object's peak on that slice (the
-    95th percentile inside its mask; 0 turns it off): under strong blur along z (coarse z,
-    blurred several times more along z than across), the light a slice or two from a
-    nucleus's middle spreads over the middle's outline, well above its edge level there, and
-    the cross-section is only its brightest part; end_fade: that cut needs the contrast to
-    have fallen below this fraction of the previous slice's in this one step (a nucleus
-    clicked off its middle fades a little a slice as it widens: it is not cut). An object
-    that fades slowly (bleaching through t) is never cut.
+    as a whole: its mask is kept as it is); end_level: where the object's contrast is below
+    ``end_contrast`` of the annotated slice's and fell below ``end_fade`` of the previous
+    slice's in this one step, the mask is cut instead to this fraction of the way from its
+    ring to the object's peak on that slice (the 95th percentile inside its mask; 0 turns it
+    off, independently of ``edge_level``): under strong blur along z (coarse z, blurred
+    several times more along z than across), the light a slice or two from a nucleus's
+    middle spreads over the middle's outline, well above its edge level there, and the
+    cross-section is only its brightest part (the ``end_fade`` gate spares a nucleus clicked
+    off its middle, which fades a little a slice as it widens). Of the two cuts the higher
+    level's is written if it keeps the carried click (else it kept a brighter neighbour, not
+    the object) and at least ``min_kept``; else the lower's on the same terms; else the
+    model's mask. The same holds through t: a sudden dimming is cut, an object that fades
+    slowly (bleaching) never is.
 
     The default, a click alone, follows an object to its ends and stops there: a box carried
     from the previous slice makes the mask fill it, so a nucleus that narrows towards its
@@ -328,14 +331,11 @@ def propagate(
     done = 0
     levels: dict[int, float | None] = {}  # annotated position -> the object's edge level
     surrounds: dict[int, Surround] = {}  # annotated position -> what its contrast is against
-    # annotated position -> (position, mask) -> contrast, against that slice's surround
-    measures: dict[int, Callable[[int, ObjectMask], float]] = {}
     for position in annotated:
         results[position] = (segment(position, annotations[position]), position)
         if reader is not None:
             read, mask = reader(position), results[position][0].mask
             contrasts[position], surround = reference_contrast(read, mask)
-            measures[position] = partial(contrast_of, surround=surround)
             surrounds[position] = surround
             if config.edge_level > 0:
                 levels[position] = edge_level(read, mask, config.edge_level, surround)
@@ -356,19 +356,19 @@ def propagate(
             prompt = carried_prompt(front.previous, config, window)
             result = segment(front.position, prompt, tile)
             previous_position = front.position - front.step
+            surround = surrounds.get(front.source)
+            measure = None if surround is None else partial(contrast_of, surround=surround)
             found = _evidence(result, front.previous, threshold, front.position,
                               contrasts.get(front.source, 0.0),
-                              contrasts.get(previous_position, 0.0),
-                              measures.get(front.source))  # fmt: skip
+                              contrasts.get(previous_position, 0.0), measure)  # fmt: skip
             reason = _rejection(result, found, config)
             written = result
-            level = None if reason else _end_cut(reader, front.position, result.mask, found,
-                                                 levels.get(front.source),
-                                                 surrounds.get(front.source, "ring"), config)
-            if level is not None:  # fading at once (its end in z), the mask takes in the halo
-                cut = cut_to_level(reader(front.position), result.mask, level, _click(prompt))
-                if cut.area >= max(config.min_kept * results[front.source][0].mask.area, 1):
-                    written = replace(result, mask=cut)  # else it faded whole: as it is
+            if not reason and surround is not None:  # the pixels are there: cut at an end
+                floor = max(config.min_kept * results[front.source][0].mask.area, 1)
+                cut = _end_cut(reader(front.position), result.mask, found,
+                               levels.get(front.source), surround, _click(prompt), floor,
+                               config)  # fmt: skip
+                written = replace(result, mask=cut)
             done += 1
             yield min(done, total), total
             if reason:
@@ -448,21 +448,33 @@ def _evidence(
     )
 
 
-def _end_cut(reader: Callable[[int], Callable[[Box], np.ndarray]] | None, position: int,
-             mask: ObjectMask, evidence: SliceEvidence, edge: float | None, surround: Surround,
-             config: PropagationConfig) -> float | None:
-    """The level the mask on ``position`` is cut to (None: not cut): where the object faded at
-    once (``config.edge_fade``), its ``edge`` level from the annotated slice, raised to
-    ``config.end_level`` of the way to its peak on this slice once its contrast fell below
-    ``config.end_contrast`` of the annotated slice's (see :class:`PropagationConfig`)."""
-    if reader is None or evidence.fade >= config.edge_fade:
-        return None
-    levels = [] if edge is None else [edge]
-    ended = evidence.contrast < config.end_contrast and evidence.fade < config.end_fade
-    if config.end_level > 0 and ended:  # measured (else 1), low, and fell in this step
-        own = edge_level(reader(position), mask, config.end_level, surround, inside=95.0)
-        levels += [] if own is None else [own]
-    return max(levels, default=None)
+def _end_cut(read: Callable[[Box], np.ndarray], mask: ObjectMask, evidence: SliceEvidence,
+             edge: float | None, surround: Surround, click: tuple[int, int] | None,
+             floor: float, config: PropagationConfig) -> ObjectMask:  # fmt: skip
+    """The mask written for a propagated slice's ``mask`` (see :class:`PropagationConfig`):
+    where the object faded at once, cut to a level: towards its own peak on this slice
+    (``config.end_level``, where its contrast is under ``config.end_contrast`` of the
+    annotated slice's and fell under ``config.end_fade`` of the previous slice's) or its
+    ``edge`` level from the annotated slice (where it fell under ``config.edge_fade``). The
+    highest level whose cut keeps the ``click`` (a bright neighbour the mask ran into is not
+    the object) and at least ``floor`` pixels wins; with none, ``mask`` as it is (the object
+    faded as a whole). ``read``: this slice's pixels."""
+    levels = [edge] if evidence.fade < config.edge_fade else []
+    if (config.end_level > 0 and evidence.contrast < config.end_contrast
+            and evidence.fade < config.end_fade):  # fmt: skip
+        levels.append(edge_level(read, mask, config.end_level, surround, percentile=95.0))
+    for level in sorted((level for level in levels if level is not None), reverse=True):
+        cut = cut_to_level(read, mask, level, click)
+        if cut.area >= floor and (click is None or _holds(cut, click)):
+            return cut
+    return mask
+
+
+def _holds(mask: ObjectMask, pixel: tuple[int, int]) -> bool:
+    """Whether ``mask`` holds the plane ``(row, col)`` ``pixel``."""
+    r, c = pixel[0] - mask.offset[0], pixel[1] - mask.offset[1]
+    rows, cols = mask.crop.shape
+    return 0 <= r < rows and 0 <= c < cols and bool(mask.crop[r, c])
 
 
 def _click(prompt: Prompt) -> tuple[int, int] | None:
