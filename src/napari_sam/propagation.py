@@ -465,16 +465,9 @@ def _end_cut(read: Callable[[Box], np.ndarray], mask: ObjectMask, evidence: Slic
         levels.append(edge_level(read, mask, config.end_level, surround, percentile=95.0))
     for level in sorted((level for level in levels if level is not None), reverse=True):
         cut = cut_to_level(read, mask, level, click)
-        if cut.area >= floor and (click is None or _holds(cut, click)):
+        if cut.area >= floor and (click is None or cut.holds(np.array([click]))[0]):
             return cut
     return mask
-
-
-def _holds(mask: ObjectMask, pixel: tuple[int, int]) -> bool:
-    """Whether ``mask`` holds the plane ``(row, col)`` ``pixel``."""
-    r, c = pixel[0] - mask.offset[0], pixel[1] - mask.offset[1]
-    rows, cols = mask.crop.shape
-    return 0 <= r < rows and 0 <= c < cols and bool(mask.crop[r, c])
 
 
 def _click(prompt: Prompt) -> tuple[int, int] | None:
