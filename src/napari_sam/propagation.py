@@ -98,8 +98,8 @@ class PropagationConfig:
     cross-section is only its brightest part (the ``end_fade`` gate spares a nucleus clicked
     off its middle, which fades a little a slice as it widens). Of the two cuts the higher
     level's is written if it keeps the carried click (else it kept a brighter neighbour, not
-    the object) and at least ``min_kept``; else the lower's on the same terms; else the
-    model's mask. The same holds through t: a sudden dimming is cut, an object that fades
+    the object; with no click carried, ``carry="box"``, its largest piece is kept unchecked)
+    and at least ``min_kept``; else the lower's on the same terms; else the model's mask. The same holds through t: a sudden dimming is cut, an object that fades
     slowly (bleaching) never is.
 
     The default, a click alone, follows an object to its ends and stops there: a box carried
