@@ -76,6 +76,10 @@ PREVIOUS = PropagationConfig(min_score=0.5, dense="none", multimask="best", min_
 # it), and without either cut (the edge level too; before that)
 NO_END_LEVEL = PropagationConfig(end_level=0.0)
 NO_CUTS = PropagationConfig(edge_level=0.0, end_level=0.0)
+# the references printed under propagation and drift: (what, settings, the 3D prompt kinds)
+REFERENCES = (("without the end's own-peak cut", NO_END_LEVEL, ("box", "click")),
+              ("without either cut", NO_CUTS, ("box", "click")),
+              ("before the stop evidence", PREVIOUS, ("box",)))  # fmt: skip
 
 
 def cpu_line() -> str:
@@ -409,15 +413,10 @@ def main() -> None:
     if "propagate" in only:
         table(f"3D propagation from the middle slice ({config})",
               propagate_rows(predictor, f3, config), propagate_rows(predictor, ours_3d(), config))
-        table("  the same without the end's own-peak cut (reference)",
-              propagate_rows(predictor, f3, NO_END_LEVEL),
-              propagate_rows(predictor, ours_3d(), NO_END_LEVEL))  # fmt: skip
-        table("  the same without either cut (reference)",
-              propagate_rows(predictor, f3, NO_CUTS),
-              propagate_rows(predictor, ours_3d(), NO_CUTS))  # fmt: skip
-        table("  the same before the stop evidence (reference)",
-              propagate_rows(predictor, f3, PREVIOUS, ("box",)),
-              propagate_rows(predictor, ours_3d(), PREVIOUS, ("box",)))  # fmt: skip
+        for what, reference, kinds in REFERENCES:
+            table(f"  the same {what} (reference)",
+                  propagate_rows(predictor, f3, reference, kinds),
+                  propagate_rows(predictor, ours_3d(), reference, kinds))  # fmt: skip
         table("  the model's ceiling: a true box on every slice, no propagation",
               ceiling_rows(predictor, f3), ceiling_rows(predictor, ours_3d()))  # fmt: skip
         table("  one carried step from the true mask of the slice before",
@@ -425,14 +424,9 @@ def main() -> None:
     if "drift" in only:
         table("a nucleus drifting through t (8 frames)", drift_rows(predictor, f2, config),
               drift_rows(predictor, ours_2d(), config))  # fmt: skip
-        table("  the same without the end's own-peak cut (reference)",
-              drift_rows(predictor, f2, NO_END_LEVEL),
-              drift_rows(predictor, ours_2d(), NO_END_LEVEL))  # fmt: skip
-        table("  the same without either cut (reference)",
-              drift_rows(predictor, f2, NO_CUTS),
-              drift_rows(predictor, ours_2d(), NO_CUTS))  # fmt: skip
-        table("  the same before the stop evidence (reference)",
-              drift_rows(predictor, f2, PREVIOUS), drift_rows(predictor, ours_2d(), PREVIOUS))
+        for what, reference, _kinds in REFERENCES:
+            table(f"  the same {what} (reference)", drift_rows(predictor, f2, reference),
+                  drift_rows(predictor, ours_2d(), reference))  # fmt: skip
     if "auto" in only:
         table("automatic mode, the model's own settings", auto_rows(predictor, f2),
               auto_rows(predictor, ours_2d()))  # fmt: skip
