@@ -19,15 +19,16 @@ ours (our generator's held-out seeds), with the same prompts and the plugin's de
 - propagate: per nucleus of a volume, a box (and, second row, a click) on its middle slice,
   propagated both ways: mean 3D IoU, slices written past the nucleus's ends (per nucleus),
   and seconds per propagated slice; beside it, as references of the same run, the
-  default without the end's own-peak cut (``NO_END_LEVEL``), without either cut
-  (``NO_CUTS``) and the box with the settings before the stop evidence (``PREVIOUS``);
+  default without following the object's move (``NO_MAX_SHIFT``), without that and the
+  end's own-peak cut (``NO_END_LEVEL``), without either cut too (``NO_CUTS``) and the box
+  with the settings before the stop evidence (``PREVIOUS``);
   then the model's ceiling: a
   fresh tight box from the truth on every slice the nucleus spans (no propagation, so
   nothing is written past its ends), with the IoU per slice by its distance from the
   middle.
 - drift: a time series made from a 2D image (each frame shifted and warped a little): a
   nucleus clicked on frame 0 and propagated through t, against a fresh click on every frame
-  (and the same three references).
+  (and the same four references).
 - auto: ``segment_everything`` with no options (the model's best mode, APG when it has an
   instance decoder, with its own settings): F1@0.5 and seconds per image.
 """
@@ -71,14 +72,17 @@ CHOICES = ("best", "single", "any")
 # the default
 PREVIOUS = PropagationConfig(min_score=0.5, dense="none", multimask="best", min_contrast=0.0,
                              max_rise=0.0, max_growth=0.0, min_stability=0.0,
-                             edge_level=0.0, end_level=0.0)  # fmt: skip
-# the default without the cut of an end slice to its own peak (end_level; the default before
-# it), and without either cut (the edge level too; before that)
-NO_END_LEVEL = PropagationConfig(end_level=0.0)
-NO_CUTS = PropagationConfig(edge_level=0.0, end_level=0.0)
+                             edge_level=0.0, end_level=0.0, max_shift=0)  # fmt: skip
+# the default without following the object's move (max_shift; the default before it),
+# without that and the cut of an end slice to its own peak (end_level; before that), and
+# without either cut too (the edge level; before that)
+NO_MAX_SHIFT = PropagationConfig(max_shift=0)
+NO_END_LEVEL = PropagationConfig(max_shift=0, end_level=0.0)
+NO_CUTS = PropagationConfig(max_shift=0, edge_level=0.0, end_level=0.0)
 # the references printed under propagation and drift: (what, settings, the 3D prompt kinds)
-REFERENCES = (("without the end's own-peak cut", NO_END_LEVEL, ("box", "click")),
-              ("without either cut", NO_CUTS, ("box", "click")),
+REFERENCES = (("without following the object's move", NO_MAX_SHIFT, ("box", "click")),
+              ("without that and the end's own-peak cut", NO_END_LEVEL, ("box", "click")),
+              ("without either cut too", NO_CUTS, ("box", "click")),
               ("before the stop evidence", PREVIOUS, ("box",)))  # fmt: skip
 
 

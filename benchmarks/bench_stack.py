@@ -14,12 +14,13 @@ The propagation scenario uses the bundled model's weights file as it is now (it 
 separately, so its figure changes with it): a synthetic 3D nuclei volume with true labels, the
 largest nuclei each prompted with one point on its middle slice and propagated carrying a
 click at the previous mask's core with each dense prompt (the previous mask: the default;
-none, also without zoom; logits), the default without the end's own-peak cut and without
-either cut, the settings before the stop evidence, and, as the reference, the previous
+none, also without zoom; logits), the default without following the object's move, without
+that and the end's own-peak cut, and without either cut too, the settings before the stop
+evidence, and, as the reference, the previous
 mask's box with its logits (no zoom); IoU with the truth on every slice the nucleus occupies
 (a missed slice is 0), and the slices past its ends that got a mask anyway. Then the
 nucleus the demo clicks in the widget's 3D sample (denser, textured nuclei; one touches
-it), with the default settings and without each cut.
+it), with the default settings and without each of those three.
 ``--seeds`` picks the volumes; ``--weights FILE`` also runs other weights (a training run's)
 with the default settings, beside the shipped ones ("candidate" rows).
 """
@@ -152,16 +153,19 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
     from napari_sam.transforms import ObjectMask
 
     predictor = Predictor.load("bundled", device="cpu", precision="fp32")
-    # the default (the click with the previous mask as dense prompt, and the stop
-    # evidence and both cuts), the same without the end's own-peak cut and without either
-    # cut, the click with each other
+    # the default (the click with the previous mask as dense prompt, moved with the object,
+    # and the stop evidence and both cuts), the same without following the object's move,
+    # without that and the end's own-peak cut, and without either cut too, the click with
+    # each other
     # dense prompt, the box + logits carry, and the
     # defaults before the stop evidence (a click alone, stops on predicted IoU and overlap)
     before = {"min_score": 0.5, "min_contrast": 0.0, "max_rise": 0.0, "max_growth": 0.0,
-              "min_stability": 0.0, "edge_level": 0.0, "end_level": 0.0}
+              "min_stability": 0.0, "edge_level": 0.0, "end_level": 0.0, "max_shift": 0}
     variants = {"default": ("mask", "point", "auto", {}),
-                "no_end_level": ("mask", "point", "auto", {"end_level": 0.0}),
-                "no_cuts": ("mask", "point", "auto", {"edge_level": 0.0, "end_level": 0.0}),
+                "no_max_shift": ("mask", "point", "auto", {"max_shift": 0}),
+                "no_end_level": ("mask", "point", "auto", {"max_shift": 0, "end_level": 0.0}),
+                "no_cuts": ("mask", "point", "auto", {"max_shift": 0, "edge_level": 0.0,
+                                                      "end_level": 0.0}),
                 "click_only": ("none", "point", "auto", {}),
                 "click_only_nozoom": ("none", "point", "off", {}),
                 "logits": ("logits", "point", "auto", {}),
@@ -219,7 +223,8 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
     r, c = np.unravel_index(np.argmax(image[16]), image.shape[1:])
     nucleus = labels == labels[16, r, c]
     limits = (float(image.min()), float(image.max()))
-    for name in [name for name in ("default", "no_end_level", "no_cuts", "candidate")
+    for name in [name for name in ("default", "no_max_shift", "no_end_level", "no_cuts",
+                                   "candidate")
                  if name in models]:  # fmt: skip
         model = models[name]
         stack = StackEmbeddings.open(SliceSource(image), PredictorEmbedder(model, limits))

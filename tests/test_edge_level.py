@@ -99,3 +99,20 @@ def test_channels_are_averaged_and_masks_at_the_plane_edge_are_read_inside_it():
     assert level is not None
     cut = cut_to_level(_reader(pixels), crop_mask(_disk(14, centre=(0, 0)), (0, 0), SHAPE), level)
     assert _iou(cut.to_array(), corner) > 0.85
+
+
+def test_the_peak_level_cuts_a_mask_that_is_mostly_halo_to_its_core():
+    # an end slice under axial blur: a small core inside a wide, dimmer halo that fills most
+    # of the mask. The median lies in the halo, so its level keeps the whole halo; the level
+    # taken towards the 95th percentile (the core's peak) cuts the halo away and keeps the
+    # core (with its own blurred edge)
+    core, halo = _disk(5), _disk(13)
+    pixels = _blurred(core, 1000, 100) + 250 * halo
+    mask = crop_mask(halo, (0, 0), SHAPE)
+    median_level = edge_level(_reader(pixels), mask, 0.3)
+    peak_level = edge_level(_reader(pixels), mask, 0.3, percentile=95.0)
+    assert median_level is not None and peak_level is not None
+    assert 100 < median_level < 350 < peak_level < 1000 + 250
+    assert cut_to_level(_reader(pixels), mask, median_level).area == halo.sum()
+    cut = cut_to_level(_reader(pixels), mask, peak_level).to_array()
+    assert cut[core].all() and cut.sum() < halo.sum() / 3

@@ -231,6 +231,36 @@ def test_bundled_model_follows_the_3d_samples_nucleus_to_its_ends():
     assert min(precision) >= 0.75 and (found & nucleus).sum() / found.sum() >= 0.9
 
 
+def test_bundled_model_follows_a_nucleus_drifting_through_t():
+    # a time series: the whole field moves 2 px down and 1 px right a frame; a nucleus is
+    # clicked on the first frame. The mask carried to each frame moves with it
+    # (max_shift); carried where it was, the model keeps to it and the strip the nucleus
+    # moved into is lost, more of it every frame
+    from scipy import ndimage
+
+    from napari_sam.training.synthetic import NucleiStyle, synthetic_nuclei
+
+    sample = synthetic_nuclei((160, 160), seed=2, style=NucleiStyle(radius=(8.0, 14.0),
+                                                                    coverage=(0.3, 0.4)))  # fmt: skip
+    moves = [(2 * t, t) for t in range(8)]
+    image = np.stack([ndimage.shift(sample.image.astype(np.float32), m, order=1, mode="nearest")
+                      for m in moves])  # fmt: skip
+    truth = np.stack([ndimage.shift(sample.labels, m, order=0) for m in moves]) == 4
+    predictor = Predictor.load("bundled", device="cpu", precision="fp32")
+    stack = StackEmbeddings.open(SliceSource(image), PredictorEmbedder(
+        predictor, (float(image.min()), float(image.max()))))  # fmt: skip
+    click = Prompt.from_points([deepest_point(ObjectMask(truth[0], (0, 0), truth[0].shape))])
+
+    def per_frame(config: PropagationConfig) -> list[float]:
+        found = drain(propagate(stack, predictor, {0: click}, slices=range(8),
+                                config=config)).to_array(8)  # fmt: skip
+        return [(found[t] & truth[t]).sum() / (found[t] | truth[t]).sum() for t in range(8)]
+
+    assert min(per_frame(PropagationConfig())) >= 0.85
+    left_behind = per_frame(PropagationConfig(max_shift=0))
+    assert left_behind[-1] < 0.6 and left_behind[-1] < left_behind[1] - 0.3
+
+
 # ------------------------------------------------------------------- where an object ends
 
 

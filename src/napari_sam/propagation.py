@@ -40,6 +40,7 @@ from napari_sam.evidence import (
     reference_contrast,
     stability_score,
 )
+from napari_sam.motion import object_shift, shifted
 from napari_sam.plane_segmentation import PlaneMask, TiledEmbeddings, segment_plane
 from napari_sam.prompts import PointLabel, Prompt
 from napari_sam.tile_grid import Box
@@ -100,7 +101,13 @@ class PropagationConfig:
     level's is written if it keeps the carried click (else it kept a brighter neighbour, not
     the object; with no click carried, ``carry="box"``, its largest piece is kept unchecked)
     and at least ``min_kept``; else the lower's on the same terms; else the model's mask. The same holds through t: a sudden dimming is cut, an object that fades
-    slowly (bleaching) never is.
+    slowly (bleaching) never is. max_shift: before it is carried, the previous slice's mask
+    moves by the shift (up to this many px each way) that best matches the pixels around it
+    with the next slice's (:func:`~napari_sam.motion.object_shift`; needs the pixels; 0
+    turns it off): a nucleus drifting through t is followed instead of losing the strip it
+    moved into, frame after frame; in z the window's surroundings stay put and the shift
+    stays 0 but where the object leans. The carried click and box come from the moved mask;
+    carried logits (``dense="logits"``) are not moved.
 
     The default, a click alone, follows an object to its ends and stops there: a box carried
     from the previous slice makes the mask fill it, so a nucleus that narrows towards its
@@ -131,6 +138,7 @@ class PropagationConfig:
     end_level: float = 0.3
     end_contrast: float = 0.75
     end_fade: float = 0.8
+    max_shift: int = 4
 
     def __post_init__(self) -> None:
         if self.directions not in ("both", "forward", "backward"):
@@ -148,6 +156,8 @@ class PropagationConfig:
                              f"{self.end_fade}")  # fmt: skip
         if self.edge_fade < 0:
             raise ValueError(f"edge_fade is at least 0, got {self.edge_fade}")
+        if self.max_shift < 0:
+            raise ValueError(f"max_shift is at least 0 (0: off), got {self.max_shift}")
         if self.max_rise != 0 and self.max_rise <= 1:
             raise ValueError(f"max_rise is 0 (off) or above 1, got {self.max_rise}")
         if self.max_slices is not None and self.max_slices < 0:
@@ -353,12 +363,19 @@ def propagate(
                 continue
             tile = front.previous.tile if config.dense == "logits" else None
             window = None if tile is None else embeddings.grid[tile].window
-            prompt = carried_prompt(front.previous, config, window)
-            result = segment(front.position, prompt, tile)
             previous_position = front.position - front.step
+            previous = front.previous
+            if config.max_shift > 0 and reader is not None:  # follow the object's move
+                move = object_shift(reader(previous_position), reader(front.position),
+                                    previous.mask, config.max_shift)  # fmt: skip
+                moved = shifted(previous.mask, move)
+                if moved.area:  # not moved off the plane
+                    previous = replace(previous, mask=moved)
+            prompt = carried_prompt(previous, config, window)
+            result = segment(front.position, prompt, tile)
             surround = surrounds.get(front.source)
             measure = None if surround is None else partial(contrast_of, surround=surround)
-            found = _evidence(result, front.previous, threshold, front.position,
+            found = _evidence(result, previous, threshold, front.position,
                               contrasts.get(front.source, 0.0),
                               contrasts.get(previous_position, 0.0), measure)  # fmt: skip
             reason = _rejection(result, found, config)
