@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_sam.motion import object_shift, shifted
+from napari_sam import motion
+from napari_sam.motion import moved_mask, object_shift
 from napari_sam.plane_segmentation import crop_mask
 
 SHAPE = (128, 128)
@@ -28,6 +29,11 @@ def _box_mask(r0: int, c0: int, r1: int, c1: int):
     return crop_mask(full, (0, 0), SHAPE)
 
 
+def _disk(radius: float, centre) -> np.ndarray:
+    rows, cols = np.indices(SHAPE)
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
 @pytest.mark.parametrize("move", [(3, -2), (-1, 4), (0, 1)])
 def test_the_shift_is_the_move_of_the_pixels_around_the_object(move):
     before = _field()
@@ -35,27 +41,52 @@ def test_the_shift_is_the_move_of_the_pixels_around_the_object(move):
     assert object_shift(_reader(before), _reader(after), _box_mask(50, 40, 70, 62), 4) == move
 
 
-def test_no_move_no_shift_and_a_move_past_reach_is_not_made_up():
+def test_the_move_is_found_through_a_change_of_brightness():
+    # bleaching and uneven light between frames change the level and the gain of the pixels
+    # (and a few pixels are missing), not where the object went
+    before = _field()
+    after = 0.4 * np.roll(before, (2, -3), axis=(0, 1)) + 300 + np.linspace(0, 50, 128)[None]
+    after[60, 50] = np.nan
+    assert object_shift(_reader(before), _reader(after), _box_mask(50, 40, 70, 62), 4) == (2, -3)
+
+
+def test_no_move_no_shift_and_of_equal_matches_the_smallest():
     before = _field()
     mask = _box_mask(50, 40, 70, 62)
     assert object_shift(_reader(before), _reader(before), mask, 4) == (0, 0)
-    far = object_shift(_reader(before), _reader(np.roll(before, (9, 0), (0, 1))), mask, 4)
-    assert all(abs(v) <= 4 for v in far)
+    stripes = np.tile(np.array([0.0, 1000.0], np.float32), (128, 64))  # the same every 2 px
+    assert object_shift(_reader(stripes), _reader(stripes), mask, 4) == (0, 0)
 
 
-def test_an_object_that_only_changes_its_outline_is_not_moved():
-    # z: the neighbours stay where they are while the object's cross-section shrinks about
-    # its centre (its end); a window of the object alone would be pulled around by that
-    rows, cols = np.indices(SHAPE)
-    neighbours = sum(((rows - r) ** 2 + (cols - c) ** 2 <= 81) * 600.0
-                     for r, c in ((30, 30), (30, 95), (95, 30), (100, 100)))  # fmt: skip
+def _end_of_a_nucleus(neighbours: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two planes in z: a nucleus (radius 14) and, on the next, its end (radius 6, two px
+    off its centre), with or without neighbours around it that stay where they are."""
+    around = sum(_disk(9, centre) * 600.0 for centre in ((30, 30), (30, 95), (95, 30), (100, 100)))
+    around = around * neighbours
     noise = np.random.default_rng(1).normal(0, 10, (2, *SHAPE))
-    wide = (rows - 64) ** 2 + (cols - 60) ** 2 <= 14**2
-    narrow = (rows - 65) ** 2 + (cols - 60) ** 2 <= 8**2  # a pixel off the centre
-    before = ndimage.gaussian_filter(neighbours + 900.0 * wide, 1.5) + noise[0]
-    after = ndimage.gaussian_filter(neighbours + 900.0 * narrow, 1.5) + noise[1]
+    wide, narrow = _disk(14, (64, 60)), _disk(6, (66, 60))
+    before = ndimage.gaussian_filter(around + 900.0 * wide, 1.5) + noise[0]
+    after = ndimage.gaussian_filter(around + 300.0 * narrow, 1.5) + noise[1]
+    return before, after, wide
+
+
+def test_the_surroundings_keep_an_object_that_only_changes_its_outline_in_place(monkeypatch):
+    # z: the neighbours stay where they are while the nucleus narrows to its end off its
+    # centre. Even with every move taken (no gate), the window's surroundings hold it
+    monkeypatch.setattr(motion, "MIN_GAIN", 0.0)
+    before, after, wide = _end_of_a_nucleus(neighbours=True)
     mask = crop_mask(wide, (0, 0), SHAPE)
     assert object_shift(_reader(before), _reader(after), mask, 4) == (0, 0)
+
+
+def test_a_move_that_matches_little_better_than_staying_is_not_taken(monkeypatch):
+    # with nothing around it, the narrowing end pulls the best match off centre; the move
+    # removes too little of the mismatch of staying to be a drift
+    before, after, wide = _end_of_a_nucleus(neighbours=False)
+    mask = crop_mask(wide, (0, 0), SHAPE)
+    assert object_shift(_reader(before), _reader(after), mask, 4) == (0, 0)
+    monkeypatch.setattr(motion, "MIN_GAIN", 0.0)
+    assert object_shift(_reader(before), _reader(after), mask, 4) != (0, 0)
 
 
 def test_no_shift_without_something_to_match():
@@ -65,20 +96,29 @@ def test_no_shift_without_something_to_match():
     empty = crop_mask(np.zeros(SHAPE, bool), (0, 0), SHAPE)
     assert object_shift(_reader(_field()), _reader(_field(1)), empty, 4) == (0, 0)
     assert object_shift(_reader(_field()), _reader(np.roll(_field(), 2, 0)), mask, 0) == (0, 0)
+    tiny = crop_mask(np.ones((6, 6), bool), (0, 0), (6, 6))
+    pixels = _field()[:6, :6]
+    assert object_shift(_reader(pixels), _reader(pixels[::-1]), tiny, 4) == (0, 0)
 
 
-def test_a_mask_at_the_plane_edge_is_matched_inside_it_and_channels_are_averaged():
+def test_a_mask_at_the_plane_edge_is_matched_inside_it():
     before = np.stack([_field()] * 3, axis=-1)  # (H, W, 3)
     after = np.roll(before, (2, 1), axis=(0, 1))
     assert object_shift(_reader(before), _reader(after), _box_mask(0, 0, 20, 20), 4) == (2, 1)
 
 
-def test_a_shifted_mask_keeps_its_pixels_and_drops_those_off_the_plane():
+def test_a_moved_mask_keeps_its_pixels_and_drops_those_off_the_plane():
     mask = _box_mask(50, 40, 70, 62)
-    moved = shifted(mask, (3, -2))
+    moved = moved_mask(mask, (3, -2))
     np.testing.assert_array_equal(moved.to_array(), np.roll(mask.to_array(), (3, -2), (0, 1)))
-    assert shifted(mask, (0, 0)) is mask
-    edge = shifted(mask, (68, 0))  # rows 118..138 of 128
+    assert moved_mask(mask, (0, 0)) is mask
+    edge = moved_mask(mask, (68, 0))  # rows 118..138 of 128
     assert edge.area == 10 * 22 and edge.to_array()[118:, 40:62].all()
-    gone = shifted(mask, (200, 0))
+    gone = moved_mask(mask, (200, 0))
     assert gone.area == 0 and gone.shape == SHAPE
+    # what is left is cropped to its pixels: an L whose long arm leaves the plane
+    ell = np.zeros(SHAPE, bool)
+    ell[100:128, 10:14] = True
+    ell[124:128, 10:30] = True
+    left = moved_mask(crop_mask(ell, (0, 0), SHAPE), (0, -15))
+    assert left.bbox == (124, 0, 128, 15) and left.area == 4 * 15

@@ -576,7 +576,8 @@ def test_an_object_that_fades_as_a_whole_is_not_cut_away():
 
 @pytest.mark.parametrize("options", [{"edge_level": 1.0}, {"edge_level": -0.1}, {"max_rise": 0.9},
                                      {"min_kept": 1.5}, {"edge_fade": -1.0}, {"end_level": 1.0},
-                                     {"end_contrast": -0.5}, {"end_fade": -0.1}])  # fmt: skip
+                                     {"end_contrast": -0.5}, {"end_fade": -0.1},
+                                     {"max_shift": -1}])  # fmt: skip
 def test_stop_and_edge_level_settings_out_of_range_are_refused(options):
     with pytest.raises(ValueError, match=next(iter(options))):
         PropagationConfig(**options)

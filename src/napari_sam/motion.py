@@ -19,6 +19,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from napari_sam.evidence import read_plane
+from napari_sam.plane_segmentation import crop_mask
 from napari_sam.tile_grid import Box
 from napari_sam.transforms import ObjectMask
 
@@ -36,13 +37,13 @@ def object_shift(before: Callable[[Box], np.ndarray], after: Callable[[Box], np.
                  mask: ObjectMask, reach: int) -> tuple[int, int]:  # fmt: skip
     """The ``(rows, cols)`` shift, each in ``[-reach, reach]``, by which the pixels around
     ``mask`` on plane ``before`` best match those of plane ``after``: the window is the
-    mask's box grown on each side by its longer side (at least ``reach``, at most
-    :data:`MAX_CONTEXT` px) and kept ``reach`` px inside the plane. ``(0, 0)`` for an empty
-    mask, ``reach`` 0, a window too thin to match or a flat one, and where the best shift
-    matches too little better than none (:data:`MIN_GAIN`). Of equal matches the smallest
-    shift wins. ``before`` / ``after``: ``read(window)`` (row0, col0, row1, col1;
-    end exclusive) giving (h, w) or (h, w, C) pixels, as for
-    :func:`~napari_sam.evidence.read_plane`."""
+    mask's box grown on each side by the larger of ``reach`` and its longer side, but by
+    no more than :data:`MAX_CONTEXT` px, and kept ``reach`` px inside the plane. ``(0, 0)``
+    for an empty mask, ``reach`` 0, a window too thin to match or a flat one, and where the
+    best shift matches too little better than none (:data:`MIN_GAIN`). Of equal matches
+    the smallest shift wins. NaN pixels count as the window's mean. ``before`` / ``after``:
+    ``read(window)`` (row0, col0, row1, col1; end exclusive) giving (h, w) or (h, w, C)
+    pixels, as for :func:`~napari_sam.evidence.read_plane`."""
     if mask.area == 0 or reach <= 0:
         return (0, 0)
     rows, cols = mask.shape
@@ -52,8 +53,8 @@ def object_shift(before: Callable[[Box], np.ndarray], after: Callable[[Box], np.
     t1, l1 = min(r1 + pad, rows - reach), min(c1 + pad, cols - reach)
     if t1 - t0 < 2 or l1 - l0 < 2:
         return (0, 0)
-    template = read_plane(before, (t0, l0, t1, l1)).astype(np.float64)
-    search = read_plane(after, (t0 - reach, l0 - reach, t1 + reach, l1 + reach)).astype(np.float64)
+    template = _filled(read_plane(before, (t0, l0, t1, l1)))
+    search = _filled(read_plane(after, (t0 - reach, l0 - reach, t1 + reach, l1 + reach)))
     template -= template.mean()
     norm = float(np.sqrt((template**2).sum()))
     if not norm > 0:
@@ -75,15 +76,25 @@ def object_shift(before: Callable[[Box], np.ndarray], after: Callable[[Box], np.
     return (int(offsets[i]), int(offsets[j]))
 
 
+def _filled(pixels: np.ndarray) -> np.ndarray:
+    """(h, w) float64 ``pixels`` with NaN set to their mean (all NaN: left NaN)."""
+    pixels = pixels.astype(np.float64)
+    missing = np.isnan(pixels)
+    if missing.any() and not missing.all():
+        pixels[missing] = pixels[~missing].mean()
+    return pixels
+
+
 def _window_sums(values: np.ndarray, h: int, w: int) -> np.ndarray:
-    """The sum of ``values`` over every (h, w) window that fits, by its top-left corner."""
+    """(H - h + 1, W - w + 1): the sum of ``values`` (H, W) over every (h, w) window that
+    fits, by its top-left corner."""
     total = np.pad(values.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     return total[h:, w:] - total[:-h, w:] - total[h:, :-w] + total[:-h, :-w]
 
 
-def shifted(mask: ObjectMask, shift: tuple[int, int]) -> ObjectMask:
-    """``mask`` moved by ``shift`` ``(rows, cols)``; the pixels moved off the plane are
-    dropped."""
+def moved_mask(mask: ObjectMask, shift: tuple[int, int]) -> ObjectMask:
+    """``mask`` moved by ``shift`` ``(rows, cols)``, cropped to its pixels; those moved off
+    the plane are dropped."""
     if mask.area == 0 or shift == (0, 0):
         return mask
     rows, cols = mask.shape
@@ -91,7 +102,5 @@ def shifted(mask: ObjectMask, shift: tuple[int, int]) -> ObjectMask:
     h, w = mask.crop.shape
     top, left = max(-r0, 0), max(-c0, 0)
     bottom, right = max(r0 + h - rows, 0), max(c0 + w - cols, 0)
-    crop = mask.crop[top : h - bottom, left : w - right]
-    if crop.size == 0 or not crop.any():
-        return ObjectMask(np.zeros((0, 0), bool), (0, 0), mask.shape)
-    return ObjectMask(crop, (r0 + top, c0 + left), mask.shape)
+    crop = mask.crop[top : max(h - bottom, top), left : max(w - right, left)]
+    return crop_mask(crop, (r0 + top, c0 + left), mask.shape)

@@ -40,7 +40,7 @@ from napari_sam.evidence import (
     reference_contrast,
     stability_score,
 )
-from napari_sam.motion import object_shift, shifted
+from napari_sam.motion import moved_mask, object_shift
 from napari_sam.plane_segmentation import PlaneMask, TiledEmbeddings, segment_plane
 from napari_sam.prompts import PointLabel, Prompt
 from napari_sam.tile_grid import Box
@@ -106,8 +106,10 @@ class PropagationConfig:
     with the next slice's (:func:`~napari_sam.motion.object_shift`; needs the pixels; 0
     turns it off): a nucleus drifting through t is followed instead of losing the strip it
     moved into, frame after frame; in z the window's surroundings stay put and the shift
-    stays 0 but where the object leans. The carried click and box come from the moved mask;
-    carried logits (``dense="logits"``) are not moved.
+    stays 0 but where the object leans. The carried click and box come from the moved mask,
+    and the overlap evidence compares with it (the growth, with the area before the move:
+    part of the mask may have moved off the plane); carried logits (``dense="logits"``) are
+    not moved.
 
     The default, a click alone, follows an object to its ends and stops there: a box carried
     from the previous slice makes the mask fill it, so a nucleus that narrows towards its
@@ -368,15 +370,15 @@ def propagate(
             if config.max_shift > 0 and reader is not None:  # follow the object's move
                 move = object_shift(reader(previous_position), reader(front.position),
                                     previous.mask, config.max_shift)  # fmt: skip
-                moved = shifted(previous.mask, move)
-                if moved.area:  # not moved off the plane
+                moved = moved_mask(previous.mask, move)
+                if moved.area:  # not all of it moved off the plane
                     previous = replace(previous, mask=moved)
             prompt = carried_prompt(previous, config, window)
             result = segment(front.position, prompt, tile)
             surround = surrounds.get(front.source)
             measure = None if surround is None else partial(contrast_of, surround=surround)
-            found = _evidence(result, previous, threshold, front.position,
-                              contrasts.get(front.source, 0.0),
+            found = _evidence(result, previous, front.previous.mask.area, threshold,
+                              front.position, contrasts.get(front.source, 0.0),
                               contrasts.get(previous_position, 0.0), measure)  # fmt: skip
             reason = _rejection(result, found, config)
             written = result
@@ -443,11 +445,13 @@ def _reach(fronts: list[_Front]) -> set[int]:
 
 
 def _evidence(
-    result: PlaneMask, previous: PlaneMask, threshold: float, position: int,
+    result: PlaneMask, previous: PlaneMask, previous_area: int, threshold: float, position: int,
     source_contrast: float, previous_contrast: float,
     contrast_of: Callable[[int, ObjectMask], float] | None,
 ) -> SliceEvidence:
-    """The evidence of ``result`` (on ``position``); ``source_contrast`` and
+    """The evidence of ``result`` (on ``position``) against the mask carried to it,
+    ``previous`` (moved with the object), whose own area was ``previous_area`` (before a
+    move took part of it off the plane); ``source_contrast`` and
     ``previous_contrast``: the object's contrast on its annotated and its previous slice
     (0: not known, and the contrast evidence is neutral, 1)."""
     contrast = fade = 1.0
@@ -458,7 +462,7 @@ def _evidence(
     return SliceEvidence(
         score=float(result.score),
         overlap=mask_overlap(result.mask, previous.mask),
-        growth=result.mask.area / max(previous.mask.area, 1),
+        growth=result.mask.area / max(previous_area, 1),
         contrast=float(contrast),
         stability=stability_score(result.logits, threshold),
         fade=float(fade),
