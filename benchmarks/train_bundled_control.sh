@@ -2,7 +2,8 @@
 # Trains (or, run again, resumes) the control for the candidates v3 and v5: the shipped v1
 # weights with the image encoder frozen, finetuned on v1's own synthetic style with nothing
 # new (v3's run without its negative clicks). Whatever the 2D figures lose here comes from
-# the warm restart itself, not from what a candidate adds; see docs/training.md.
+# the warm restart and its calibration, not from what a candidate adds (it was the
+# calibration: docs/training.md).
 # Checkpoints and the loss log go to runs/control/ (git-ignored).
 # Usage: sh benchmarks/train_bundled_control.sh   (from the repository root; CPU, one thread)
 set -e
