@@ -156,9 +156,8 @@ def propagation(seeds: str = "2", objects: int = 3, weights: str | None = None) 
     # the default (the click with the previous mask as dense prompt, moved with the object,
     # and the stop evidence and both cuts), the same without following the object's move,
     # without that and the end's own-peak cut, and without either cut too, the click with
-    # each other
-    # dense prompt, the box + logits carry, and the
-    # defaults before the stop evidence (a click alone, stops on predicted IoU and overlap)
+    # each other dense prompt, the box + logits carry, and the defaults before the stop
+    # evidence (a click alone, stops on predicted IoU and overlap)
     before = {"min_score": 0.5, "min_contrast": 0.0, "max_rise": 0.0, "max_growth": 0.0,
               "min_stability": 0.0, "edge_level": 0.0, "end_level": 0.0, "max_shift": 0}
     variants = {"default": ("mask", "point", "auto", {}),
